@@ -1,0 +1,386 @@
+//! Azure Data Factory through ARM (api-version 2018-06-01), with `azure_mgmt_datafactory`.
+//!
+//! Every call goes through one Azure SDK pipeline configuration: the process-wide HTTP client, our
+//! [`ArmRetryPolicy`] (budget-aware), and the caller's credential with its token cache.
+//!
+//! Two calls build the request themselves on that same pipeline instead of using the generated
+//! builders: `createRun`, because the generated `ParameterValueSpecification` model is an empty struct
+//! (it would send `{}` and silently drop every worker parameter); and `pipelines/{name}` GET, whose
+//! response we read as plain JSON because the generated `ActivityUnion` rejects activity types newer
+//! than the crate, while all we need is the activity count.
+
+use super::retry::{ArmRetryPolicy, RetryMode};
+use super::upstream::{Service, UpstreamError};
+use crate::config::Settings;
+use crate::domain::response::{ActivityError, PipelineDescription};
+use crate::domain::{OrchestratorType, PipelineName, RunStatus, WorkerTarget};
+use azure_core::auth::TokenCredential;
+use azure_core::{
+    ClientOptions, Context, Method, Pipeline, Request, RetryOptions, TransportOptions,
+};
+use azure_mgmt_datafactory::package_2018_06::models;
+use serde_json::{Map, Value};
+use std::sync::Arc;
+
+const API_VERSION: &str = "2018-06-01";
+
+/// What we read of a pipeline run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunInfo {
+    pub run_id: String,
+    pub pipeline_name: String,
+    pub status: RunStatus,
+    pub message: String,
+}
+
+/// The activity runs of a pipeline run: how many there were and the ones that failed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ActivityReport {
+    pub total: usize,
+    pub errors: Vec<ActivityError>,
+}
+
+pub struct DataFactory {
+    http: Arc<dyn azure_core::HttpClient>,
+    endpoint: url::Url,
+    scope: String,
+    max_retries: u32,
+    /// Pipeline for calls that must not be repeated on ambiguous failures (createRun).
+    write_once: Pipeline,
+}
+
+impl DataFactory {
+    pub fn new(http: Arc<dyn azure_core::HttpClient>, settings: &Settings) -> Self {
+        let write_once = Pipeline::new(
+            option_env!("CARGO_PKG_NAME"),
+            option_env!("CARGO_PKG_VERSION"),
+            Self::options(&http, RetryMode::ThrottledOnly, settings.arm_max_retries),
+            Vec::new(),
+            Vec::new(),
+        );
+        Self {
+            http,
+            endpoint: settings.arm_endpoint.clone(),
+            scope: settings.arm_scope.clone(),
+            max_retries: settings.arm_max_retries,
+            write_once,
+        }
+    }
+
+    fn options(
+        http: &Arc<dyn azure_core::HttpClient>,
+        mode: RetryMode,
+        max_retries: u32,
+    ) -> ClientOptions {
+        let mut options =
+            ClientOptions::new(TransportOptions::new(http.clone())).retry(RetryOptions::none());
+        options
+            .per_retry_policies_mut()
+            .push(Arc::new(ArmRetryPolicy::new(mode, max_retries)));
+        options
+    }
+
+    fn client(
+        &self,
+        credential: Arc<dyn TokenCredential>,
+    ) -> azure_mgmt_datafactory::package_2018_06::Client {
+        let options = Self::options(&self.http, RetryMode::Idempotent, self.max_retries);
+        azure_mgmt_datafactory::package_2018_06::Client::new(
+            self.endpoint.clone(),
+            credential,
+            vec![self.scope.clone()],
+            options,
+        )
+    }
+
+    fn require_adf(target: &WorkerTarget) -> Result<(), UpstreamError> {
+        match target.orchestrator_type {
+            OrchestratorType::Adf => Ok(()),
+            OrchestratorType::Synapse => Err(UpstreamError::Unsupported(
+                "orchestratorType SYN (Synapse) is not supported by this Function App yet; use ADF"
+                    .into(),
+            )),
+        }
+    }
+
+    fn factory_url(&self, target: &WorkerTarget, tail: &[&str]) -> Result<url::Url, UpstreamError> {
+        let mut url = self.endpoint.clone();
+        {
+            let mut path = url
+                .path_segments_mut()
+                .map_err(|_| UpstreamError::Protocol {
+                    service: Service::Arm,
+                    message: "PROCFWK_ARM_ENDPOINT cannot carry a path".into(),
+                })?;
+            path.pop_if_empty()
+                .push("subscriptions")
+                .push(&target.subscription.to_string())
+                .push("resourceGroups")
+                .push(target.resource_group.as_str())
+                .push("providers")
+                .push("Microsoft.DataFactory")
+                .push("factories")
+                .push(target.orchestrator.as_str());
+            path.extend(tail);
+        }
+        url.query_pairs_mut()
+            .append_pair("api-version", API_VERSION);
+        Ok(url)
+    }
+
+    async fn bearer(&self, credential: &dyn TokenCredential) -> Result<String, UpstreamError> {
+        let token = credential
+            .get_token(&[self.scope.as_str()])
+            .await
+            .map_err(|e| UpstreamError::from_azure(Service::EntraId, &e))?;
+        Ok(format!("Bearer {}", token.token.secret()))
+    }
+
+    /// `POST .../pipelines/{name}/createRun` with the parameters as the body. Returns the run id.
+    pub async fn create_run(
+        &self,
+        credential: Arc<dyn TokenCredential>,
+        target: &WorkerTarget,
+        pipeline: &PipelineName,
+        parameters: &Map<String, Value>,
+    ) -> Result<String, UpstreamError> {
+        Self::require_adf(target)?;
+        let url = self.factory_url(target, &["pipelines", pipeline.as_str(), "createRun"])?;
+        let mut request = Request::new(url, Method::Post);
+        request.insert_header("authorization", self.bearer(credential.as_ref()).await?);
+        request.insert_header("content-type", "application/json");
+        let body = serde_json::to_vec(parameters).map_err(|e| UpstreamError::Protocol {
+            service: Service::Arm,
+            message: format!("could not encode the parameters: {e}"),
+        })?;
+        request.set_body(body);
+        let response = self
+            .write_once
+            .send(&Context::new(), &mut request)
+            .await
+            .map_err(|e| UpstreamError::from_azure(Service::Arm, &e))?;
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| UpstreamError::from_azure(Service::Arm, &e))?;
+        let created: models::CreateRunResponse =
+            serde_json::from_slice(&body).map_err(|e| UpstreamError::Protocol {
+                service: Service::Arm,
+                message: format!("createRun answered without a run id: {e}"),
+            })?;
+        Ok(created.run_id)
+    }
+
+    /// `GET .../pipelineruns/{runId}`.
+    pub async fn get_run(
+        &self,
+        credential: Arc<dyn TokenCredential>,
+        target: &WorkerTarget,
+        run_id: &str,
+    ) -> Result<RunInfo, UpstreamError> {
+        Self::require_adf(target)?;
+        let run = self
+            .client(credential)
+            .pipeline_runs_client()
+            .get(
+                target.subscription.to_string(),
+                target.resource_group.as_str(),
+                target.orchestrator.as_str(),
+                run_id,
+            )
+            .await
+            .map_err(|e| UpstreamError::from_azure(Service::Arm, &e))?;
+        Ok(RunInfo {
+            run_id: run.run_id.unwrap_or_else(|| run_id.to_string()),
+            pipeline_name: run.pipeline_name.unwrap_or_default(),
+            status: RunStatus::parse(run.status.as_deref().unwrap_or("Unknown")),
+            message: run.message.unwrap_or_default(),
+        })
+    }
+
+    /// `POST .../pipelineruns/{runId}/cancel?isRecursive=true`.
+    pub async fn cancel_run(
+        &self,
+        credential: Arc<dyn TokenCredential>,
+        target: &WorkerTarget,
+        run_id: &str,
+    ) -> Result<(), UpstreamError> {
+        Self::require_adf(target)?;
+        self.client(credential)
+            .pipeline_runs_client()
+            .cancel(
+                target.subscription.to_string(),
+                target.resource_group.as_str(),
+                target.orchestrator.as_str(),
+                run_id,
+            )
+            .is_recursive(true)
+            .send()
+            .await
+            .map_err(|e| UpstreamError::from_azure(Service::Arm, &e))?;
+        Ok(())
+    }
+
+    /// `POST .../pipelineruns/{runId}/queryActivityruns` over `[after, before]`, following continuation
+    /// tokens. Activities whose `error.errorCode` is empty (succeeded ones carry an empty error object)
+    /// are not errors.
+    pub async fn activity_errors(
+        &self,
+        credential: Arc<dyn TokenCredential>,
+        target: &WorkerTarget,
+        run_id: &str,
+        after: time::OffsetDateTime,
+        before: time::OffsetDateTime,
+    ) -> Result<ActivityReport, UpstreamError> {
+        Self::require_adf(target)?;
+        let client = self.client(credential);
+        let mut filter = models::RunFilterParameters::new(after, before);
+        let mut report = ActivityReport {
+            total: 0,
+            errors: Vec::new(),
+        };
+        for _page in 0..100 {
+            let page = client
+                .activity_runs_client()
+                .query_by_pipeline_run(
+                    target.subscription.to_string(),
+                    target.resource_group.as_str(),
+                    target.orchestrator.as_str(),
+                    run_id,
+                    filter.clone(),
+                )
+                .await
+                .map_err(|e| UpstreamError::from_azure(Service::Arm, &e))?;
+            report.total += page.value.len();
+            report
+                .errors
+                .extend(page.value.iter().filter_map(activity_error));
+            match page.continuation_token.filter(|t| !t.is_empty()) {
+                Some(token) => filter.continuation_token = Some(token),
+                None => break,
+            }
+        }
+        Ok(report)
+    }
+
+    /// `GET .../pipelines/{name}`; `None` when ADF says it does not exist.
+    pub async fn describe_pipeline(
+        &self,
+        credential: Arc<dyn TokenCredential>,
+        target: &WorkerTarget,
+        pipeline: &PipelineName,
+    ) -> Result<Option<PipelineDescription>, UpstreamError> {
+        Self::require_adf(target)?;
+        let url = self.factory_url(target, &["pipelines", pipeline.as_str()])?;
+        let mut request = Request::new(url, Method::Get);
+        request.insert_header("authorization", self.bearer(credential.as_ref()).await?);
+        let reads = Pipeline::new(
+            option_env!("CARGO_PKG_NAME"),
+            option_env!("CARGO_PKG_VERSION"),
+            Self::options(&self.http, RetryMode::Idempotent, self.max_retries),
+            Vec::new(),
+            Vec::new(),
+        );
+        let response = match reads.send(&Context::new(), &mut request).await {
+            Ok(r) => r,
+            Err(e) => {
+                let err = UpstreamError::from_azure(Service::Arm, &e);
+                return if err.is_not_found() {
+                    Ok(None)
+                } else {
+                    Err(err)
+                };
+            }
+        };
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| UpstreamError::from_azure(Service::Arm, &e))?;
+        let json: Value = serde_json::from_slice(&body).map_err(|e| UpstreamError::Protocol {
+            service: Service::Arm,
+            message: format!("the pipeline resource is not JSON: {e}"),
+        })?;
+        Ok(Some(PipelineDescription {
+            id: json["id"].as_str().unwrap_or_default().to_string(),
+            name: json["name"]
+                .as_str()
+                .unwrap_or(pipeline.as_str())
+                .to_string(),
+            resource_type: json["type"]
+                .as_str()
+                .unwrap_or("Microsoft.DataFactory/factories/pipelines")
+                .to_string(),
+            activity_count: json["properties"]["activities"]
+                .as_array()
+                .map_or(0, Vec::len),
+        }))
+    }
+}
+
+fn activity_error(run: &models::ActivityRun) -> Option<ActivityError> {
+    let error = run.error.as_ref()?;
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    let code = text(&error["errorCode"]);
+    if code.trim().is_empty() {
+        return None;
+    }
+    Some(ActivityError {
+        activity_run_id: run.activity_run_id.clone().unwrap_or_default(),
+        activity_name: run.activity_name.clone().unwrap_or_default(),
+        activity_type: run.activity_type.clone().unwrap_or_default(),
+        error_code: code,
+        error_type: text(&error["failureType"]),
+        error_message: text(&error["message"]),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn empty_error_codes_are_not_errors() {
+        let mut ok = models::ActivityRun::new();
+        ok.error =
+            Some(json!({"errorCode": "", "message": "", "failureType": "", "target": "Wait1"}));
+        assert!(activity_error(&ok).is_none());
+        let mut bad = models::ActivityRun::new();
+        bad.activity_name = Some("Call Fail Procedure".into());
+        bad.error =
+            Some(json!({"errorCode": "2402", "message": "boom", "failureType": "UserError"}));
+        let e = activity_error(&bad);
+        assert_eq!(e.as_ref().map(|e| e.error_code.as_str()), Some("2402"));
+        assert_eq!(e.as_ref().map(|e| e.error_type.as_str()), Some("UserError"));
+    }
+
+    #[test]
+    fn factory_urls_escape_names() {
+        let s = Settings::default();
+        let df = DataFactory::new(Arc::new(reqwest::Client::new()), &s);
+        let t = WorkerTarget {
+            subscription: crate::domain::Guid::new_random(),
+            resource_group: crate::domain::ResourceName::parse("ADF.procfwk")
+                .unwrap_or_else(|_| unreachable!()),
+            orchestrator: crate::domain::ResourceName::parse("WorkersFactory")
+                .unwrap_or_else(|_| unreachable!()),
+            orchestrator_type: OrchestratorType::Adf,
+        };
+        let u = df
+            .factory_url(&t, &["pipelines", "Wait 1", "createRun"])
+            .map(|u| u.to_string());
+        let u = u.unwrap_or_default();
+        assert!(
+            u.contains(
+                "/factories/WorkersFactory/pipelines/Wait%201/createRun?api-version=2018-06-01"
+            ),
+            "{u}"
+        );
+    }
+}

@@ -1,0 +1,166 @@
+//! Failures of the services we call, in a form that says what the service said (status, code,
+//! message) and never carries a secret, a token or a raw header dump.
+
+use std::fmt;
+
+/// Which upstream service failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Service {
+    Arm,
+    EntraId,
+    ManagedIdentity,
+    KeyVault,
+}
+
+impl fmt::Display for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Arm => "Azure Resource Manager",
+            Self::EntraId => "Microsoft Entra ID",
+            Self::ManagedIdentity => "the managed identity endpoint",
+            Self::KeyVault => "Key Vault",
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// The service answered with an error status.
+    #[error("{service} answered HTTP {status} {code}: {message}")]
+    Http {
+        service: Service,
+        status: u16,
+        code: String,
+        message: String,
+    },
+    /// No token could be had for the caller's principal or our managed identity.
+    #[error("authentication with {service} failed: {message}")]
+    Authentication { service: Service, message: String },
+    /// The service could not be reached (DNS, connect, reset, timeout of one request).
+    #[error("could not reach {service}: {message}")]
+    Unreachable { service: Service, message: String },
+    /// The invocation's time budget ran out.
+    #[error("the time budget of this call ran out while waiting for {service}")]
+    BudgetExhausted { service: Service },
+    /// The service answered something we cannot read.
+    #[error("unexpected answer from {service}: {message}")]
+    Protocol { service: Service, message: String },
+    /// The request needs something this Function App does not do.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+impl UpstreamError {
+    /// Translate an Azure SDK error without ever using its `Display` (which dumps response headers).
+    pub fn from_azure(service: Service, error: &azure_core::Error) -> Self {
+        use azure_core::error::ErrorKind;
+        if let Some(http) = error.as_http_error() {
+            return Self::Http {
+                service,
+                status: u16::from(http.status()),
+                code: http.error_code().unwrap_or("Unknown").to_string(),
+                message: http.error_message().unwrap_or("").to_string(),
+            };
+        }
+        match error.kind() {
+            ErrorKind::HttpResponse { status, error_code } => Self::Http {
+                service,
+                status: u16::from(*status),
+                code: error_code.clone().unwrap_or_else(|| "Unknown".into()),
+                message: String::new(),
+            },
+            ErrorKind::Credential => Self::Authentication {
+                service: if service == Service::Arm {
+                    Service::EntraId
+                } else {
+                    service
+                },
+                message: error_chain(error),
+            },
+            ErrorKind::Io => Self::Unreachable {
+                service,
+                message: error_chain(error),
+            },
+            _ => Self::Protocol {
+                service,
+                message: error_chain(error),
+            },
+        }
+    }
+
+    /// The HTTP status the caller of our function should see.
+    pub fn caller_status(&self) -> u16 {
+        match self {
+            Self::Http { status, .. } => match *status {
+                400 | 403 | 404 | 409 => *status,
+                401 => 403,
+                429 => 503,
+                s if s >= 500 => 502,
+                _ => 502,
+            },
+            Self::Authentication { .. } => 401,
+            Self::Unreachable { .. } => 502,
+            Self::BudgetExhausted { .. } => 504,
+            Self::Protocol { .. } => 502,
+            Self::Unsupported(_) => 400,
+        }
+    }
+
+    /// A stable code for the JSON error body.
+    pub fn caller_code(&self) -> &'static str {
+        match self {
+            Self::Http { .. } => "UpstreamError",
+            Self::Authentication { .. } => "AuthenticationFailed",
+            Self::Unreachable { .. } => "UpstreamUnreachable",
+            Self::BudgetExhausted { .. } => "UpstreamTimeout",
+            Self::Protocol { .. } => "UpstreamProtocolError",
+            Self::Unsupported(_) => "Unsupported",
+        }
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::Http { status: 404, .. })
+    }
+}
+
+/// Messages of an error and its sources, skipping the SDK's `HttpError` dump (headers and body).
+fn error_chain(error: &azure_core::Error) -> String {
+    let mut parts = vec![error.kind().to_string()];
+    let mut source: Option<&(dyn std::error::Error + 'static)> = error.get_ref().map(|e| e as _);
+    while let Some(e) = source {
+        if e.downcast_ref::<azure_core::error::HttpError>().is_none() {
+            let text = e.to_string();
+            if !text.is_empty() && !parts.contains(&text) {
+                parts.push(text);
+            }
+        }
+        source = e.source();
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caller_statuses() {
+        let http = |status| UpstreamError::Http {
+            service: Service::Arm,
+            status,
+            code: "X".into(),
+            message: "m".into(),
+        };
+        assert_eq!(http(404).caller_status(), 404);
+        assert_eq!(http(403).caller_status(), 403);
+        assert_eq!(http(429).caller_status(), 503);
+        assert_eq!(http(500).caller_status(), 502);
+        assert_eq!(
+            UpstreamError::BudgetExhausted {
+                service: Service::Arm
+            }
+            .caller_status(),
+            504
+        );
+    }
+}

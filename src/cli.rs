@@ -1,0 +1,71 @@
+//! The `procfwk` command line: `serve` (the custom handler), `sim` (the local Azure stand-in), `bench`.
+//! This is the binary edge: errors become `anyhow` here and nowhere else.
+
+use crate::config::Settings;
+use crate::functions::AppState;
+use crate::host::Application;
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::net::{IpAddr, SocketAddr};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "procfwk",
+    version,
+    about = "procfwk's Function App in Rust, with a local Azure simulator"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the Azure Functions custom handler (the Function App).
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// Port to listen on when FUNCTIONS_CUSTOMHANDLER_PORT is not set.
+    #[arg(long, default_value_t = 7071)]
+    pub port: u16,
+    /// Address to listen on. The Functions host talks to us on localhost.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind: IpAddr,
+}
+
+pub fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    crate::telemetry::init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("could not start the async runtime")?;
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve(args).await,
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let mut settings = Settings::from_env().context("invalid configuration")?;
+    if !settings.under_functions_host {
+        settings.port = args.port;
+    }
+    let addr = SocketAddr::new(args.bind, settings.port);
+    let state = AppState::new(settings).context("could not set up the Azure clients")?;
+    let app = Application::start(state, addr)
+        .await
+        .with_context(|| format!("could not listen on {addr}"))?;
+    tracing::info!(url = %app.url(), "procfwk handler listening");
+    println!("procfwk handler listening on {}", app.url());
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("shutting down"),
+        _ = app.wait() => {}
+    }
+    Ok(())
+}

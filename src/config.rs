@@ -1,0 +1,228 @@
+//! Typed settings, read from the environment (app settings in Azure, `local.settings.json` under
+//! `func start`). Every setting, its default and its meaning lives here, in one place; `docs/configuration.md`
+//! mirrors this table.
+
+use std::time::Duration;
+
+/// A setting that is present but unusable.
+#[derive(Debug, thiserror::Error)]
+#[error("setting {name} = {value:?} is invalid: {problem}")]
+pub struct ConfigError {
+    pub name: &'static str,
+    pub value: String,
+    pub problem: String,
+}
+
+/// Settings of the function handler (`procfwk serve`).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// `FUNCTIONS_CUSTOMHANDLER_PORT` (set by the Functions host) or `--port`; default 7071.
+    pub port: u16,
+    /// True when the Functions host started us (it then enforces function keys itself).
+    pub under_functions_host: bool,
+    /// `PROCFWK_FUNCTION_KEY`: when set and running standalone, callers must send it as `x-functions-key`
+    /// or `?code=`.
+    pub function_key: Option<crate::secret::Secret>,
+    /// `PROCFWK_ARM_ENDPOINT`, default `https://management.azure.com`.
+    pub arm_endpoint: url::Url,
+    /// `PROCFWK_ARM_SCOPE`, default `https://management.azure.com/.default`.
+    pub arm_scope: String,
+    /// `AZURE_AUTHORITY_HOST`, default `https://login.microsoftonline.com`.
+    pub authority_host: url::Url,
+    /// `PROCFWK_KEYVAULT_ENDPOINT`: replaces scheme and host of Key Vault secret URLs (tests, sovereign
+    /// clouds behind a proxy). Default: none, the URL is used as given.
+    pub keyvault_endpoint: Option<url::Url>,
+    /// `PROCFWK_KEYVAULT_CACHE_SECS`, default 300: how long a secret read from Key Vault is reused.
+    pub keyvault_cache: Duration,
+    /// `PROCFWK_REQUEST_BUDGET_SECS`, default 200: the most one invocation may take, retries included
+    /// (ADF's Azure Function activity gives up after 230 s).
+    pub request_budget: Duration,
+    /// `PROCFWK_EXECUTE_QUEUED_CAP_SECS`, default 120: how long ExecutePipeline waits for a run to leave
+    /// `Queued` before answering with the run id and `Queued` (the Infant then keeps polling).
+    pub execute_queued_cap: Duration,
+    /// `PROCFWK_POLL_INITIAL_MS`, default 250, and `PROCFWK_POLL_MAX_SECS`, default 5: ExecutePipeline and
+    /// CancelPipeline poll the run starting at the initial interval, doubling up to the maximum.
+    pub poll_initial: Duration,
+    pub poll_max: Duration,
+    /// `PROCFWK_CANCEL_WAIT_CAP_SECS`, default 120: how long CancelPipeline waits for `Cancelled`.
+    pub cancel_wait_cap: Duration,
+    /// `PROCFWK_HTTP_TIMEOUT_SECS`, default 30: timeout of one upstream HTTP request.
+    pub http_timeout: Duration,
+    /// `PROCFWK_ARM_MAX_RETRIES`, default 6: retries of throttled (429) or transient (5xx, connection)
+    /// upstream failures, always within the request budget.
+    pub arm_max_retries: u32,
+    /// `PROCFWK_MAX_BODY_BYTES`, default 10 MiB: larger request bodies are refused with 400.
+    pub max_body_bytes: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            port: 7071,
+            under_functions_host: false,
+            function_key: None,
+            arm_endpoint: url::Url::parse("https://management.azure.com")
+                .unwrap_or_else(|_| unreachable!()),
+            arm_scope: "https://management.azure.com/.default".into(),
+            authority_host: url::Url::parse("https://login.microsoftonline.com")
+                .unwrap_or_else(|_| unreachable!()),
+            keyvault_endpoint: None,
+            keyvault_cache: Duration::from_secs(300),
+            request_budget: Duration::from_secs(200),
+            execute_queued_cap: Duration::from_secs(120),
+            poll_initial: Duration::from_millis(250),
+            poll_max: Duration::from_secs(5),
+            cancel_wait_cap: Duration::from_secs(120),
+            http_timeout: Duration::from_secs(30),
+            arm_max_retries: 6,
+            max_body_bytes: 10 * 1024 * 1024,
+        }
+    }
+}
+
+impl Settings {
+    /// Read settings from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Read settings through `lookup` (the environment, or a map in tests).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |k: &str| lookup(k).filter(|v| !v.trim().is_empty());
+        let mut s = Self::default();
+        if let Some(v) = get("FUNCTIONS_CUSTOMHANDLER_PORT") {
+            s.port = parse_num("FUNCTIONS_CUSTOMHANDLER_PORT", &v)?;
+            s.under_functions_host = true;
+        }
+        s.function_key = get("PROCFWK_FUNCTION_KEY").map(crate::secret::Secret::new);
+        if let Some(v) = get("PROCFWK_ARM_ENDPOINT") {
+            s.arm_endpoint = parse_url("PROCFWK_ARM_ENDPOINT", &v)?;
+        }
+        if let Some(v) = get("PROCFWK_ARM_SCOPE") {
+            s.arm_scope = v;
+        }
+        if let Some(v) = get("AZURE_AUTHORITY_HOST") {
+            s.authority_host = parse_url("AZURE_AUTHORITY_HOST", &v)?;
+        }
+        if let Some(v) = get("PROCFWK_KEYVAULT_ENDPOINT") {
+            s.keyvault_endpoint = Some(parse_url("PROCFWK_KEYVAULT_ENDPOINT", &v)?);
+        }
+        let secs = |name: &'static str, default: Duration| -> Result<Duration, ConfigError> {
+            match get(name) {
+                Some(v) => parse_secs(name, &v),
+                None => Ok(default),
+            }
+        };
+        s.keyvault_cache = secs("PROCFWK_KEYVAULT_CACHE_SECS", s.keyvault_cache)?;
+        s.request_budget = secs("PROCFWK_REQUEST_BUDGET_SECS", s.request_budget)?;
+        s.execute_queued_cap = secs("PROCFWK_EXECUTE_QUEUED_CAP_SECS", s.execute_queued_cap)?;
+        s.poll_max = secs("PROCFWK_POLL_MAX_SECS", s.poll_max)?;
+        s.cancel_wait_cap = secs("PROCFWK_CANCEL_WAIT_CAP_SECS", s.cancel_wait_cap)?;
+        s.http_timeout = secs("PROCFWK_HTTP_TIMEOUT_SECS", s.http_timeout)?;
+        if let Some(v) = get("PROCFWK_POLL_INITIAL_MS") {
+            s.poll_initial = Duration::from_millis(parse_num("PROCFWK_POLL_INITIAL_MS", &v)?);
+        }
+        if let Some(v) = get("PROCFWK_ARM_MAX_RETRIES") {
+            s.arm_max_retries = parse_num("PROCFWK_ARM_MAX_RETRIES", &v)?;
+        }
+        if let Some(v) = get("PROCFWK_MAX_BODY_BYTES") {
+            s.max_body_bytes = parse_num("PROCFWK_MAX_BODY_BYTES", &v)?;
+        }
+        if s.execute_queued_cap >= s.request_budget {
+            return Err(ConfigError {
+                name: "PROCFWK_EXECUTE_QUEUED_CAP_SECS",
+                value: s.execute_queued_cap.as_secs_f64().to_string(),
+                problem: "must be smaller than PROCFWK_REQUEST_BUDGET_SECS".into(),
+            });
+        }
+        Ok(s)
+    }
+}
+
+fn parse_num<T: std::str::FromStr>(name: &'static str, v: &str) -> Result<T, ConfigError> {
+    v.trim().parse::<T>().map_err(|_| ConfigError {
+        name,
+        value: v.into(),
+        problem: "expected a whole number".into(),
+    })
+}
+
+fn parse_secs(name: &'static str, v: &str) -> Result<Duration, ConfigError> {
+    let secs: f64 = v.trim().parse().map_err(|_| ConfigError {
+        name,
+        value: v.into(),
+        problem: "expected a number of seconds".into(),
+    })?;
+    if !(0.0..=86_400.0).contains(&secs) {
+        return Err(ConfigError {
+            name,
+            value: v.into(),
+            problem: "expected 0 to 86400 seconds".into(),
+        });
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_url(name: &'static str, v: &str) -> Result<url::Url, ConfigError> {
+    let url = url::Url::parse(v.trim()).map_err(|e| ConfigError {
+        name,
+        value: v.into(),
+        problem: format!("not a URL: {e}"),
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(ConfigError {
+            name,
+            value: v.into(),
+            problem: "expected an http or https URL".into(),
+        });
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn from(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_lookup(|k| m.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults() {
+        let s = from(&[]).expect("defaults are valid");
+        assert_eq!(s.port, 7071);
+        assert!(!s.under_functions_host);
+        assert_eq!(s.execute_queued_cap, Duration::from_secs(120));
+        assert_eq!(s.arm_endpoint.as_str(), "https://management.azure.com/");
+    }
+
+    #[test]
+    fn host_port_and_overrides() {
+        let s = from(&[
+            ("FUNCTIONS_CUSTOMHANDLER_PORT", "40000"),
+            ("PROCFWK_ARM_ENDPOINT", "http://127.0.0.1:7072"),
+            ("PROCFWK_EXECUTE_QUEUED_CAP_SECS", "0.5"),
+        ])
+        .expect("valid");
+        assert_eq!(s.port, 40000);
+        assert!(s.under_functions_host);
+        assert_eq!(s.execute_queued_cap, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        assert_eq!(
+            from(&[("PROCFWK_ARM_ENDPOINT", "ftp://x")])
+                .err()
+                .map(|e| e.name),
+            Some("PROCFWK_ARM_ENDPOINT")
+        );
+        assert!(from(&[("PROCFWK_REQUEST_BUDGET_SECS", "abc")]).is_err());
+        assert!(from(&[("PROCFWK_EXECUTE_QUEUED_CAP_SECS", "300")]).is_err());
+    }
+}

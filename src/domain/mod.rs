@@ -1,0 +1,15 @@
+//! Domain values: what a request to one of our functions may contain once it has been parsed, and the
+//! vocabulary of pipeline-run statuses. Everything here is pure (no I/O): handlers parse raw JSON into
+//! these types at the edge ("parse, don't validate"), so the rest of the code never sees a half-valid input.
+
+pub mod names;
+pub mod request;
+pub mod response;
+pub mod status;
+
+pub use names::{Guid, PipelineName, ResourceName};
+pub use request::{
+    Credentials, Dialect, OrchestratorType, PipelineRequest, RequestError, RunRequest,
+    SecretSource, WorkerTarget,
+};
+pub use status::{RunStatus, SimpleStatus};

@@ -1,0 +1,199 @@
+//! Response bodies, with the exact PascalCase field names procfwk's ADF expressions and SQL `OPENJSON`
+//! read verbatim (`RunId`, `SimpleStatus`, `ActualStatus`/`Status`, `Errors[].ActivityRunId`, ...).
+
+use super::names::PipelineName;
+use super::request::Dialect;
+use super::status::RunStatus;
+use serde_json::{json, Map, Value};
+
+/// Which spelling of the status to report: `Canceling` as ADF says it (Execute, GetActivityErrors) or
+/// procfwk's `Cancelling` (CheckPipelineStatus, CancelPipeline).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Spelling {
+    Adf,
+    Procfwk,
+}
+
+/// `{PipelineName, RunId, ActualStatus|Status, SimpleStatus}`.
+pub fn run_status(
+    dialect: Dialect,
+    pipeline: &PipelineName,
+    run_id: &str,
+    status: &RunStatus,
+    spelling: Spelling,
+) -> Map<String, Value> {
+    let shown = match spelling {
+        Spelling::Adf => status.adf_name(),
+        Spelling::Procfwk => status.procfwk_name(),
+    };
+    let status_key = match dialect {
+        Dialect::V1 => "Status",
+        Dialect::V2 => "ActualStatus",
+    };
+    let mut body = Map::new();
+    body.insert("PipelineName".into(), json!(pipeline.as_str()));
+    body.insert("RunId".into(), json!(run_id));
+    body.insert(status_key.into(), json!(shown));
+    body.insert(
+        "SimpleStatus".into(),
+        json!(status.simple(dialect).as_str()),
+    );
+    body
+}
+
+/// One failed activity of a worker run, as `SetErrorLogDetails` shreds it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ActivityError {
+    pub activity_run_id: String,
+    pub activity_name: String,
+    pub activity_type: String,
+    pub error_code: String,
+    pub error_type: String,
+    pub error_message: String,
+}
+
+/// GetActivityErrors' body: v2 `{ResponseCount, ResponseErrorCount, Errors, PipelineName, RunId,
+/// ActualStatus, SimpleStatus}`; v1 (1.6–1.9) `{PipelineName, PipelineStatus, RunId, ResponseCount,
+/// ResponseErrorCount, Errors}`.
+pub fn activity_errors(
+    dialect: Dialect,
+    pipeline: &PipelineName,
+    run_id: &str,
+    status: &RunStatus,
+    response_count: usize,
+    errors: &[ActivityError],
+) -> Value {
+    let errors_json = serde_json::to_value(errors).unwrap_or_else(|_| Value::Array(Vec::new()));
+    match dialect {
+        Dialect::V2 => {
+            let mut body = Map::new();
+            body.insert("ResponseCount".into(), json!(response_count));
+            body.insert("ResponseErrorCount".into(), json!(errors.len()));
+            body.insert("Errors".into(), errors_json);
+            body.extend(run_status(dialect, pipeline, run_id, status, Spelling::Adf));
+            Value::Object(body)
+        }
+        Dialect::V1 => json!({
+            "PipelineName": pipeline.as_str(),
+            "PipelineStatus": status.adf_name(),
+            "RunId": run_id,
+            "ResponseCount": response_count,
+            "ResponseErrorCount": errors.len(),
+            "Errors": errors_json,
+        }),
+    }
+}
+
+/// What ValidatePipeline learnt about a pipeline.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PipelineDescription {
+    pub id: String,
+    pub name: String,
+    pub resource_type: String,
+    pub activity_count: usize,
+}
+
+/// ValidatePipeline's body. `PipelineExists` is the *string* `"True"`/`"False"` (ADF reads it with
+/// `@bool(...)`). 1.9.2 (v1) reported `ActivityCount` as a string and `ProvidedPipelineName` when missing.
+pub fn validation(
+    dialect: Dialect,
+    requested: &PipelineName,
+    found: Option<&PipelineDescription>,
+) -> Value {
+    match (dialect, found) {
+        (Dialect::V2, Some(p)) => json!({
+            "PipelineExists": "True", "PipelineName": p.name, "PipelineId": p.id,
+            "PipelineType": p.resource_type, "ActivityCount": p.activity_count,
+        }),
+        (Dialect::V2, None) => json!({
+            "PipelineExists": "False", "PipelineName": requested.as_str(), "PipelineId": "Unknown",
+            "PipelineType": "Unknown", "ActivityCount": 0,
+        }),
+        (Dialect::V1, Some(p)) => json!({
+            "PipelineExists": "True", "PipelineName": p.name, "PipelineId": p.id,
+            "PipelineType": p.resource_type, "ActivityCount": p.activity_count.to_string(),
+        }),
+        (Dialect::V1, None) => json!({
+            "PipelineExists": "False", "ProvidedPipelineName": requested.as_str(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name() -> PipelineName {
+        PipelineName::parse("Wait 1").unwrap_or_else(|_| unreachable!())
+    }
+
+    #[test]
+    fn v2_status_shape() {
+        let b = run_status(
+            Dialect::V2,
+            &name(),
+            "r",
+            &RunStatus::Canceling,
+            Spelling::Procfwk,
+        );
+        assert_eq!(b["ActualStatus"], "Cancelling");
+        assert_eq!(b["SimpleStatus"], "Running");
+        assert!(!b.contains_key("Status"));
+    }
+
+    #[test]
+    fn v1_status_shape() {
+        let b = run_status(
+            Dialect::V1,
+            &name(),
+            "r",
+            &RunStatus::Succeeded,
+            Spelling::Procfwk,
+        );
+        assert_eq!(b["Status"], "Succeeded");
+        assert_eq!(b["SimpleStatus"], "Done");
+    }
+
+    #[test]
+    fn errors_keys_are_verbatim() {
+        let e = ActivityError {
+            activity_run_id: "a".into(),
+            activity_name: "b".into(),
+            activity_type: "c".into(),
+            error_code: "d".into(),
+            error_type: "e".into(),
+            error_message: "f".into(),
+        };
+        let b = activity_errors(Dialect::V2, &name(), "r", &RunStatus::Failed, 3, &[e]);
+        let keys: Vec<_> = b["Errors"][0]
+            .as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default();
+        for k in [
+            "ActivityRunId",
+            "ActivityName",
+            "ActivityType",
+            "ErrorCode",
+            "ErrorType",
+            "ErrorMessage",
+        ] {
+            assert!(keys.contains(&k.to_string()), "{k}");
+        }
+        assert_eq!(b["ResponseCount"], 3);
+        assert_eq!(b["ResponseErrorCount"], 1);
+        assert_eq!(b["SimpleStatus"], "Complete");
+    }
+
+    #[test]
+    fn validation_strings() {
+        assert_eq!(
+            validation(Dialect::V2, &name(), None)["PipelineExists"],
+            "False"
+        );
+        assert_eq!(
+            validation(Dialect::V1, &name(), None)["ProvidedPipelineName"],
+            "Wait 1"
+        );
+    }
+}

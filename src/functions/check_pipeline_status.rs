@@ -1,0 +1,24 @@
+//! `CheckPipelineStatus`: one status read of a worker run, never blocking. `Queued`, `InProgress` and
+//! `Canceling` are `Running` in both dialects; ADF's `Canceling` is reported as `Cancelling`.
+
+use super::{read_checked_run, AppState, FunctionError, Reply};
+use crate::domain::response::{self, Spelling};
+use crate::domain::RunRequest;
+use serde_json::Value;
+
+pub async fn run(state: &AppState, body: &Value) -> Result<Reply, FunctionError> {
+    let request = RunRequest::parse(body)?;
+    let credential = state
+        .azure
+        .identity
+        .credential(&request.pipeline.credentials)
+        .await?;
+    let run = read_checked_run(state, &request, credential).await?;
+    Ok(Reply::ok(response::run_status(
+        request.pipeline.dialect,
+        &request.pipeline.pipeline,
+        &run.run_id,
+        &run.status,
+        Spelling::Procfwk,
+    )))
+}

@@ -1,0 +1,52 @@
+//! `ExecutePipelineV2` (and its alias `ExecutePipeline`): start a worker pipeline run and answer once it
+//! has left `Queued` — or, if it is still queued when the configured cap is reached, answer with its run
+//! id and `Queued` (SimpleStatus `Running`) so the Infant's loop keeps polling. The run id is never lost:
+//! once `createRun` has answered, a failing status read still returns the run id.
+
+use super::{poll_run, AppState, FunctionError, Reply};
+use crate::domain::response::{self, Spelling};
+use crate::domain::{PipelineRequest, RunStatus};
+use serde_json::Value;
+
+pub async fn run(state: &AppState, body: &Value) -> Result<Reply, FunctionError> {
+    let request = PipelineRequest::parse(body)?;
+    let credential = state
+        .azure
+        .identity
+        .credential(&request.credentials)
+        .await?;
+    let run_id = state
+        .azure
+        .data_factory
+        .create_run(
+            credential.clone(),
+            &request.target,
+            &request.pipeline,
+            &request.parameters,
+        )
+        .await?;
+    tracing::info!(pipeline = %request.pipeline, factory = %request.target.orchestrator, %run_id, "worker run created");
+    let status = match poll_run(
+        state,
+        credential,
+        &request,
+        &run_id,
+        state.settings.execute_queued_cap,
+        |s| *s != RunStatus::Queued,
+    )
+    .await
+    {
+        Ok((run, _left_queue)) => run.status,
+        Err(e) => {
+            tracing::warn!(%run_id, error = %e, "run created but its status could not be read; answering Queued");
+            RunStatus::Queued
+        }
+    };
+    Ok(Reply::ok(response::run_status(
+        request.dialect,
+        &request.pipeline,
+        &run_id,
+        &status,
+        Spelling::Adf,
+    )))
+}

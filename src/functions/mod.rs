@@ -1,0 +1,236 @@
+//! The Azure Functions this app serves, one module per function. Each parses its request into domain
+//! values, calls the adapters, and builds the body procfwk's pipelines expect. The host edge
+//! ([`crate::host`]) hands every invocation to [`dispatch`], whichever protocol it arrived by.
+
+pub mod cancel_pipeline;
+pub mod check_pipeline_status;
+pub mod error;
+pub mod execute_pipeline;
+pub mod get_activity_errors;
+pub mod validate_pipeline;
+
+pub use error::FunctionError;
+
+use crate::adapters::datafactory::RunInfo;
+use crate::adapters::{budget, Azure, UpstreamError};
+use crate::config::Settings;
+use crate::domain::{RequestError, RunRequest, RunStatus};
+use azure_core::auth::TokenCredential;
+use bytes::Bytes;
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Shared, process-wide state: settings and the Azure clients (one HTTP client, one token cache).
+pub struct AppState {
+    pub settings: Settings,
+    pub azure: Azure,
+}
+
+impl AppState {
+    pub fn new(settings: Settings) -> Result<Arc<Self>, UpstreamError> {
+        let azure = Azure::new(&settings)?;
+        Ok(Arc::new(Self { settings, azure }))
+    }
+}
+
+/// The functions, by name. Names are matched case-insensitively, as the Functions host does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Function {
+    ExecutePipeline,
+    ExecutePipelineV2,
+    CheckPipelineStatus,
+    GetActivityErrors,
+    ValidatePipeline,
+    CancelPipeline,
+}
+
+impl Function {
+    pub const ALL: [Function; 6] = [
+        Function::ExecutePipeline,
+        Function::ExecutePipelineV2,
+        Function::CheckPipelineStatus,
+        Function::GetActivityErrors,
+        Function::ValidatePipeline,
+        Function::CancelPipeline,
+    ];
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::ExecutePipeline => "ExecutePipeline",
+            Self::ExecutePipelineV2 => "ExecutePipelineV2",
+            Self::CheckPipelineStatus => "CheckPipelineStatus",
+            Self::GetActivityErrors => "GetActivityErrors",
+            Self::ValidatePipeline => "ValidatePipeline",
+            Self::CancelPipeline => "CancelPipeline",
+        }
+    }
+
+    pub fn lookup(name: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|f| f.name().eq_ignore_ascii_case(name))
+    }
+
+    /// HTTP methods the function accepts (also written to its `function.json`).
+    pub fn methods(&self) -> &'static [&'static str] {
+        match self {
+            Self::ExecutePipeline | Self::ExecutePipelineV2 | Self::CancelPipeline => &["post"],
+            _ => &["get", "post"],
+        }
+    }
+}
+
+/// One call of a function, independent of how the host delivered it.
+#[derive(Clone, Debug, Default)]
+pub struct Invocation {
+    pub method: String,
+    pub query: BTreeMap<String, String>,
+    pub body: Bytes,
+}
+
+/// What the function answers: an HTTP status and a JSON object.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn ok(body: impl Into<Value>) -> Self {
+        Self {
+            status: 200,
+            body: body.into(),
+        }
+    }
+}
+
+/// Run one invocation of `function` under the configured time budget.
+pub async fn dispatch(state: &AppState, function: Function, invocation: &Invocation) -> Reply {
+    if !function
+        .methods()
+        .iter()
+        .any(|m| m.eq_ignore_ascii_case(&invocation.method))
+    {
+        return FunctionError::MethodNotAllowed {
+            method: invocation.method.clone(),
+            allowed: function.methods().join(", ").to_uppercase(),
+        }
+        .into_reply();
+    }
+    let deadline = Instant::now() + state.settings.request_budget;
+    let outcome = budget::within(deadline, async {
+        let body = request_json(invocation)?;
+        match function {
+            Function::ExecutePipeline | Function::ExecutePipelineV2 => {
+                execute_pipeline::run(state, &body).await
+            }
+            Function::CheckPipelineStatus => check_pipeline_status::run(state, &body).await,
+            Function::GetActivityErrors => get_activity_errors::run(state, &body).await,
+            Function::ValidatePipeline => validate_pipeline::run(state, &body).await,
+            Function::CancelPipeline => cancel_pipeline::run(state, &body).await,
+        }
+    })
+    .await;
+    match outcome {
+        Ok(reply) => reply,
+        Err(e) => e.into_reply(),
+    }
+}
+
+/// The request body as JSON; a GET without a body may carry the fields as query parameters instead.
+fn request_json(invocation: &Invocation) -> Result<Value, FunctionError> {
+    let text = invocation.body.as_ref();
+    if text.iter().all(u8::is_ascii_whitespace) {
+        let fields: Map<String, Value> = invocation
+            .query
+            .iter()
+            .filter(|(k, _)| !k.eq_ignore_ascii_case("code"))
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        if fields.is_empty() {
+            return Err(RequestError::new("body", "is required: a JSON object").into());
+        }
+        return Ok(Value::Object(fields));
+    }
+    serde_json::from_slice(text).map_err(|e| {
+        FunctionError::from(RequestError::new(
+            "body",
+            format!(
+                "is not valid JSON (line {}, column {}): {}",
+                e.line(),
+                e.column(),
+                e
+            ),
+        ))
+    })
+}
+
+/// Read a run and check it belongs to the requested pipeline (procfwk's defensive name check).
+pub(crate) async fn read_checked_run(
+    state: &AppState,
+    request: &RunRequest,
+    credential: Arc<dyn TokenCredential>,
+) -> Result<RunInfo, FunctionError> {
+    let run = state
+        .azure
+        .data_factory
+        .get_run(
+            credential,
+            &request.pipeline.target,
+            &request.run_id.to_string(),
+        )
+        .await?;
+    if !request.pipeline.pipeline.matches(&run.pipeline_name) {
+        return Err(RequestError::new(
+            "pipelineName",
+            format!(
+                "Pipeline name mismatch. Provided pipeline name does not match the provided Run Id. Expected name: {}",
+                run.pipeline_name
+            ),
+        )
+        .into());
+    }
+    Ok(run)
+}
+
+/// Poll a run until `done` says so or `cap` (bounded by the call's budget) runs out; the interval starts
+/// at `poll_initial` and doubles up to `poll_max`. Returns the last status read and whether `done` held.
+pub(crate) async fn poll_run(
+    state: &AppState,
+    credential: Arc<dyn TokenCredential>,
+    request: &crate::domain::PipelineRequest,
+    run_id: &str,
+    cap: Duration,
+    done: impl Fn(&RunStatus) -> bool,
+) -> Result<(RunInfo, bool), FunctionError> {
+    let settings = &state.settings;
+    let mut stop_at = Instant::now() + cap;
+    if let Some(deadline) = budget::deadline() {
+        // Keep a margin to answer before the caller's own timeout.
+        stop_at = stop_at.min(
+            deadline
+                .checked_sub(Duration::from_secs(2))
+                .unwrap_or(deadline),
+        );
+    }
+    let mut interval = settings.poll_initial.max(Duration::from_millis(1));
+    loop {
+        let run = state
+            .azure
+            .data_factory
+            .get_run(credential.clone(), &request.target, run_id)
+            .await?;
+        if done(&run.status) {
+            return Ok((run, true));
+        }
+        let now = Instant::now();
+        if now + interval > stop_at {
+            return Ok((run, false));
+        }
+        tokio::time::sleep(interval).await;
+        interval = (interval * 2).min(settings.poll_max.max(settings.poll_initial));
+    }
+}

@@ -1,0 +1,122 @@
+//! The protocol edge: how the Azure Functions host (or a caller, when we run standalone) reaches the
+//! functions. Both ways the host talks to a custom handler end in the same [`dispatch`]:
+//!
+//! - **HTTP forwarding** (`enableForwardingHttpRequest: true`): the original request on `/api/<Name>`,
+//!   answered as is.
+//! - **Invocation payload**: `POST /<Name>` with `{"Data": {"req": {...}}, "Metadata": {...}}`, answered
+//!   with `{"Outputs": {"res": {...}}, "Logs": [...], "ReturnValue": null}`.
+//!
+//! `GET /` answers 200 at once: the host probes it to know we are ready.
+//!
+//! [`dispatch`]: crate::functions::dispatch
+
+mod body;
+mod forwarding;
+mod invocation;
+mod keys;
+
+use crate::functions::{AppState, FunctionError, Reply};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use warp::http::StatusCode;
+use warp::Filter;
+
+/// All routes of the handler, as one warp filter (tests can drive it with `warp::test` without a socket).
+pub fn routes(
+    state: Arc<AppState>,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone + Send + Sync + 'static
+{
+    let readiness = warp::path::end().and(warp::get()).map(|| {
+        json_response(&Reply::ok(
+            serde_json::json!({"status": "ready", "service": "procfwk"}),
+        ))
+    });
+    readiness
+        .or(forwarding::route(state.clone()))
+        .unify()
+        .or(invocation::route(state))
+        .unify()
+        .recover(handle_rejection)
+        .unify()
+}
+
+/// A reply as an HTTP response with a JSON body.
+pub(crate) fn json_response(reply: &Reply) -> warp::reply::Response {
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = warp::reply::with_status(warp::reply::json(&reply.body), status);
+    let _ = &mut response;
+    warp::reply::Reply::into_response(response)
+}
+
+async fn handle_rejection(rejection: warp::Rejection) -> Result<warp::reply::Response, Infallible> {
+    let error = if rejection.is_not_found() {
+        FunctionError::NotFound("(no route)".into())
+    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
+        FunctionError::MethodNotAllowed {
+            method: "this".into(),
+            allowed: "GET or POST".into(),
+        }
+    } else if rejection.find::<warp::reject::InvalidQuery>().is_some() {
+        FunctionError::BadRequest(crate::domain::RequestError::new(
+            "query",
+            "is not a valid query string",
+        ))
+    } else {
+        FunctionError::BadRequest(crate::domain::RequestError::new(
+            "request",
+            format!("{rejection:?}"),
+        ))
+    };
+    Ok(json_response(&error.into_reply()))
+}
+
+/// A running handler bound to a local port.
+pub struct Application {
+    local_addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl Application {
+    /// Bind `addr` (port 0 picks a free port) and start serving.
+    pub async fn start(state: Arc<AppState>, addr: SocketAddr) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let local_addr = listener.local_addr()?;
+        let (tx, rx) = oneshot::channel::<()>();
+        let server = warp::serve(routes(state))
+            .incoming(listener)
+            .graceful(async move {
+                let _ = rx.await;
+            });
+        let task = tokio::spawn(server.run());
+        Ok(Self {
+            local_addr,
+            shutdown: Some(tx),
+            task,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.local_addr)
+    }
+
+    /// Stop accepting, finish in-flight requests, return.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+
+    /// Serve until the server task ends (it does not, unless shut down).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}

@@ -1,0 +1,29 @@
+//! # procfwk — procfwk's Function App in Rust
+//!
+//! An Azure Functions custom handler that starts and polls Azure Data Factory worker pipelines for the
+//! procfwk hierarchy (Grandparent → Parent → Child → Infant → Worker), plus a local Azure stand-in so the
+//! whole thing runs on a laptop.
+//!
+//! ## Layout
+//! - [`host`]: the HTTP / custom-handler protocol edge — both ways the Functions host talks to us
+//!   (HTTP forwarding on `/api/<Name>` and the invocation payload on `POST /<Name>`), function keys,
+//!   body limits, and the one place errors become JSON responses.
+//! - [`functions`]: one module per Azure Function (`ExecutePipelineV2`, `CheckPipelineStatus`, ...). Each
+//!   parses its request into domain values and delegates.
+//! - [`domain`]: values that can only hold valid data (GUIDs, resource names, run statuses, the two request
+//!   dialects and their response shapes).
+//! - [`adapters`]: the outside world — one HTTP client, credentials and the token cache, Key Vault, ARM
+//!   retries with a time budget, and Data Factory through `azure_mgmt_datafactory`.
+//! - [`sim`]: `procfwk sim`, a loopback stand-in for Entra ID, managed identity, Key Vault and Data Factory.
+//! - [`config`]: typed settings with their defaults in one place. [`telemetry`]: tracing set-up.
+//! - [`secret`]: a wrapper that keeps secrets out of logs. [`cli`]: the `procfwk` command line.
+
+pub mod adapters;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod functions;
+pub mod host;
+pub mod secret;
+pub mod sim;
+pub mod telemetry;
