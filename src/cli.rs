@@ -23,6 +23,13 @@ pub struct Cli {
 pub enum Command {
     /// Run the Azure Functions custom handler (the Function App).
     Serve(ServeArgs),
+    /// Run the local Azure stand-in (Entra ID, managed identity, Key Vault, Data Factory).
+    Sim(crate::sim::SimArgs),
+    /// Start the simulator and the handler in-process and run one sample worker through
+    /// ExecutePipelineV2 and CheckPipelineStatus until it completes.
+    Demo(crate::demo::DemoArgs),
+    /// Measure the handler against the simulator (latency, throughput, cold start, memory).
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -48,6 +55,9 @@ pub fn main() -> anyhow::Result<()> {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
+        Command::Sim(args) => crate::sim::run(args).await,
+        Command::Demo(args) => crate::demo::run(args).await,
+        Command::Bench(args) => crate::bench::run(args).await,
     }
 }
 

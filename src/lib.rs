@@ -19,8 +19,10 @@
 //! - [`secret`]: a wrapper that keeps secrets out of logs. [`cli`]: the `procfwk` command line.
 
 pub mod adapters;
+pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod domain;
 pub mod functions;
 pub mod host;

@@ -140,8 +140,10 @@ mod tests {
     use super::*;
 
     fn kv(override_url: Option<&str>) -> KeyVault {
-        let mut s = Settings::default();
-        s.keyvault_endpoint = override_url.and_then(|u| url::Url::parse(u).ok());
+        let s = Settings {
+            keyvault_endpoint: override_url.and_then(|u| url::Url::parse(u).ok()),
+            ..Settings::default()
+        };
         KeyVault::new(Arc::new(reqwest::Client::new()), &s)
     }
 

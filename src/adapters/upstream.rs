@@ -75,7 +75,10 @@ impl UpstreamError {
                 } else {
                     service
                 },
-                message: error_chain(error),
+                message: match entra_description(error) {
+                    Some(said) => format!("{}: {said}", error_chain(error)),
+                    None => error_chain(error),
+                },
             },
             ErrorKind::Io => Self::Unreachable {
                 service,
@@ -121,6 +124,35 @@ impl UpstreamError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, Self::Http { status: 404, .. })
     }
+}
+
+/// What Entra ID said (`error_description`, e.g. `AADSTS7000215: Invalid client secret provided…`). The
+/// token client's error does not show it in `Display`, only in `Debug`; we take that one quoted value and
+/// nothing else (the token endpoint's answer never contains the client secret).
+fn entra_description(error: &azure_core::Error) -> Option<String> {
+    let debug = format!("{error:?}");
+    let start = debug.find("error_description: Some(\"")? + "error_description: Some(\"".len();
+    let rest = &debug[start..];
+    let mut out = String::new();
+    let mut escaped = false;
+    for c in rest.chars() {
+        match (escaped, c) {
+            // An escaped line break ends the first line; Entra adds trace and correlation ids after it.
+            (true, 'r' | 'n') => break,
+            (true, c) => {
+                out.push(c);
+                escaped = false;
+            }
+            (false, '\\') => escaped = true,
+            (false, '"') => break,
+            (false, c) => out.push(c),
+        }
+        if out.len() > 500 {
+            break;
+        }
+    }
+    let first = out.trim().to_string();
+    (!first.is_empty()).then_some(first)
 }
 
 /// Messages of an error and its sources, skipping the SDK's `HttpError` dump (headers and body).

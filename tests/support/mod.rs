@@ -1,0 +1,330 @@
+//! Test harness: start real `procfwk` processes (the simulator and the handler) on loopback ports and
+//! talk HTTP to them. Each test gets its own processes, so tests run in parallel without sharing state.
+#![allow(dead_code)]
+
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub const TENANT: &str = "12345678-1234-1234-1234-012345678910";
+pub const SUBSCRIPTION: &str = "12345678-1234-1234-1234-012345678910";
+pub const CLIENT_A: &str = "11111111-1111-1111-1111-111111111111";
+pub const SECRET_A: &str = "sim-secret-A-7f3c9e1b";
+pub const CLIENT_B: &str = "22222222-2222-2222-2222-222222222222";
+pub const SECRET_B: &str = "sim-secret-B-5d2a8c4e";
+pub const FORBIDDEN_CLIENT: &str = "44444444-4444-4444-4444-444444444444";
+pub const FORBIDDEN_SECRET: &str = "sim-secret-F-0b1d3f5a";
+pub const IDENTITY_HEADER: &str = "identity-header-9e8d7c6b";
+pub const FUNCTION_KEY: &str = "function-key-1a2b3c4d5e";
+
+/// A running `procfwk` child process; killed on drop.
+pub struct Proc {
+    child: Child,
+    pub url: String,
+    output: Arc<Mutex<String>>,
+}
+
+impl Proc {
+    /// Everything the process wrote to stderr and stdout so far.
+    pub fn output(&self) -> String {
+        self.output.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_procfwk"))
+}
+
+/// Start `procfwk <args>` and wait for its "listening on <url>" line.
+pub fn spawn(args: &[&str], envs: &[(&str, String)]) -> Proc {
+    let mut cmd = Command::new(binary());
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env_remove("FUNCTIONS_CUSTOMHANDLER_PORT")
+        .env_remove("IDENTITY_ENDPOINT")
+        .env_remove("IDENTITY_HEADER")
+        .env_remove("PROCFWK_FUNCTION_KEY");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn procfwk");
+    let output = Arc::new(Mutex::new(String::new()));
+    let stderr = child.stderr.take().expect("stderr");
+    let sink = output.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Ok(mut s) = sink.lock() {
+                s.push_str(&line);
+                s.push('\n');
+            }
+        }
+    });
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sink = output.clone();
+    std::thread::spawn(move || {
+        let reader = BufReader::new(stdout);
+        let mut sent = false;
+        for line in reader.lines().map_while(Result::ok) {
+            if let Ok(mut s) = sink.lock() {
+                s.push_str(&line);
+                s.push('\n');
+            }
+            if !sent {
+                if let Some(pos) = line.find("listening on ") {
+                    let url = line[pos + "listening on ".len()..].trim().to_string();
+                    let _ = tx.send(url);
+                    sent = true;
+                }
+            }
+        }
+    });
+    let url = rx
+        .recv_timeout(Duration::from_secs(20))
+        .unwrap_or_else(|_| panic!("procfwk {args:?} did not start"));
+    Proc { child, url, output }
+}
+
+/// The simulator configuration used by most tests: the sample workers at time scale 0.01 and a
+/// few principals, one of them without rights on the factories.
+pub fn sim_config() -> Value {
+    json!({
+        "time_scale": 0.01,
+        "seed": 7,
+        "tenant_id": TENANT,
+        "principals": [
+            {"client_id": CLIENT_A, "client_secret": SECRET_A, "tenant_id": TENANT},
+            {"client_id": CLIENT_B, "client_secret": SECRET_B, "tenant_id": TENANT},
+            {"client_id": FORBIDDEN_CLIENT, "client_secret": FORBIDDEN_SECRET, "tenant_id": TENANT}
+        ],
+        "forbidden_clients": [FORBIDDEN_CLIENT],
+        "secrets": {"procfwk-app-id": CLIENT_B, "procfwk-app-secret": SECRET_B},
+        "identity_header": IDENTITY_HEADER,
+    })
+}
+
+pub struct Stack {
+    pub sim: Proc,
+    pub handler: Proc,
+    _dir: tempfile::TempDir,
+    pub client: reqwest::Client,
+}
+
+/// Start the simulator with `config` and a handler wired to it (ARM, Entra ID, Key Vault and managed
+/// identity all pointed at the simulator), with trace logging on so secret-leak checks see everything.
+pub fn stack_with(config: Value, handler_env: &[(&str, String)]) -> Stack {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("sim.json");
+    std::fs::write(&path, config.to_string()).expect("write sim config");
+    let sim = spawn(
+        &[
+            "sim",
+            "--port",
+            "0",
+            "--config",
+            path.to_str().unwrap_or_default(),
+        ],
+        &[],
+    );
+    let mut env: Vec<(&str, String)> = vec![
+        ("PROCFWK_ARM_ENDPOINT", sim.url.clone()),
+        ("AZURE_AUTHORITY_HOST", sim.url.clone()),
+        ("PROCFWK_KEYVAULT_ENDPOINT", sim.url.clone()),
+        ("IDENTITY_ENDPOINT", format!("{}/msi/token", sim.url)),
+        ("IDENTITY_HEADER", IDENTITY_HEADER.to_string()),
+        ("PROCFWK_POLL_INITIAL_MS", "20".to_string()),
+        ("PROCFWK_POLL_MAX_SECS", "0.1".to_string()),
+        ("RUST_LOG", "trace".to_string()),
+    ];
+    for (k, v) in handler_env {
+        env.retain(|(ek, _)| ek != k);
+        env.push((k, v.clone()));
+    }
+    let handler = spawn(&["serve", "--port", "0"], &env);
+    Stack {
+        sim,
+        handler,
+        _dir: dir,
+        client: reqwest::Client::new(),
+    }
+}
+
+pub fn stack() -> Stack {
+    stack_with(sim_config(), &[])
+}
+
+/// A 2.x request body for `pipeline` with service principal A.
+pub fn v2_body(pipeline: &str, params: Value) -> Value {
+    json!({
+        "tenantId": TENANT, "applicationId": CLIENT_A, "authenticationKey": SECRET_A,
+        "subscriptionId": SUBSCRIPTION, "resourceGroupName": "ADF.procfwk",
+        "orchestratorName": "WorkersFactory", "orchestratorType": "ADF",
+        "pipelineName": pipeline, "pipelineParameters": params,
+    })
+}
+
+/// The same in the v1.x dialect.
+pub fn v1_body(pipeline: &str, params: Value) -> Value {
+    json!({
+        "tenantId": TENANT, "applicationId": CLIENT_A, "authenticationKey": SECRET_A,
+        "subscriptionId": SUBSCRIPTION, "resourceGroup": "ADF.procfwk", "factoryName": "WorkersFactory",
+        "pipelineName": pipeline, "pipelineParameters": params,
+    })
+}
+
+pub fn with(mut body: Value, key: &str, value: Value) -> Value {
+    body[key] = value;
+    body
+}
+
+impl Stack {
+    /// Call a function through HTTP forwarding (`/api/<name>`).
+    pub async fn call(&self, function: &str, body: &Value) -> (u16, Value) {
+        self.call_raw(function, body.to_string().into_bytes()).await
+    }
+
+    pub async fn call_raw(&self, function: &str, body: Vec<u8>) -> (u16, Value) {
+        let r = self
+            .client
+            .post(format!("{}/api/{function}", self.handler.url))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("handler reachable");
+        let status = r.status().as_u16();
+        let json = r.json::<Value>().await.unwrap_or(Value::Null);
+        (status, json)
+    }
+
+    /// Call a function the way the Functions host does without forwarding: the invocation payload on
+    /// `POST /<name>`. Returns the caller's status and body from `Outputs.res`.
+    pub async fn invoke(&self, function: &str, body: &Value) -> (u16, Value) {
+        let payload = json!({
+            "Data": {"req": {
+                "Url": format!("http://localhost:7071/api/{function}"), "Method": "POST",
+                "Query": {}, "Headers": {"Content-Type": ["application/json"], "x-functions-key": [FUNCTION_KEY]},
+                "Params": {}, "Identities": [], "Body": body.to_string(),
+            }},
+            "Metadata": {"sys": {"MethodName": function}},
+        });
+        let r = self
+            .client
+            .post(format!("{}/{function}", self.handler.url))
+            .json(&payload)
+            .send()
+            .await
+            .expect("handler reachable");
+        assert_eq!(
+            r.status().as_u16(),
+            200,
+            "the handler's reply to the host is always 200"
+        );
+        let envelope: Value = r.json().await.expect("JSON envelope");
+        let res = &envelope["Outputs"]["res"];
+        assert!(envelope["Logs"].is_array());
+        assert_eq!(
+            res["headers"]["Content-Type"],
+            "application/json; charset=utf-8"
+        );
+        let status = res["statusCode"].as_u64().unwrap_or(0) as u16;
+        let body: Value =
+            serde_json::from_str(res["body"].as_str().unwrap_or("null")).unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    pub async fn sim_get(&self, path: &str) -> Value {
+        self.client
+            .get(format!("{}{path}", self.sim.url))
+            .send()
+            .await
+            .expect("sim reachable")
+            .json()
+            .await
+            .unwrap_or(Value::Null)
+    }
+
+    pub async fn set_faults(&self, faults: Value) {
+        let r = self
+            .client
+            .put(format!("{}/_sim/faults", self.sim.url))
+            .json(&faults)
+            .send()
+            .await
+            .expect("sim reachable");
+        assert!(r.status().is_success());
+    }
+
+    /// Poll CheckPipelineStatus until SimpleStatus is no longer Running.
+    pub async fn wait_complete(&self, body: &Value) -> Value {
+        for _ in 0..500 {
+            let (status, out) = self.call("CheckPipelineStatus", body).await;
+            assert_eq!(status, 200, "{out}");
+            if out["SimpleStatus"] != "Running" {
+                return out;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("worker did not complete");
+    }
+}
+
+impl Stack {
+    /// A token from the simulator for principal A (what a direct ARM caller would hold).
+    pub async fn token(&self) -> String {
+        let r: Value = self
+            .client
+            .post(format!("{}/{TENANT}/oauth2/v2.0/token", self.sim.url))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", CLIENT_A),
+                ("client_secret", SECRET_A),
+                ("scope", "https://management.azure.com/.default"),
+            ])
+            .send()
+            .await
+            .expect("sim reachable")
+            .json()
+            .await
+            .expect("token JSON");
+        r["access_token"].as_str().unwrap_or_default().to_string()
+    }
+
+    /// The simulator's view of a run, straight from its ARM API.
+    pub async fn arm_run(&self, run_id: &str) -> Value {
+        let token = self.token().await;
+        self.client
+            .get(format!(
+                "{}/subscriptions/{SUBSCRIPTION}/resourceGroups/ADF.procfwk/providers/Microsoft.DataFactory/factories/WorkersFactory/pipelineruns/{run_id}?api-version=2018-06-01",
+                self.sim.url
+            ))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("sim reachable")
+            .json()
+            .await
+            .unwrap_or(Value::Null)
+    }
+
+    /// Token requests the simulator has answered, per client id (`managed-identity` for the MSI endpoint).
+    pub async fn token_requests(&self) -> Value {
+        self.sim_get("/_sim/stats").await["tokenRequests"].clone()
+    }
+}
