@@ -53,6 +53,9 @@ pub struct Settings {
     pub arm_max_retries: u32,
     /// `PROCFWK_MAX_BODY_BYTES`, default 10 MiB: larger request bodies are refused with 400.
     pub max_body_bytes: u64,
+    /// `PROCFWK_UPSTREAM_CONCURRENCY`, default 64: upstream (ARM, Entra ID, Key Vault) requests in flight
+    /// at once from this process; more wait for a free slot.
+    pub upstream_concurrency: usize,
 }
 
 impl Default for Settings {
@@ -76,6 +79,7 @@ impl Default for Settings {
             http_timeout: Duration::from_secs(30),
             arm_max_retries: 6,
             max_body_bytes: 10 * 1024 * 1024,
+            upstream_concurrency: 64,
         }
     }
 }
@@ -127,6 +131,16 @@ impl Settings {
         }
         if let Some(v) = get("PROCFWK_MAX_BODY_BYTES") {
             s.max_body_bytes = parse_num("PROCFWK_MAX_BODY_BYTES", &v)?;
+        }
+        if let Some(v) = get("PROCFWK_UPSTREAM_CONCURRENCY") {
+            s.upstream_concurrency = parse_num("PROCFWK_UPSTREAM_CONCURRENCY", &v)?;
+            if s.upstream_concurrency == 0 {
+                return Err(ConfigError {
+                    name: "PROCFWK_UPSTREAM_CONCURRENCY",
+                    value: v,
+                    problem: "must be at least 1".into(),
+                });
+            }
         }
         if s.execute_queued_cap >= s.request_budget {
             return Err(ConfigError {

@@ -47,6 +47,10 @@ pub struct DataFactory {
     max_retries: u32,
     /// Pipeline for calls that must not be repeated on ambiguous failures (createRun).
     write_once: Pipeline,
+    /// ARM calls in flight from this process. Taken before a request is built, so a burst of a thousand
+    /// Infant polls waits in small futures and shares a bounded set of upstream connections (memory stays
+    /// flat, and ARM's per-principal throttling buckets are not emptied in one go).
+    permits: tokio::sync::Semaphore,
 }
 
 impl DataFactory {
@@ -64,6 +68,7 @@ impl DataFactory {
             scope: settings.arm_scope.clone(),
             max_retries: settings.arm_max_retries,
             write_once,
+            permits: tokio::sync::Semaphore::new(settings.upstream_concurrency.max(1)),
         }
     }
 
@@ -91,6 +96,16 @@ impl DataFactory {
             vec![self.scope.clone()],
             options,
         )
+    }
+
+    async fn permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, UpstreamError> {
+        self.permits
+            .acquire()
+            .await
+            .map_err(|_| UpstreamError::Unreachable {
+                service: Service::Arm,
+                message: "the ARM client is shutting down".into(),
+            })
     }
 
     fn require_adf(target: &WorkerTarget) -> Result<(), UpstreamError> {
@@ -145,6 +160,7 @@ impl DataFactory {
         parameters: &Map<String, Value>,
     ) -> Result<String, UpstreamError> {
         Self::require_adf(target)?;
+        let _permit = self.permit().await?;
         let url = self.factory_url(target, &["pipelines", pipeline.as_str(), "createRun"])?;
         let mut request = Request::new(url, Method::Post);
         request.insert_header("authorization", self.bearer(credential.as_ref()).await?);
@@ -180,6 +196,7 @@ impl DataFactory {
         run_id: &str,
     ) -> Result<RunInfo, UpstreamError> {
         Self::require_adf(target)?;
+        let _permit = self.permit().await?;
         let run = self
             .client(credential)
             .pipeline_runs_client()
@@ -207,6 +224,7 @@ impl DataFactory {
         run_id: &str,
     ) -> Result<(), UpstreamError> {
         Self::require_adf(target)?;
+        let _permit = self.permit().await?;
         self.client(credential)
             .pipeline_runs_client()
             .cancel(
@@ -234,6 +252,7 @@ impl DataFactory {
         before: time::OffsetDateTime,
     ) -> Result<ActivityReport, UpstreamError> {
         Self::require_adf(target)?;
+        let _permit = self.permit().await?;
         let client = self.client(credential);
         let mut filter = models::RunFilterParameters::new(after, before);
         let mut report = ActivityReport {
@@ -272,6 +291,7 @@ impl DataFactory {
         pipeline: &PipelineName,
     ) -> Result<Option<PipelineDescription>, UpstreamError> {
         Self::require_adf(target)?;
+        let _permit = self.permit().await?;
         let url = self.factory_url(target, &["pipelines", pipeline.as_str()])?;
         let mut request = Request::new(url, Method::Get);
         request.insert_header("authorization", self.bearer(credential.as_ref()).await?);

@@ -82,16 +82,44 @@ pub struct Application {
 
 impl Application {
     /// Bind `addr` (port 0 picks a free port) and start serving.
+    ///
+    /// The accept loop is ours rather than `warp::serve`'s: HTTP/1.1 only (the Functions host and ADF
+    /// speak nothing else), `TCP_NODELAY` on every connection, and no protocol sniffing buffer, which keeps
+    /// a thousand idle keep-alive connections cheap.
     pub async fn start(state: Arc<AppState>, addr: SocketAddr) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let local_addr = listener.local_addr()?;
-        let (tx, rx) = oneshot::channel::<()>();
-        let server = warp::serve(routes(state))
-            .incoming(listener)
-            .graceful(async move {
-                let _ = rx.await;
-            });
-        let task = tokio::spawn(server.run());
+        let (tx, mut rx) = oneshot::channel::<()>();
+        let service = warp::service(routes(state));
+        let task = tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    accepted = listener.accept() => accepted,
+                    _ = &mut rx => break,
+                };
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off briefly instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let service = hyper_util::service::TowerToHyperService::new(service.clone());
+                tokio::spawn(async move {
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    if let Err(e) = hyper::server::conn::http1::Builder::new()
+                        .max_buf_size(256 * 1024)
+                        .serve_connection(io, service)
+                        .await
+                    {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
+        });
         Ok(Self {
             local_addr,
             shutdown: Some(tx),
