@@ -28,6 +28,10 @@ pub enum Command {
     /// Start the simulator and the handler in-process and run one sample worker through
     /// ExecutePipelineV2 and CheckPipelineStatus until it completes.
     Demo(crate::demo::DemoArgs),
+    /// Create the metadata schema, load the sample, read the execution tables.
+    Db(crate::db::DbArgs),
+    /// Run the whole hierarchy (Parent → Child → Infant) through the functions, like ADF does.
+    Run(crate::runner::RunArgs),
     /// Measure the handler against the simulator (latency, throughput, cold start, memory).
     Bench(crate::bench::BenchArgs),
 }
@@ -57,6 +61,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve(args).await,
         Command::Sim(args) => crate::sim::run(args).await,
         Command::Demo(args) => crate::demo::run(args).await,
+        Command::Db(args) => crate::db::run(args).await,
+        Command::Run(args) => crate::runner::run(args).await,
         Command::Bench(args) => crate::bench::run(args).await,
     }
 }

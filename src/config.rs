@@ -56,6 +56,9 @@ pub struct Settings {
     /// `PROCFWK_UPSTREAM_CONCURRENCY`, default 64: upstream (ARM, Entra ID, Key Vault) requests in flight
     /// at once from this process; more wait for a free slot.
     pub upstream_concurrency: usize,
+    /// `PROCFWK_METADATA_DB`, default `sqlite:procfwk.db`: the metadata store, `sqlite:<path>` or an
+    /// Azure SQL / SQL Server connection string. Opened on the first metadata-mode call.
+    pub metadata_db: crate::secret::Secret,
 }
 
 impl Default for Settings {
@@ -80,6 +83,7 @@ impl Default for Settings {
             arm_max_retries: 6,
             max_body_bytes: 10 * 1024 * 1024,
             upstream_concurrency: 64,
+            metadata_db: crate::secret::Secret::new("sqlite:procfwk.db"),
         }
     }
 }
@@ -131,6 +135,9 @@ impl Settings {
         }
         if let Some(v) = get("PROCFWK_MAX_BODY_BYTES") {
             s.max_body_bytes = parse_num("PROCFWK_MAX_BODY_BYTES", &v)?;
+        }
+        if let Some(v) = get("PROCFWK_METADATA_DB") {
+            s.metadata_db = crate::secret::Secret::new(v);
         }
         if let Some(v) = get("PROCFWK_UPSTREAM_CONCURRENCY") {
             s.upstream_concurrency = parse_num("PROCFWK_UPSTREAM_CONCURRENCY", &v)?;

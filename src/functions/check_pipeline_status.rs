@@ -7,6 +7,11 @@ use crate::domain::RunRequest;
 use serde_json::Value;
 
 pub async fn run(state: &AppState, body: &Value) -> Result<Reply, FunctionError> {
+    let fields = crate::domain::request::Fields::new(body)?;
+    if let Some(key) = super::metadata_worker::worker_key(&fields)? {
+        let run_id = fields.guid("runId", "Run Id")?;
+        return super::metadata_worker::check(state, key, run_id).await;
+    }
     let request = RunRequest::parse(body)?;
     let credential = state
         .azure

@@ -25,6 +25,8 @@ pub enum FunctionError {
     Unauthorized,
     #[error("request body larger than {limit} bytes")]
     TooLarge { limit: u64 },
+    #[error(transparent)]
+    Lifecycle(#[from] crate::orchestration::LifecycleError),
 }
 
 impl FunctionError {
@@ -36,6 +38,7 @@ impl FunctionError {
             Self::MethodNotAllowed { .. } => 405,
             Self::NotFound(_) => 404,
             Self::Unauthorized => 401,
+            Self::Lifecycle(e) => lifecycle_status(e),
         }
     }
 
@@ -77,6 +80,9 @@ impl FunctionError {
                 "code": "Unauthorized",
                 "message": "a valid function key is required (x-functions-key header or code query parameter)",
             }}),
+            Self::Lifecycle(e) => {
+                json!({"error": {"code": lifecycle_code(e), "message": e.to_string()}})
+            }
         };
         if status >= 500 {
             tracing::warn!(status, error = %self, "invocation failed");
@@ -84,6 +90,36 @@ impl FunctionError {
             tracing::info!(status, error = %self, "invocation refused");
         }
         Reply { status, body }
+    }
+}
+
+fn lifecycle_status(e: &crate::orchestration::LifecycleError) -> u16 {
+    use crate::orchestration::LifecycleError as L;
+    match e {
+        L::Store(s) if s.is_transient() => 503,
+        L::Store(crate::store::StoreError::Config(_)) => 500,
+        L::Store(_) => 500,
+        L::AlreadyRunning(_) => 409,
+        L::NoWork | L::BatchDisabled(_) | L::BatchMode(_) => 409,
+        L::BatchNotFound(_) | L::ExecutionNotFound(_) | L::WorkerNotFound(..) => 404,
+        L::InvalidProperty { .. } | L::Metadata(_) => 500,
+    }
+}
+
+fn lifecycle_code(e: &crate::orchestration::LifecycleError) -> &'static str {
+    use crate::orchestration::LifecycleError as L;
+    match e {
+        L::Store(s) if s.is_transient() => "MetadataStoreUnavailable",
+        L::Store(_) => "MetadataStoreError",
+        L::AlreadyRunning(_) => "ExecutionAlreadyRunning",
+        L::NoWork => "NoEnabledWork",
+        L::BatchNotFound(_) => "BatchNotFound",
+        L::BatchDisabled(_) => "BatchDisabled",
+        L::BatchMode(_) => "BatchMode",
+        L::ExecutionNotFound(_) => "ExecutionNotFound",
+        L::WorkerNotFound(..) => "WorkerNotFound",
+        L::InvalidProperty { .. } => "InvalidProperty",
+        L::Metadata(_) => "InvalidMetadata",
     }
 }
 

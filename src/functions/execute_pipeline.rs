@@ -9,7 +9,11 @@ use crate::domain::{PipelineRequest, RunStatus};
 use serde_json::Value;
 
 pub async fn run(state: &AppState, body: &Value) -> Result<Reply, FunctionError> {
-    let request = PipelineRequest::parse(body)?;
+    let fields = crate::domain::request::Fields::new(body)?;
+    if let Some(key) = super::metadata_worker::worker_key(&fields)? {
+        return super::metadata_worker::execute(state, key).await;
+    }
+    let request = PipelineRequest::from_fields(&fields)?;
     let credential = state
         .azure
         .identity

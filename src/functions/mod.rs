@@ -6,7 +6,11 @@ pub mod cancel_pipeline;
 pub mod check_pipeline_status;
 pub mod error;
 pub mod execute_pipeline;
+pub mod finish_execution;
 pub mod get_activity_errors;
+pub mod metadata_worker;
+pub mod prepare_stage;
+pub mod start_execution;
 pub mod validate_pipeline;
 
 pub use error::FunctionError;
@@ -15,6 +19,7 @@ use crate::adapters::datafactory::RunInfo;
 use crate::adapters::{budget, Azure, UpstreamError};
 use crate::config::Settings;
 use crate::domain::{RequestError, RunRequest, RunStatus};
+use crate::store::{Store, StoreError};
 use azure_core::auth::TokenCredential;
 use bytes::Bytes;
 use serde_json::{Map, Value};
@@ -23,16 +28,48 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// Shared, process-wide state: settings and the Azure clients (one HTTP client, one token cache).
+/// Shared, process-wide state: settings, the Azure clients (one HTTP client, one token cache) and the
+/// metadata store (opened on first use, so compatibility-mode deployments need no database).
 pub struct AppState {
     pub settings: Settings,
     pub azure: Azure,
+    store: tokio::sync::OnceCell<Store>,
 }
 
 impl AppState {
     pub fn new(settings: Settings) -> Result<Arc<Self>, UpstreamError> {
         let azure = Azure::new(&settings)?;
-        Ok(Arc::new(Self { settings, azure }))
+        Ok(Arc::new(Self {
+            settings,
+            azure,
+            store: tokio::sync::OnceCell::new(),
+        }))
+    }
+
+    /// Use `store` instead of opening `PROCFWK_METADATA_DB` (tests, `procfwk run`).
+    pub fn with_store(settings: Settings, store: Store) -> Result<Arc<Self>, UpstreamError> {
+        let azure = Azure::new(&settings)?;
+        Ok(Arc::new(Self {
+            settings,
+            azure,
+            store: tokio::sync::OnceCell::new_with(Some(store)),
+        }))
+    }
+
+    /// The metadata store, opened from `PROCFWK_METADATA_DB` on first use.
+    pub async fn store(&self) -> Result<&Store, FunctionError> {
+        self.store
+            .get_or_try_init(|| async {
+                let store = Store::open(
+                    self.settings.metadata_db.expose(),
+                    Some(self.azure.identity.clone()),
+                )
+                .await?;
+                tracing::info!(store = %store.describe(), "metadata store opened");
+                Ok::<Store, StoreError>(store)
+            })
+            .await
+            .map_err(|e| FunctionError::Lifecycle(e.into()))
     }
 }
 
@@ -45,16 +82,22 @@ pub enum Function {
     GetActivityErrors,
     ValidatePipeline,
     CancelPipeline,
+    StartExecution,
+    PrepareStage,
+    FinishExecution,
 }
 
 impl Function {
-    pub const ALL: [Function; 6] = [
+    pub const ALL: [Function; 9] = [
         Function::ExecutePipeline,
         Function::ExecutePipelineV2,
         Function::CheckPipelineStatus,
         Function::GetActivityErrors,
         Function::ValidatePipeline,
         Function::CancelPipeline,
+        Function::StartExecution,
+        Function::PrepareStage,
+        Function::FinishExecution,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -65,6 +108,9 @@ impl Function {
             Self::GetActivityErrors => "GetActivityErrors",
             Self::ValidatePipeline => "ValidatePipeline",
             Self::CancelPipeline => "CancelPipeline",
+            Self::StartExecution => "StartExecution",
+            Self::PrepareStage => "PrepareStage",
+            Self::FinishExecution => "FinishExecution",
         }
     }
 
@@ -77,7 +123,12 @@ impl Function {
     /// HTTP methods the function accepts (also written to its `function.json`).
     pub fn methods(&self) -> &'static [&'static str] {
         match self {
-            Self::ExecutePipeline | Self::ExecutePipelineV2 | Self::CancelPipeline => &["post"],
+            Self::ExecutePipeline
+            | Self::ExecutePipelineV2
+            | Self::CancelPipeline
+            | Self::StartExecution
+            | Self::PrepareStage
+            | Self::FinishExecution => &["post"],
             _ => &["get", "post"],
         }
     }
@@ -131,6 +182,9 @@ pub async fn dispatch(state: &AppState, function: Function, invocation: &Invocat
             Function::GetActivityErrors => get_activity_errors::run(state, &body).await,
             Function::ValidatePipeline => validate_pipeline::run(state, &body).await,
             Function::CancelPipeline => cancel_pipeline::run(state, &body).await,
+            Function::StartExecution => start_execution::run(state, &body).await,
+            Function::PrepareStage => prepare_stage::run(state, &body).await,
+            Function::FinishExecution => finish_execution::run(state, &body).await,
         }
     })
     .await;

@@ -1,0 +1,157 @@
+//! `procfwk db`: create or upgrade the schema in the configured store, load procfwk's sample metadata,
+//! set properties, and print the read-outs operators use (current execution summary, last execution).
+
+use crate::orchestration::now;
+use crate::orchestration::readouts::{LastExecution, ReadRows};
+use crate::orchestration::sample::{SeedSample, SetProperty};
+use crate::store::{statements, Row, Store};
+use anyhow::Context;
+use clap::Subcommand;
+
+#[derive(clap::Args, Debug)]
+pub struct DbArgs {
+    /// The metadata store: `sqlite:<path>` or an Azure SQL connection string (default: the
+    /// `PROCFWK_METADATA_DB` setting, else `sqlite:procfwk.db`).
+    #[arg(
+        long,
+        env = "PROCFWK_METADATA_DB",
+        default_value = "sqlite:procfwk.db",
+        hide_env_values = true
+    )]
+    pub db: String,
+    #[command(subcommand)]
+    pub command: DbCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DbCommand {
+    /// Create the schema, or add what is missing (idempotent).
+    Init,
+    /// Load procfwk's sample metadata into an empty database.
+    SeedSample,
+    /// Set a property (closing its current version, as procfwk's AddProperty does).
+    SetProperty { name: String, value: String },
+    /// Workers of the current execution, by status.
+    Summary,
+    /// The log of the last completed execution.
+    LastExecution,
+    /// The rows of CurrentExecution.
+    Current,
+}
+
+pub async fn open(db: &str) -> anyhow::Result<Store> {
+    let settings = crate::config::Settings::from_env().context("invalid configuration")?;
+    let azure =
+        crate::adapters::Azure::new(&settings).context("could not set up the Azure clients")?;
+    Store::open(db, Some(azure.identity.clone()))
+        .await
+        .context("could not open the metadata store")
+}
+
+fn print_rows(rows: &[Row], columns: &[&str]) {
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            columns
+                .iter()
+                .map(|c| {
+                    r.opt_text(c)
+                        .ok()
+                        .flatten()
+                        .unwrap_or_else(|| "NULL".into())
+                })
+                .collect()
+        })
+        .collect();
+    let widths: Vec<usize> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            cells
+                .iter()
+                .map(|r| r[i].len())
+                .chain([c.len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |values: Vec<&str>| {
+        values
+            .iter()
+            .zip(&widths)
+            .map(|(v, w)| format!("{v:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+    };
+    println!("{}", line(columns.to_vec()));
+    for row in &cells {
+        println!("{}", line(row.iter().map(String::as_str).collect()));
+    }
+    if rows.is_empty() {
+        println!("(no rows)");
+    }
+}
+
+pub async fn run(args: DbArgs) -> anyhow::Result<()> {
+    let store = open(&args.db).await?;
+    match args.command {
+        DbCommand::Init => {
+            store
+                .init_schema()
+                .await
+                .context("schema creation failed")?;
+            println!("schema ready in {}", store.describe());
+        }
+        DbCommand::SeedSample => {
+            let n = store.run(&SeedSample { now: now() }).await?;
+            println!("sample metadata loaded: {n} workers in 5 stages, batches Daily and Hourly");
+        }
+        DbCommand::SetProperty { name, value } => {
+            store
+                .run(&SetProperty {
+                    name: name.clone(),
+                    value: value.clone(),
+                    description: None,
+                    now: now(),
+                })
+                .await?;
+            println!("{name} = {value}");
+        }
+        DbCommand::Summary => {
+            let rows = store.run(&ReadRows(&statements::CURRENT_SUMMARY)).await?;
+            print_rows(&rows, &["PipelineStatus", "RecordCount"]);
+        }
+        DbCommand::LastExecution => {
+            let rows = store.run(&LastExecution).await?;
+            print_rows(
+                &rows,
+                &[
+                    "LogId",
+                    "StageId",
+                    "PipelineId",
+                    "PipelineName",
+                    "PipelineStatus",
+                    "StartDateTime",
+                    "EndDateTime",
+                ],
+            );
+        }
+        DbCommand::Current => {
+            let rows = store
+                .run(&ReadRows(&statements::CURRENT_EXECUTION_ROWS))
+                .await?;
+            print_rows(
+                &rows,
+                &[
+                    "StageId",
+                    "PipelineId",
+                    "PipelineName",
+                    "PipelineStatus",
+                    "IsBlocked",
+                    "PipelineRunId",
+                ],
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,348 @@
+//! Metadata mode of `ExecutePipelineV2` and `CheckPipelineStatus`: the body names a worker of an
+//! execution (`{"executionId", "stageId", "pipelineId"}`, plus `"runId"` for the check) and the handler
+//! reads orchestrator, pipeline, parameters and credentials from the metadata store — no secret passes
+//! through ADF — and records every transition itself, so the Infant needs no SQL activity.
+
+use super::{poll_run, AppState, FunctionError, Reply};
+use crate::adapters::UpstreamError;
+use crate::domain::request::{Fields, RequestError};
+use crate::domain::response::{self, Spelling};
+use crate::domain::{
+    Credentials, Dialect, Guid, OrchestratorType, PipelineName, PipelineRequest, ResourceName,
+    RunStatus, SecretSource, WorkerTarget,
+};
+use crate::orchestration::worker::StoredCredential;
+use crate::orchestration::{
+    now, Applied, ApplyResult, Claim, ClaimWorker, InFlightWorkers, LifecycleError, ReadWorker,
+    RecordCheck, RecordRunId, WorkerActivityFailed, WorkerKey, WorkerOutcome, WorkerPlan,
+};
+use crate::store::Store;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// The worker a metadata-mode body names, if it names one.
+pub fn worker_key(fields: &Fields<'_>) -> Result<Option<WorkerKey>, FunctionError> {
+    if !fields.has("executionId") {
+        return Ok(None);
+    }
+    let execution_id = fields.guid("executionId", "Execution Id")?.as_uuid();
+    let id = |name: &str| -> Result<i32, FunctionError> {
+        let v = fields
+            .integer(name)?
+            .ok_or_else(|| RequestError::new(name, "is required"))?;
+        i32::try_from(v).map_err(|_| RequestError::new(name, "is out of range").into())
+    };
+    Ok(Some(WorkerKey {
+        execution_id,
+        stage_id: id("stageId")?,
+        pipeline_id: id("pipelineId")?,
+    }))
+}
+
+fn metadata(problem: String) -> FunctionError {
+    FunctionError::Lifecycle(LifecycleError::Metadata(problem))
+}
+
+/// The compatibility-mode request the stored metadata amounts to.
+fn request_for(plan: &WorkerPlan) -> Result<PipelineRequest, FunctionError> {
+    let credentials = match &plan.credential {
+        None => Credentials::ManagedIdentity,
+        Some(StoredCredential {
+            client_id,
+            client_id_url,
+            secret_url,
+        }) => {
+            let url = |u: &str| {
+                url::Url::parse(u).map_err(|e| metadata(format!("Key Vault URL {u:?}: {e}")))
+            };
+            let client_id = match (client_id_url, client_id) {
+                (Some(u), _) => SecretSource::KeyVault(url(u)?),
+                (None, Some(id)) => SecretSource::Value(crate::secret::Secret::new(id.to_string())),
+                (None, None) => {
+                    return Err(metadata(
+                        "the worker's credential has no PrincipalId".into(),
+                    ))
+                }
+            };
+            let secret = secret_url.as_deref().ok_or_else(|| {
+                metadata(
+                    "the worker's credential has no PrincipalSecretUrl (secrets live in Key Vault)"
+                        .into(),
+                )
+            })?;
+            Credentials::ServicePrincipal {
+                tenant: Guid::parse(&plan.tenant_id.to_string())
+                    .ok_or_else(|| metadata("bad tenant id".into()))?,
+                client_id,
+                client_secret: SecretSource::KeyVault(url(secret)?),
+            }
+        }
+    };
+    let name = |field: &str, v: &str| {
+        ResourceName::parse(v).map_err(|p| metadata(format!("{field} {v:?} {p}")))
+    };
+    Ok(PipelineRequest {
+        dialect: Dialect::V2,
+        credentials,
+        target: WorkerTarget {
+            subscription: Guid::parse(&plan.subscription_id.to_string())
+                .ok_or_else(|| metadata("bad subscription".into()))?,
+            resource_group: name("ResourceGroupName", &plan.resource_group)?,
+            orchestrator: name("OrchestratorName", &plan.orchestrator_name)?,
+            orchestrator_type: OrchestratorType::parse(&plan.orchestrator_type).ok_or_else(
+                || metadata(format!("OrchestratorType {:?}", plan.orchestrator_type)),
+            )?,
+        },
+        pipeline: PipelineName::parse(&plan.pipeline_name)
+            .map_err(|p| metadata(format!("PipelineName {p}")))?,
+        parameters: plan.parameters.clone(),
+    })
+}
+
+fn reply(
+    plan: &WorkerPlan,
+    request: &PipelineRequest,
+    run_id: &str,
+    status: &RunStatus,
+    worker_status: Option<&str>,
+) -> Reply {
+    let mut body = response::run_status(
+        Dialect::V2,
+        &request.pipeline,
+        run_id,
+        status,
+        Spelling::Procfwk,
+    );
+    body.insert(
+        "PipelineStatusCheckDuration".into(),
+        json!(plan.properties.status_check_every.as_secs()),
+    );
+    if let Some(s) = worker_status {
+        body.insert("WorkerStatus".into(), json!(s));
+    }
+    Reply::ok(Value::Object(body))
+}
+
+/// `ExecutePipelineV2` for a worker of an execution.
+pub async fn execute(state: &AppState, key: WorkerKey) -> Result<Reply, FunctionError> {
+    let store = state.store().await?;
+    let plan = store.run(&ReadWorker { key }).await?;
+    let request = request_for(&plan)?;
+    let credential = state
+        .azure
+        .identity
+        .credential(&request.credentials)
+        .await?;
+    let claim = store
+        .run(&ClaimWorker {
+            key,
+            params_used: plan.params_used(),
+            now: now(),
+        })
+        .await?;
+    match claim {
+        Claim::Claimed => {}
+        Claim::AlreadyStarted { run_id } => {
+            // A retried Execute: answer with the run that exists instead of starting a second one.
+            let run = state
+                .azure
+                .data_factory
+                .get_run(credential, &request.target, &run_id.to_string())
+                .await?;
+            return Ok(reply(
+                &plan,
+                &request,
+                &run.run_id,
+                &run.status,
+                Some("Running"),
+            ));
+        }
+        Claim::InFlight { since } => {
+            let age = since
+                .map(|s| (now() - s).to_std().unwrap_or_default())
+                .unwrap_or_default();
+            if age < state.settings.request_budget + Duration::from_secs(30) {
+                return Err(FunctionError::Conflict {
+                    message: "another call is starting this worker right now".into(),
+                    details: json!({"executionId": key.execution_id.to_string(), "stageId": key.stage_id, "pipelineId": key.pipeline_id}),
+                });
+            }
+            tracing::warn!(%key, "a previous start of this worker died before recording a run id; starting it again");
+        }
+        Claim::NotStartable { status } => {
+            return Err(FunctionError::Conflict {
+                message: format!("the worker is {status} and cannot be started"),
+                details: json!({"WorkerStatus": status}),
+            })
+        }
+    }
+    let created = state
+        .azure
+        .data_factory
+        .create_run(
+            credential.clone(),
+            &request.target,
+            &request.pipeline,
+            &request.parameters,
+        )
+        .await;
+    let run_id = match created {
+        Ok(id) => id,
+        Err(e) => {
+            let activity = if e.is_not_found() {
+                "InvalidPipelineName"
+            } else {
+                "ExecuteWorkerPipeline"
+            };
+            store
+                .run(&WorkerActivityFailed {
+                    key,
+                    activity,
+                    now: now(),
+                })
+                .await?;
+            return Err(e.into());
+        }
+    };
+    let run_uuid = uuid::Uuid::parse_str(&run_id).map_err(|_| {
+        FunctionError::Upstream(UpstreamError::Protocol {
+            service: crate::adapters::Service::Arm,
+            message: format!("createRun returned a run id that is not a GUID: {run_id:?}"),
+        })
+    })?;
+    store
+        .run(&RecordRunId {
+            key,
+            run_id: run_uuid,
+        })
+        .await?;
+    tracing::info!(%key, pipeline = %request.pipeline, %run_id, "worker run created");
+    let status = match poll_run(
+        state,
+        credential,
+        &request,
+        &run_id,
+        state.settings.execute_queued_cap,
+        |s| *s != RunStatus::Queued,
+    )
+    .await
+    {
+        Ok((run, _)) => run.status,
+        Err(e) => {
+            tracing::warn!(%run_id, error = %e, "run created but its status could not be read; answering Queued");
+            RunStatus::Queued
+        }
+    };
+    Ok(reply(&plan, &request, &run_id, &status, Some("Running")))
+}
+
+/// `CheckPipelineStatus` for a worker of an execution: one status read; the check time is recorded and,
+/// once the run is over, its result applied (status, logs, errors, blocking) in one transaction.
+pub async fn check(state: &AppState, key: WorkerKey, run_id: Guid) -> Result<Reply, FunctionError> {
+    let store = state.store().await?;
+    let plan = store.run(&ReadWorker { key }).await?;
+    if let Some(recorded) = plan.run_id {
+        if recorded != run_id.as_uuid() {
+            return Err(RequestError::new(
+                "runId",
+                format!("is not the worker's current run ({recorded})"),
+            )
+            .into());
+        }
+    }
+    let request = request_for(&plan)?;
+    let credential = state
+        .azure
+        .identity
+        .credential(&request.credentials)
+        .await?;
+    let (status, worker_status) =
+        settle(state, store, &request, credential, key, run_id.as_uuid()).await?;
+    Ok(reply(
+        &plan,
+        &request,
+        &run_id.to_string(),
+        &status,
+        worker_status.as_deref(),
+    ))
+}
+
+/// Read the run; record the check; apply the result when it is over.
+async fn settle(
+    state: &AppState,
+    store: &Store,
+    request: &PipelineRequest,
+    credential: std::sync::Arc<dyn azure_core::auth::TokenCredential>,
+    key: WorkerKey,
+    run_id: uuid::Uuid,
+) -> Result<(RunStatus, Option<String>), FunctionError> {
+    let run = state
+        .azure
+        .data_factory
+        .get_run(credential.clone(), &request.target, &run_id.to_string())
+        .await?;
+    if !request.pipeline.matches(&run.pipeline_name) {
+        return Err(RequestError::new(
+            "runId",
+            format!("belongs to pipeline {:?}", run.pipeline_name),
+        )
+        .into());
+    }
+    store.run(&RecordCheck { key, now: now() }).await?;
+    if run.status.is_running() {
+        return Ok((run.status, Some("Running".into())));
+    }
+    let outcome = WorkerOutcome::from_run_status(&run.status);
+    let errors = if outcome == WorkerOutcome::Failed {
+        let t = time::OffsetDateTime::now_utc();
+        state
+            .azure
+            .data_factory
+            .activity_errors(
+                credential,
+                &request.target,
+                &run.run_id,
+                t - time::Duration::days(7),
+                t + time::Duration::hours(1),
+            )
+            .await?
+            .errors
+    } else {
+        Vec::new()
+    };
+    let applied = store
+        .run(&ApplyResult {
+            key,
+            run_id,
+            outcome,
+            errors,
+            now: now(),
+        })
+        .await?;
+    let worker_status = match applied {
+        Applied::Applied { status, .. } => Some(status.to_string()),
+        Applied::AlreadyApplied { status } => status,
+    };
+    Ok((run.status, worker_status))
+}
+
+/// Before a start: settle every run a previous execution left in flight (the Parent's "Clean Up Previous
+/// Run"). Runs still going stay Running, and the start then refuses.
+pub async fn settle_in_flight(state: &AppState, store: &Store) -> Result<(), FunctionError> {
+    for (key, run_id) in store.run(&InFlightWorkers).await? {
+        let plan = store.run(&ReadWorker { key }).await?;
+        let request = request_for(&plan)?;
+        let credential = state
+            .azure
+            .identity
+            .credential(&request.credentials)
+            .await?;
+        match settle(state, store, &request, credential, key, run_id).await {
+            Ok((status, _)) => tracing::info!(%key, %run_id, %status, "previous run checked"),
+            Err(e) => {
+                tracing::warn!(%key, %run_id, error = %e, "previous run could not be checked")
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,401 @@
+//! Starting and finishing an execution: procfwk's `ExecutionWrapper`, `BatchWrapper`, `CreateNewExecution`,
+//! `ResetExecution`, `GetStages` and `UpdateExecutionLog`, plus who runs which scope right now
+//! (`ExecutionControl`), so two Parents never run the same scope at once.
+
+use super::{LifecycleError, Properties};
+use crate::store::{statements, Row, SqlValue, StoreError, Transition, Tx};
+use chrono::NaiveDateTime;
+use uuid::Uuid;
+
+/// How an execution was started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum StartMode {
+    /// A new execution id with every enabled worker.
+    New,
+    /// The previous execution, restarted from the point of failure: successful workers keep their result.
+    Restart,
+}
+
+/// A stage still to run.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct StageToRun {
+    #[serde(rename = "StageId")]
+    pub stage_id: i32,
+    #[serde(rename = "StageName")]
+    pub stage_name: String,
+    #[serde(rename = "Workers")]
+    pub workers: i64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Started {
+    pub execution_id: Uuid,
+    pub mode: StartMode,
+    pub batch: Option<String>,
+    pub stages: Vec<StageToRun>,
+    pub properties: Properties,
+}
+
+/// Start (or restart) the execution of a scope: every enabled stage, or the stages of one batch.
+pub struct StartExecution {
+    pub batch: Option<String>,
+    pub calling_orchestrator: String,
+    pub parent_run_id: Option<String>,
+    pub now: NaiveDateTime,
+}
+
+const ALREADY_RUNNING: &str =
+    "There is already an execution run in progress. Stop this via the Orchestrator before restarting.";
+
+impl StartExecution {
+    fn control_key(&self) -> String {
+        match &self.batch {
+            Some(b) => format!("batch:{}", b.to_uppercase()),
+            None => "all".into(),
+        }
+    }
+
+    async fn create(
+        &self,
+        tx: &mut dyn Tx,
+        id: Uuid,
+        batch_id: Option<Uuid>,
+    ) -> Result<(), LifecycleError> {
+        let created = match batch_id {
+            None => {
+                tx.execute(
+                    &statements::CREATE_EXECUTION_ALL,
+                    &[id.into(), self.calling_orchestrator.as_str().into()],
+                )
+                .await?
+            }
+            Some(b) => {
+                tx.execute(
+                    &statements::CREATE_EXECUTION_BATCH,
+                    &[
+                        id.into(),
+                        self.calling_orchestrator.as_str().into(),
+                        b.into(),
+                    ],
+                )
+                .await?
+            }
+        };
+        if created == 0 {
+            return Err(LifecycleError::NoWork);
+        }
+        Ok(())
+    }
+
+    /// Archive an execution's rows to the log and remove them (`UpdateExecutionLog @PerformErrorCheck = 0`).
+    async fn archive(tx: &mut dyn Tx, id: Uuid) -> Result<(), LifecycleError> {
+        tx.execute(&statements::ARCHIVE_EXECUTION, &[id.into()])
+            .await?;
+        tx.execute(&statements::DELETE_EXECUTION, &[id.into()])
+            .await?;
+        Ok(())
+    }
+
+    async fn reset(tx: &mut dyn Tx, id: Uuid) -> Result<(), LifecycleError> {
+        tx.execute(&statements::RESET_LOG_UNFINISHED, &[id.into()])
+            .await?;
+        tx.execute(&statements::RESET_ROWS, &[id.into()]).await?;
+        Ok(())
+    }
+
+    /// Non-batch scope: new, restart or override, from what CurrentExecution holds.
+    async fn start_all(
+        &self,
+        tx: &mut dyn Tx,
+        props: &Properties,
+    ) -> Result<(Uuid, StartMode), LifecycleError> {
+        let present = tx.query(&statements::EXECUTIONS_PRESENT, &[]).await?;
+        if present.iter().any(|r| r.i64("Running").unwrap_or(0) > 0) {
+            return Err(LifecycleError::AlreadyRunning(ALREADY_RUNNING.into()));
+        }
+        let unfinished: Vec<&Row> = present
+            .iter()
+            .filter(|r| r.i64("Succeeded").unwrap_or(0) < r.i64("Workers").unwrap_or(0))
+            .collect();
+        if let (Some(previous), false) = (unfinished.first(), props.override_restart) {
+            let id = previous.guid("LocalExecutionId")?;
+            // Anything else in the table is a leftover of an older scope; archive it.
+            for other in present
+                .iter()
+                .filter(|r| r.guid("LocalExecutionId").ok() != Some(id))
+            {
+                Self::archive(tx, other.guid("LocalExecutionId")?).await?;
+            }
+            Self::reset(tx, id).await?;
+            return Ok((id, StartMode::Restart));
+        }
+        for row in &present {
+            Self::archive(tx, row.guid("LocalExecutionId")?).await?;
+        }
+        let id = Uuid::new_v4();
+        self.create(tx, id, None).await?;
+        Ok((id, StartMode::New))
+    }
+
+    /// Batch scope (`BatchWrapper`): a stopped batch restarts with its execution id unless
+    /// `OverideRestart` is 1, which abandons it and starts afresh.
+    async fn start_batch(
+        &self,
+        tx: &mut dyn Tx,
+        props: &Properties,
+        name: &str,
+    ) -> Result<(Uuid, StartMode), LifecycleError> {
+        let batch = tx
+            .query(&statements::BATCH_BY_NAME, &[name.into()])
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| LifecycleError::BatchNotFound(name.into()))?;
+        if !batch.bool("Enabled")? {
+            return Err(LifecycleError::BatchDisabled(name.into()));
+        }
+        let batch_id = batch.guid("BatchId")?;
+        let batch_name = batch.text("BatchName")?;
+        let previous = tx
+            .query(&statements::BATCH_EXECUTIONS, &[batch_id.into()])
+            .await?
+            .into_iter()
+            .next();
+        if let Some(prev) = previous {
+            let prev_id = prev.guid("ExecutionId")?;
+            if !props.override_restart {
+                let rows = tx
+                    .query(&statements::EXECUTION_STATUS_COUNTS, &[prev_id.into()])
+                    .await?;
+                if rows.is_empty() {
+                    self.create(tx, prev_id, Some(batch_id)).await?;
+                } else {
+                    Self::reset(tx, prev_id).await?;
+                }
+                tx.execute(
+                    &statements::BATCH_EXECUTION_STATUS,
+                    &[prev_id.into(), "Running".into()],
+                )
+                .await?;
+                return Ok((prev_id, StartMode::Restart));
+            }
+            Self::archive(tx, prev_id).await?;
+            tx.execute(
+                &statements::BATCH_EXECUTION_END,
+                &[prev_id.into(), "Abandoned".into(), self.now.into()],
+            )
+            .await?;
+        }
+        let id = Uuid::new_v4();
+        tx.execute(
+            &statements::BATCH_EXECUTION_INSERT,
+            &[
+                batch_id.into(),
+                id.into(),
+                batch_name.into(),
+                self.now.into(),
+            ],
+        )
+        .await?;
+        self.create(tx, id, Some(batch_id)).await?;
+        Ok((id, StartMode::New))
+    }
+}
+
+#[async_trait::async_trait]
+impl Transition for StartExecution {
+    type Output = Started;
+    type Error = LifecycleError;
+
+    async fn apply(&self, tx: &mut dyn Tx) -> Result<Started, LifecycleError> {
+        let props = Properties::read(tx).await?;
+        match (&self.batch, props.use_batches) {
+            (None, true) => {
+                return Err(LifecycleError::BatchMode(
+                    "UseExecutionBatches is 1: name the batch to run".into(),
+                ))
+            }
+            (Some(b), false) => {
+                return Err(LifecycleError::BatchMode(format!(
+                    "UseExecutionBatches is 0: batch {b:?} cannot be run on its own"
+                )))
+            }
+            _ => {}
+        }
+        let key = self.control_key();
+        let control = tx
+            .query(&statements::CONTROL_GET, &[key.as_str().into()])
+            .await?
+            .into_iter()
+            .next();
+        let previous_status = match &control {
+            Some(c) => {
+                let status = c.text("ControlStatus")?;
+                if status == "Running" {
+                    let last = c.opt_datetime("LastActivityDateTime")?.unwrap_or(self.now);
+                    let idle = (self.now - last).to_std().unwrap_or_default();
+                    if idle < props.stale_after {
+                        return Err(LifecycleError::AlreadyRunning(match &self.batch {
+                            Some(b) => format!("There is already an batch execution run in progress for batch {b}. Stop this via the Orchestrator before restarting."),
+                            None => ALREADY_RUNNING.into(),
+                        }));
+                    }
+                    tracing::warn!(scope = %key, idle_minutes = idle.as_secs() / 60, "taking over an execution whose Parent stopped reporting");
+                }
+                Some(status)
+            }
+            None => None,
+        };
+        let (execution_id, mode) = match &self.batch {
+            None => self.start_all(tx, &props).await?,
+            Some(b) => self.start_batch(tx, &props, b).await?,
+        };
+        let parent = SqlValue::from(self.parent_run_id.clone());
+        let caller = SqlValue::from(self.calling_orchestrator.as_str());
+        match previous_status {
+            Some(status) => {
+                let took = tx
+                    .execute(
+                        &statements::CONTROL_TAKE,
+                        &[
+                            key.as_str().into(),
+                            execution_id.into(),
+                            self.now.into(),
+                            parent,
+                            caller,
+                            status.into(),
+                        ],
+                    )
+                    .await?;
+                if took == 0 {
+                    return Err(LifecycleError::AlreadyRunning(ALREADY_RUNNING.into()));
+                }
+            }
+            None => {
+                let inserted = tx
+                    .execute(
+                        &statements::CONTROL_INSERT,
+                        &[
+                            key.as_str().into(),
+                            execution_id.into(),
+                            self.now.into(),
+                            parent,
+                            caller,
+                        ],
+                    )
+                    .await;
+                match inserted {
+                    Ok(_) => {}
+                    // Another Parent inserted the same scope between our read and our write.
+                    Err(StoreError::Database {
+                        number: 2627 | 2601,
+                        ..
+                    }) => return Err(LifecycleError::AlreadyRunning(ALREADY_RUNNING.into())),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        let stages = tx
+            .query(&statements::STAGES_TO_RUN, &[execution_id.into()])
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(StageToRun {
+                    stage_id: r.i32("StageId")?,
+                    stage_name: r.text("StageName")?,
+                    workers: r.i64("Workers")?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        if stages.is_empty() {
+            return Err(LifecycleError::NoWork);
+        }
+        Ok(Started {
+            execution_id,
+            mode,
+            batch: self.batch.clone(),
+            stages,
+            properties: props,
+        })
+    }
+}
+
+/// How an execution ended.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Finished {
+    pub execution_id: Uuid,
+    pub succeeded: bool,
+    /// Workers by status (`Not Started` for never-started ones).
+    pub counts: Vec<(String, i64)>,
+}
+
+/// `UpdateExecutionLog @PerformErrorCheck = 1`: archive a fully successful execution; otherwise leave
+/// CurrentExecution as it is for a restart and record that the scope stopped.
+pub struct FinishExecution {
+    pub execution_id: Uuid,
+    pub now: NaiveDateTime,
+}
+
+#[async_trait::async_trait]
+impl Transition for FinishExecution {
+    type Output = Finished;
+    type Error = LifecycleError;
+
+    async fn apply(&self, tx: &mut dyn Tx) -> Result<Finished, LifecycleError> {
+        let id = self.execution_id;
+        let counts: Vec<(String, i64)> = tx
+            .query(&statements::EXECUTION_STATUS_COUNTS, &[id.into()])
+            .await?
+            .iter()
+            .map(|r| Ok((r.text("PipelineStatus")?, r.i64("RecordCount")?)))
+            .collect::<Result<_, StoreError>>()?;
+        if counts.is_empty() {
+            // Already archived (a retried call), or never existed.
+            let control = tx
+                .query(&statements::CONTROL_BY_EXECUTION, &[id.into()])
+                .await?;
+            return match control
+                .first()
+                .map(|c| c.text("ControlStatus"))
+                .transpose()?
+            {
+                Some(s) if s == "Success" => Ok(Finished {
+                    execution_id: id,
+                    succeeded: true,
+                    counts,
+                }),
+                _ => Err(LifecycleError::ExecutionNotFound(id)),
+            };
+        }
+        let succeeded = counts.iter().all(|(status, _)| status == "Success");
+        if succeeded {
+            StartExecution::archive(tx, id).await?;
+            tx.execute(
+                &statements::CONTROL_SET_STATUS,
+                &[id.into(), "Success".into(), self.now.into()],
+            )
+            .await?;
+            tx.execute(
+                &statements::BATCH_EXECUTION_END,
+                &[id.into(), "Success".into(), self.now.into()],
+            )
+            .await?;
+        } else {
+            tx.execute(
+                &statements::CONTROL_SET_STATUS,
+                &[id.into(), "Stopped".into(), self.now.into()],
+            )
+            .await?;
+            tx.execute(
+                &statements::BATCH_EXECUTION_STATUS,
+                &[id.into(), "Stopped".into()],
+            )
+            .await?;
+        }
+        Ok(Finished {
+            execution_id: id,
+            succeeded,
+            counts,
+        })
+    }
+}

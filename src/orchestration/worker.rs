@@ -1,0 +1,439 @@
+//! One worker's lifecycle: read what is needed to call it, claim it (so a retried Execute never starts
+//! a second run), record its run id and status checks, and settle its result — status, logs, errors and
+//! blocking — in one transaction.
+
+use super::{blocking, LifecycleError, Properties};
+use crate::domain::response::ActivityError;
+use crate::store::{statements, SqlValue, Transition, Tx};
+use chrono::NaiveDateTime;
+use serde_json::{Map, Value};
+use std::fmt;
+use uuid::Uuid;
+
+/// Which worker of which execution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WorkerKey {
+    pub execution_id: Uuid,
+    pub stage_id: i32,
+    pub pipeline_id: i32,
+}
+
+impl WorkerKey {
+    pub(crate) fn params(&self) -> [SqlValue; 3] {
+        [
+            self.execution_id.into(),
+            self.stage_id.into(),
+            self.pipeline_id.into(),
+        ]
+    }
+
+    fn with(&self, more: impl IntoIterator<Item = SqlValue>) -> Vec<SqlValue> {
+        self.params().into_iter().chain(more).collect()
+    }
+}
+
+impl fmt::Display for WorkerKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "stage {} pipeline {}", self.stage_id, self.pipeline_id)
+    }
+}
+
+/// A credential as the metadata stores it: the client id (or a Key Vault URL for it) and a Key Vault
+/// URL for the secret. Plain secrets are never stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredCredential {
+    pub client_id: Option<Uuid>,
+    pub client_id_url: Option<String>,
+    pub secret_url: Option<String>,
+}
+
+/// Everything needed to call a worker.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorkerPlan {
+    pub pipeline_name: String,
+    pub orchestrator_name: String,
+    pub orchestrator_type: String,
+    pub resource_group: String,
+    pub subscription_id: Uuid,
+    pub tenant_id: Uuid,
+    pub credential: Option<StoredCredential>,
+    /// Non-NULL parameters, as strings (procfwk #13: NULL values are omitted).
+    pub parameters: Map<String, Value>,
+    pub status: Option<String>,
+    pub run_id: Option<Uuid>,
+    pub started: Option<NaiveDateTime>,
+    pub properties: Properties,
+}
+
+impl WorkerPlan {
+    /// `PipelineParamsUsed`, as procfwk writes it.
+    pub fn params_used(&self) -> String {
+        serde_json::json!({ "pipelineParameters": self.parameters }).to_string()
+    }
+}
+
+/// Read a worker's plan (`GetWorkerDetailsWrapper`, `GetPipelineParameters`, `GetWorkerAuthDetails`).
+pub struct ReadWorker {
+    pub key: WorkerKey,
+}
+
+#[async_trait::async_trait]
+impl Transition for ReadWorker {
+    type Output = WorkerPlan;
+    type Error = LifecycleError;
+
+    async fn apply(&self, tx: &mut dyn Tx) -> Result<WorkerPlan, LifecycleError> {
+        let key = self.key;
+        let row = tx
+            .query(&statements::WORKER_DETAILS, &key.params())
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| LifecycleError::WorkerNotFound(key.to_string(), key.execution_id))?;
+        let orchestrator_id = row.i32("OrchestratorId")?;
+        let credential = tx
+            .query(
+                &statements::WORKER_CREDENTIAL,
+                &[orchestrator_id.into(), key.pipeline_id.into()],
+            )
+            .await?
+            .into_iter()
+            .next()
+            .map(|c| {
+                Ok::<_, LifecycleError>(StoredCredential {
+                    client_id: c.opt_guid("PrincipalId")?,
+                    client_id_url: c.opt_text("PrincipalIdUrl")?,
+                    secret_url: c.opt_text("PrincipalSecretUrl")?,
+                })
+            })
+            .transpose()?;
+        let mut parameters = Map::new();
+        for p in tx
+            .query(&statements::WORKER_PARAMETERS, &[key.pipeline_id.into()])
+            .await?
+        {
+            if let Some(value) = p.opt_text("ParameterValue")? {
+                parameters.insert(p.text("ParameterName")?, Value::String(value));
+            }
+        }
+        Ok(WorkerPlan {
+            pipeline_name: row.text("PipelineName")?,
+            orchestrator_name: row.text("OrchestratorName")?,
+            orchestrator_type: row.text("OrchestratorType")?.trim().to_string(),
+            resource_group: row.text("ResourceGroupName")?,
+            subscription_id: row.guid("SubscriptionId")?,
+            tenant_id: row.guid("TenantId")?,
+            credential,
+            parameters,
+            status: row.opt_text("PipelineStatus")?,
+            run_id: row.opt_guid("PipelineRunId")?,
+            started: row.opt_datetime("StartDateTime")?,
+            properties: Properties::read(tx).await?,
+        })
+    }
+}
+
+/// The outcome of claiming a worker for starting.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Claim {
+    /// Ours: create the run.
+    Claimed,
+    /// A run exists already (a retried Execute): answer with it.
+    AlreadyStarted { run_id: Uuid },
+    /// Another call claimed it and is creating the run right now (or died doing so).
+    InFlight { since: Option<NaiveDateTime> },
+    /// Finished, blocked or failed: not to be started.
+    NotStartable { status: String },
+}
+
+/// `SetLogPipelineRunning` as a compare-and-set: only a waiting worker becomes Running.
+pub struct ClaimWorker {
+    pub key: WorkerKey,
+    pub params_used: String,
+    pub now: NaiveDateTime,
+}
+
+#[async_trait::async_trait]
+impl Transition for ClaimWorker {
+    type Output = Claim;
+    type Error = LifecycleError;
+
+    async fn apply(&self, tx: &mut dyn Tx) -> Result<Claim, LifecycleError> {
+        let key = self.key;
+        let claimed = tx
+            .execute(
+                &statements::CLAIM_WORKER,
+                &key.with([self.now.into(), self.params_used.as_str().into()]),
+            )
+            .await?;
+        if claimed > 0 {
+            tx.execute(&statements::PARAMETERS_LAST_USED, &[key.pipeline_id.into()])
+                .await?;
+            tx.execute(
+                &statements::CONTROL_TOUCH,
+                &[key.execution_id.into(), self.now.into()],
+            )
+            .await?;
+            return Ok(Claim::Claimed);
+        }
+        let row = tx
+            .query(&statements::WORKER_ROW, &key.params())
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| LifecycleError::WorkerNotFound(key.to_string(), key.execution_id))?;
+        let status = row
+            .opt_text("PipelineStatus")?
+            .unwrap_or_else(|| "Not Started".into());
+        Ok(match (status.as_str(), row.opt_guid("PipelineRunId")?) {
+            ("Running", Some(run_id)) => Claim::AlreadyStarted { run_id },
+            ("Running", None) => Claim::InFlight {
+                since: row.opt_datetime("StartDateTime")?,
+            },
+            _ => Claim::NotStartable { status },
+        })
+    }
+}
+
+/// `SetLogPipelineRunId`: record the run a claim produced. Returns false if another run id is recorded.
+pub struct RecordRunId {
+    pub key: WorkerKey,
+    pub run_id: Uuid,
+}
+
+#[async_trait::async_trait]
+impl Transition for RecordRunId {
+    type Output = bool;
+    type Error = LifecycleError;
+
+    async fn apply(&self, tx: &mut dyn Tx) -> Result<bool, LifecycleError> {
+        if tx
+            .execute(
+                &statements::RECORD_RUN_ID,
+                &self.key.with([self.run_id.into()]),
+            )
+            .await?
+            > 0
+        {
+            return Ok(true);
+        }
+        let row = tx
+            .query(&statements::WORKER_ROW, &self.key.params())
+            .await?;
+        Ok(row
+            .first()
+            .map(|r| r.opt_guid("PipelineRunId"))
+            .transpose()?
+            .flatten()
+            == Some(self.run_id))
+    }
+}
+
+/// `SetLogPipelineLastStatusCheck`.
+pub struct RecordCheck {
+    pub key: WorkerKey,
+    pub now: NaiveDateTime,
+}
+
+#[async_trait::async_trait]
+impl Transition for RecordCheck {
+    type Output = ();
+    type Error = LifecycleError;
+
+    async fn apply(&self, tx: &mut dyn Tx) -> Result<(), LifecycleError> {
+        tx.execute(&statements::RECORD_CHECK, &self.key.with([self.now.into()]))
+            .await?;
+        tx.execute(
+            &statements::CONTROL_TOUCH,
+            &[self.key.execution_id.into(), self.now.into()],
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// `SetLogActivityFailed`: a framework activity around the worker failed (`ExecuteWorkerPipeline`,
+/// `InvalidPipelineName`, `GetWorkerPipelineStatus`, ...). Status `<Activity>Error`, logged, and the
+/// failure-handling rules applied.
+pub struct WorkerActivityFailed {
+    pub key: WorkerKey,
+    pub activity: &'static str,
+    pub now: NaiveDateTime,
+}
+
+#[async_trait::async_trait]
+impl Transition for WorkerActivityFailed {
+    type Output = bool;
+    type Error = LifecycleError;
+
+    async fn apply(&self, tx: &mut dyn Tx) -> Result<bool, LifecycleError> {
+        let status = format!("{}Error", self.activity);
+        let updated = tx
+            .execute(
+                &statements::SET_ACTIVITY_FAILED,
+                &self.key.with([status.into(), self.now.into()]),
+            )
+            .await?;
+        if updated == 0 {
+            return Ok(false);
+        }
+        tx.execute(&statements::LOG_WORKER, &self.key.params())
+            .await?;
+        let props = Properties::read(tx).await?;
+        blocking::after_failure(tx, &props, &self.key).await?;
+        Ok(true)
+    }
+}
+
+/// How a worker run ended, as the framework records it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkerOutcome {
+    Success,
+    Failed,
+    Cancelled,
+    Unknown,
+}
+
+impl WorkerOutcome {
+    pub fn status(&self) -> &'static str {
+        match self {
+            Self::Success => "Success",
+            Self::Failed => "Failed",
+            Self::Cancelled => "Cancelled",
+            Self::Unknown => "Unknown",
+        }
+    }
+
+    /// From ADF's terminal run status (the Infant's `Set Pipeline Result` switch).
+    pub fn from_run_status(status: &crate::domain::RunStatus) -> Self {
+        use crate::domain::RunStatus;
+        match status {
+            RunStatus::Succeeded => Self::Success,
+            RunStatus::Failed => Self::Failed,
+            RunStatus::Cancelled => Self::Cancelled,
+            _ => Self::Unknown,
+        }
+    }
+}
+
+/// What settling a result did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Applied {
+    Applied {
+        status: &'static str,
+        blocked: u64,
+    },
+    /// The worker was already settled for this run (a repeated call): nothing changed.
+    AlreadyApplied {
+        status: Option<String>,
+    },
+}
+
+/// `SetLogPipelineSuccess` / `Failed` / `Cancelled` / `Unknown` and `SetErrorLogDetails`, in one transaction.
+pub struct ApplyResult {
+    pub key: WorkerKey,
+    pub run_id: Uuid,
+    pub outcome: WorkerOutcome,
+    pub errors: Vec<ActivityError>,
+    pub now: NaiveDateTime,
+}
+
+#[async_trait::async_trait]
+impl Transition for ApplyResult {
+    type Output = Applied;
+    type Error = LifecycleError;
+
+    async fn apply(&self, tx: &mut dyn Tx) -> Result<Applied, LifecycleError> {
+        let key = self.key;
+        let status = self.outcome.status();
+        let updated = tx
+            .execute(
+                &statements::SET_RESULT,
+                &key.with([status.into(), self.now.into(), self.run_id.into()]),
+            )
+            .await?;
+        if updated == 0 {
+            let row = tx.query(&statements::WORKER_ROW, &key.params()).await?;
+            let current = row
+                .first()
+                .map(|r| r.opt_text("PipelineStatus"))
+                .transpose()?
+                .flatten();
+            return Ok(Applied::AlreadyApplied { status: current });
+        }
+        let props = Properties::read(tx).await?;
+        let blocks = match self.outcome {
+            WorkerOutcome::Success => false,
+            WorkerOutcome::Failed => true,
+            WorkerOutcome::Cancelled => props.cancelled_blocks,
+            WorkerOutcome::Unknown => props.unknown_blocks,
+        };
+        let mut blocked = 0;
+        if self.outcome != WorkerOutcome::Success {
+            tx.execute(&statements::LOG_WORKER, &key.params()).await?;
+            for e in &self.errors {
+                let activity_run_id =
+                    Uuid::parse_str(&e.activity_run_id).unwrap_or_else(|_| Uuid::new_v4());
+                tx.execute(
+                    &statements::INSERT_ERROR,
+                    &[
+                        key.execution_id.into(),
+                        self.run_id.into(),
+                        activity_run_id.into(),
+                        clip(&e.activity_name, 100).into(),
+                        clip(&e.activity_type, 100).into(),
+                        clip(&e.error_code, 100).into(),
+                        clip(&e.error_type, 100).into(),
+                        e.error_message.as_str().into(),
+                    ],
+                )
+                .await?;
+            }
+            if blocks {
+                blocked = blocking::after_failure(tx, &props, &key).await?;
+            }
+        }
+        tx.execute(
+            &statements::CONTROL_TOUCH,
+            &[key.execution_id.into(), self.now.into()],
+        )
+        .await?;
+        Ok(Applied::Applied { status, blocked })
+    }
+}
+
+/// ErrorLog's name columns are `VARCHAR(100)`.
+fn clip(text: &str, max: usize) -> String {
+    text.chars().take(max).collect()
+}
+
+/// Workers whose run is in flight in any execution still in CurrentExecution (for the clean-up before a
+/// start: procfwk's `CheckPreviousExeuction`).
+pub struct InFlightWorkers;
+
+#[async_trait::async_trait]
+impl Transition for InFlightWorkers {
+    type Output = Vec<(WorkerKey, Uuid)>;
+    type Error = LifecycleError;
+
+    async fn apply(&self, tx: &mut dyn Tx) -> Result<Vec<(WorkerKey, Uuid)>, LifecycleError> {
+        let mut out = Vec::new();
+        for execution in tx.query(&statements::EXECUTIONS_PRESENT, &[]).await? {
+            let id = execution.guid("LocalExecutionId")?;
+            for row in tx
+                .query(&statements::IN_FLIGHT_WORKERS, &[id.into()])
+                .await?
+            {
+                out.push((
+                    WorkerKey {
+                        execution_id: id,
+                        stage_id: row.i32("StageId")?,
+                        pipeline_id: row.i32("PipelineId")?,
+                    },
+                    row.guid("PipelineRunId")?,
+                ));
+            }
+        }
+        Ok(out)
+    }
+}

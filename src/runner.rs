@@ -1,0 +1,393 @@
+//! `procfwk run`: plays Grandparent → Parent → Child → Infant by calling the metadata-mode functions over
+//! HTTP exactly as the shipped ADF pipelines do — `StartExecution`, then per stage (in sequence)
+//! `PrepareStage`, then per worker (in parallel) `ExecutePipelineV2` and `CheckPipelineStatus` every
+//! `PipelineStatusCheckDuration` seconds, then `FinishExecution` — with a live progress display and a
+//! final summary. Exits non-zero when the execution does not succeed, like the Parent pipeline.
+//!
+//! Without `--functions-url` the handler runs in this process; `--simulate` also starts the Azure
+//! simulator in-process and wires handler, simulator and the metadata store together.
+
+use crate::config::Settings;
+use crate::functions::AppState;
+use crate::host::Application;
+use crate::sim::{SimConfig, Simulator};
+use anyhow::{anyhow, bail, Context};
+use serde_json::{json, Value};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// Run one batch (when the UseExecutionBatches property is 1).
+    #[arg(long)]
+    pub batch: Option<String>,
+    /// Multiply every wait (and, with --simulate, every worker's duration) by this factor.
+    #[arg(long, default_value_t = 1.0)]
+    pub time_scale: f64,
+    /// Call a running handler (e.g. `http://localhost:7071` or the Function App) instead of starting one.
+    #[arg(long)]
+    pub functions_url: Option<String>,
+    /// Function key for --functions-url.
+    #[arg(long, env = "PROCFWK_FUNCTION_KEY", hide_env_values = true)]
+    pub function_key: Option<String>,
+    /// Start the Azure simulator in-process and point the handler at it (no Azure at all).
+    #[arg(long)]
+    pub simulate: bool,
+    /// The metadata store for the in-process handler.
+    #[arg(
+        long,
+        env = "PROCFWK_METADATA_DB",
+        default_value = "sqlite:procfwk.db",
+        hide_env_values = true
+    )]
+    pub db: String,
+    /// The name the execution records as its caller (CallingOrchestratorName).
+    #[arg(long, default_value = "procfwk-run")]
+    pub calling_orchestrator: String,
+    /// Only print the final summary.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// One call the run made, in order (tests compare this with the shipped pipelines).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Call {
+    pub function: String,
+    pub status: u16,
+}
+
+/// What happened to one worker.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct WorkerReport {
+    pub stage_id: i64,
+    pub pipeline_id: i64,
+    pub pipeline_name: String,
+    pub run_id: Option<String>,
+    pub status: String,
+    pub seconds: f64,
+}
+
+/// The outcome of a run.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RunReport {
+    pub execution_id: Option<String>,
+    pub mode: Option<String>,
+    pub succeeded: bool,
+    pub message: String,
+    pub workers: Vec<WorkerReport>,
+    pub calls: Vec<Call>,
+    pub seconds: f64,
+}
+
+struct Caller {
+    client: reqwest::Client,
+    base: String,
+    key: Option<String>,
+    calls: Mutex<Vec<Call>>,
+}
+
+impl Caller {
+    async fn call(&self, function: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
+        let mut request = self
+            .client
+            .post(format!("{}/api/{function}", self.base))
+            .json(body);
+        if let Some(k) = &self.key {
+            request = request.header("x-functions-key", k);
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("{function}: the handler is unreachable"))?;
+        let status = response.status().as_u16();
+        let out: Value = response.json().await.unwrap_or(Value::Null);
+        if let Ok(mut calls) = self.calls.lock() {
+            calls.push(Call {
+                function: function.to_string(),
+                status,
+            });
+        }
+        Ok((status, out))
+    }
+}
+
+fn error_text(out: &Value) -> String {
+    out["error"]["message"]
+        .as_str()
+        .map(String::from)
+        .unwrap_or_else(|| out.to_string())
+}
+
+/// The Infant: start the worker, poll it until it is over.
+async fn infant(
+    caller: Arc<Caller>,
+    item: Value,
+    time_scale: f64,
+    quiet: bool,
+    stage_name: String,
+) -> WorkerReport {
+    let started = Instant::now();
+    let name = item["PipelineName"].as_str().unwrap_or("?").to_string();
+    let mut report = WorkerReport {
+        stage_id: item["stageId"].as_i64().unwrap_or(0),
+        pipeline_id: item["pipelineId"].as_i64().unwrap_or(0),
+        pipeline_name: name.clone(),
+        run_id: None,
+        status: "Unknown".into(),
+        seconds: 0.0,
+    };
+    let ids = json!({"executionId": item["executionId"], "stageId": item["stageId"], "pipelineId": item["pipelineId"]});
+    let (status, out) = match caller.call("ExecutePipelineV2", &ids).await {
+        Ok(r) => r,
+        Err(e) => {
+            report.status = format!("ExecuteWorkerPipelineError ({e})");
+            return report;
+        }
+    };
+    if status != 200 {
+        report.status = format!("ExecuteWorkerPipelineError: {}", error_text(&out));
+        report.seconds = started.elapsed().as_secs_f64();
+        if !quiet {
+            println!(
+                "  [{stage_name}] {name}: could not start: {}",
+                error_text(&out)
+            );
+        }
+        return report;
+    }
+    let run_id = out["RunId"].as_str().unwrap_or_default().to_string();
+    report.run_id = Some(run_id.clone());
+    if !quiet {
+        println!("  [{stage_name}] {name} started, run {run_id}");
+    }
+    let wait = Duration::from_secs_f64(
+        out["PipelineStatusCheckDuration"].as_f64().unwrap_or(30.0) * time_scale,
+    );
+    let mut check = ids.clone();
+    check["runId"] = json!(run_id);
+    let mut last = out;
+    let mut failures = 0;
+    while last["SimpleStatus"] == "Running" {
+        tokio::time::sleep(wait).await;
+        let problem = match caller.call("CheckPipelineStatus", &check).await {
+            Ok((200, out)) => {
+                failures = 0;
+                last = out;
+                continue;
+            }
+            Ok((status, out)) => format!("{status}: {}", error_text(&out)),
+            Err(e) => e.to_string(),
+        };
+        // The Infant gives up after a few failed checks in a row (the run itself is left to ADF).
+        failures += 1;
+        if failures > 3 {
+            report.status = format!("GetWorkerPipelineStatusError: {problem}");
+            report.seconds = started.elapsed().as_secs_f64();
+            return report;
+        }
+    }
+    report.status = last["WorkerStatus"]
+        .as_str()
+        .unwrap_or(last["ActualStatus"].as_str().unwrap_or("Unknown"))
+        .to_string();
+    report.seconds = started.elapsed().as_secs_f64();
+    if !quiet {
+        println!(
+            "  [{stage_name}] {name} {} ({}) after {:.2}s",
+            report.status,
+            last["ActualStatus"].as_str().unwrap_or("?"),
+            report.seconds
+        );
+    }
+    report
+}
+
+/// Play the hierarchy against the handler at `base`.
+pub async fn play(base: String, key: Option<String>, args: &RunArgs) -> anyhow::Result<RunReport> {
+    let started = Instant::now();
+    let caller = Arc::new(Caller {
+        client: reqwest::Client::new(),
+        base,
+        key,
+        calls: Mutex::new(Vec::new()),
+    });
+    let mut report = RunReport {
+        execution_id: None,
+        mode: None,
+        succeeded: false,
+        message: String::new(),
+        workers: Vec::new(),
+        calls: Vec::new(),
+        seconds: 0.0,
+    };
+    let mut start = json!({"callingOrchestratorName": args.calling_orchestrator});
+    if let Some(b) = &args.batch {
+        start["batchName"] = json!(b);
+    }
+    let (status, out) = caller.call("StartExecution", &start).await?;
+    if status != 200 {
+        report.message = format!("StartExecution failed ({status}): {}", error_text(&out));
+        report.calls = caller.calls.lock().map(|c| c.clone()).unwrap_or_default();
+        return Ok(report);
+    }
+    let execution_id = out["ExecutionId"].as_str().unwrap_or_default().to_string();
+    report.execution_id = Some(execution_id.clone());
+    report.mode = out["Mode"].as_str().map(String::from);
+    if !args.quiet {
+        println!(
+            "execution {execution_id} ({}), {} stage(s)",
+            out["Mode"].as_str().unwrap_or("?"),
+            out["Stages"].as_array().map_or(0, Vec::len)
+        );
+    }
+    let stages = out["Stages"].as_array().cloned().unwrap_or_default();
+    let mut stopped = None;
+    for stage in &stages {
+        let stage_id = stage["StageId"].clone();
+        let stage_name = format!("{} {}", stage_id, stage["StageName"].as_str().unwrap_or(""));
+        let (status, out) = caller
+            .call(
+                "PrepareStage",
+                &json!({"executionId": execution_id, "stageId": stage_id}),
+            )
+            .await?;
+        if status != 200 {
+            if !args.quiet {
+                println!("stage {stage_name}: {}", error_text(&out));
+            }
+            stopped = Some(error_text(&out));
+            break;
+        }
+        let workers = out["Workers"].as_array().cloned().unwrap_or_default();
+        if !args.quiet {
+            println!(
+                "stage {stage_name}: {} worker(s) in parallel",
+                workers.len()
+            );
+        }
+        let tasks: Vec<_> = workers
+            .into_iter()
+            .map(|item| {
+                tokio::spawn(infant(
+                    caller.clone(),
+                    item,
+                    args.time_scale,
+                    args.quiet,
+                    stage_name.clone(),
+                ))
+            })
+            .collect();
+        let mut tally = std::collections::BTreeMap::<String, usize>::new();
+        for task in tasks {
+            let worker = task
+                .await
+                .map_err(|e| anyhow!("a worker task failed: {e}"))?;
+            *tally
+                .entry(worker.status.split(':').next().unwrap_or("").to_string())
+                .or_default() += 1;
+            report.workers.push(worker);
+        }
+        if !args.quiet {
+            let parts: Vec<String> = tally.iter().map(|(k, v)| format!("{v} {k}")).collect();
+            println!("stage {stage_name} done: {}", parts.join(", "));
+        }
+    }
+    let (status, out) = caller
+        .call("FinishExecution", &json!({"executionId": execution_id}))
+        .await?;
+    report.succeeded = status == 200 && stopped.is_none();
+    report.message = match (&stopped, status) {
+        (Some(m), _) => format!("stopped: {m}"),
+        (None, 200) => "all workers succeeded".into(),
+        (None, _) => error_text(&out),
+    };
+    report.calls = caller.calls.lock().map(|c| c.clone()).unwrap_or_default();
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+fn print_summary(report: &RunReport) {
+    println!();
+    println!(
+        "{:<6} {:<9} {:<20} {:<22} {:>8}",
+        "stage", "pipeline", "name", "status", "seconds"
+    );
+    for w in &report.workers {
+        println!(
+            "{:<6} {:<9} {:<20} {:<22} {:>8.2}",
+            w.stage_id,
+            w.pipeline_id,
+            w.pipeline_name,
+            w.status.chars().take(22).collect::<String>(),
+            w.seconds
+        );
+    }
+    println!(
+        "\nexecution {} {} in {:.2}s: {}",
+        report.execution_id.as_deref().unwrap_or("-"),
+        if report.succeeded {
+            "succeeded"
+        } else {
+            "FAILED"
+        },
+        report.seconds,
+        report.message
+    );
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let mut sim = None;
+    let mut app = None;
+    let base = match &args.functions_url {
+        Some(url) => url.trim_end_matches('/').to_string(),
+        None => {
+            let mut settings = Settings::from_env().context("invalid configuration")?;
+            settings.poll_initial = Duration::from_millis(20);
+            if args.simulate {
+                // The handler reaches the simulator as it reaches Azure: ARM, Entra ID, and the managed
+                // identity endpoint (set before any credential is created).
+                let port = std::net::TcpListener::bind("127.0.0.1:0")?
+                    .local_addr()?
+                    .port();
+                let url = format!("http://127.0.0.1:{port}");
+                let config = SimConfig {
+                    time_scale: args.time_scale,
+                    ..SimConfig::sample()
+                };
+                std::env::set_var("IDENTITY_ENDPOINT", format!("{url}/msi/token"));
+                std::env::set_var("IDENTITY_HEADER", &config.identity_header);
+                let running = Simulator::start(config, ([127, 0, 0, 1], port).into())
+                    .await
+                    .context("could not start the simulator")?;
+                settings.arm_endpoint = url::Url::parse(&url)?;
+                settings.authority_host = url::Url::parse(&url)?;
+                settings.keyvault_endpoint = Some(url::Url::parse(&url)?);
+                if !args.quiet {
+                    println!("simulator on {url} (time scale {})", args.time_scale);
+                }
+                sim = Some(running);
+            }
+            let store = crate::store::Store::open(&args.db, None)
+                .await
+                .context("could not open the metadata store")?;
+            let state = AppState::with_store(settings, store)?;
+            let started = Application::start(state, ([127, 0, 0, 1], 0).into()).await?;
+            let url = started.url();
+            app = Some(started);
+            url
+        }
+    };
+    let report = play(base, args.function_key.clone(), &args).await;
+    if let Some(a) = app {
+        a.shutdown().await;
+    }
+    if let Some(s) = sim {
+        s.shutdown().await;
+    }
+    let report = report?;
+    print_summary(&report);
+    if !report.succeeded {
+        bail!("the execution did not succeed: {}", report.message);
+    }
+    Ok(())
+}

@@ -1,0 +1,245 @@
+//! The embedded metadata store: one SQLite file (bundled SQLite, no system library), with the same tables
+//! and columns as Azure SQL. The file is attached under the schema name `procfwk`, so the statements in
+//! [`super::statements`] run here exactly as they run on SQL Server.
+//!
+//! One connection per process, behind an async mutex: a transaction holds it from `BEGIN IMMEDIATE` to
+//! `COMMIT`, so transitions in this process are serialised, and other processes on the same file wait on
+//! SQLite's write lock (busy timeout 5 s).
+
+use super::value::DATETIME_FORMAT;
+use super::{Backend, Row, SqlValue, Statement, StoreError, Tx};
+use rusqlite::types::ValueRef;
+use rusqlite::Connection;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
+/// The SQLite DDL (table and view names without schema prefix), one statement per `;`.
+pub const SCHEMA_SQL: &str = include_str!("sqlite_schema.sql");
+
+/// The DDL split into single statements (comments removed).
+pub fn schema_statements() -> Vec<String> {
+    SCHEMA_SQL
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+pub struct SqliteBackend {
+    path: String,
+    conn: Arc<Mutex<Connection>>,
+}
+
+fn db_error(e: rusqlite::Error) -> StoreError {
+    match &e {
+        rusqlite::Error::SqliteFailure(code, message) => {
+            use rusqlite::ErrorCode::*;
+            let number = match code.code {
+                DatabaseBusy | DatabaseLocked => 1205,
+                ConstraintViolation => 2627,
+                _ => 50000,
+            };
+            StoreError::Database {
+                number,
+                message: message.clone().unwrap_or_else(|| code.to_string()),
+            }
+        }
+        other => StoreError::Database {
+            number: 50000,
+            message: other.to_string(),
+        },
+    }
+}
+
+impl SqliteBackend {
+    /// Open (creating if needed) the SQLite file at `path`.
+    pub fn open(path: &str) -> Result<Self, StoreError> {
+        if path.trim().is_empty() {
+            return Err(StoreError::Config(
+                "sqlite: needs a file path, e.g. sqlite:procfwk.db".into(),
+            ));
+        }
+        let conn = Connection::open_in_memory().map_err(db_error)?;
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(db_error)?;
+        conn.execute("ATTACH DATABASE ?1 AS procfwk", [path])
+            .map_err(db_error)?;
+        conn.execute_batch("PRAGMA procfwk.journal_mode = WAL; PRAGMA foreign_keys = ON;")
+            .map_err(db_error)?;
+        Ok(Self {
+            path: path.to_string(),
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for SqliteBackend {
+    async fn begin(&self) -> Result<Box<dyn Tx>, StoreError> {
+        let guard = self.conn.clone().lock_owned().await;
+        guard.execute_batch("BEGIN IMMEDIATE").map_err(db_error)?;
+        Ok(Box::new(SqliteTx { conn: Some(guard) }))
+    }
+
+    async fn init_schema(&self) -> Result<(), StoreError> {
+        // The DDL names tables without a prefix, so it runs on a plain connection to the file itself.
+        let conn = Connection::open(&self.path).map_err(db_error)?;
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(db_error)?;
+        conn.execute_batch(SCHEMA_SQL).map_err(db_error)?;
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        format!("SQLite file {}", self.path)
+    }
+}
+
+struct SqliteTx {
+    conn: Option<OwnedMutexGuard<Connection>>,
+}
+
+impl SqliteTx {
+    fn conn(&self) -> Result<&Connection, StoreError> {
+        self.conn
+            .as_deref()
+            .ok_or_else(|| StoreError::Connection("the transaction is already finished".into()))
+    }
+}
+
+fn to_sql(value: &SqlValue) -> rusqlite::types::Value {
+    use rusqlite::types::Value;
+    match value {
+        SqlValue::Null => Value::Null,
+        SqlValue::Int(i) => Value::Integer(*i),
+        SqlValue::Float(f) => Value::Real(*f),
+        SqlValue::Bool(b) => Value::Integer(i64::from(*b)),
+        SqlValue::Text(t) => Value::Text(t.clone()),
+        SqlValue::Guid(g) => Value::Text(g.hyphenated().to_string()),
+        SqlValue::DateTime(d) => Value::Text(d.format(DATETIME_FORMAT).to_string()),
+    }
+}
+
+fn bind(stmt: &mut rusqlite::Statement<'_>, params: &[SqlValue]) -> Result<(), StoreError> {
+    for (i, value) in params.iter().enumerate() {
+        let name = format!("@P{}", i + 1);
+        if let Some(index) = stmt.parameter_index(&name).map_err(db_error)? {
+            stmt.raw_bind_parameter(index, to_sql(value))
+                .map_err(db_error)?;
+        }
+    }
+    Ok(())
+}
+
+fn from_ref(value: ValueRef<'_>) -> SqlValue {
+    match value {
+        ValueRef::Null => SqlValue::Null,
+        ValueRef::Integer(i) => SqlValue::Int(i),
+        ValueRef::Real(f) => SqlValue::Float(f),
+        ValueRef::Text(t) => SqlValue::Text(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Blob(b) => SqlValue::Text(b.iter().map(|x| format!("{x:02x}")).collect()),
+    }
+}
+
+#[async_trait::async_trait]
+impl Tx for SqliteTx {
+    async fn query(
+        &mut self,
+        statement: &Statement,
+        params: &[SqlValue],
+    ) -> Result<Vec<Row>, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare_cached(statement.sql).map_err(db_error)?;
+        bind(&mut stmt, params)?;
+        let names: Vec<String> = stmt.column_names().into_iter().map(String::from).collect();
+        let mut rows = stmt.raw_query();
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(db_error)? {
+            let mut columns = Vec::with_capacity(names.len());
+            for (i, name) in names.iter().enumerate() {
+                columns.push((name.clone(), from_ref(row.get_ref(i).map_err(db_error)?)));
+            }
+            out.push(Row::new(columns));
+        }
+        Ok(out)
+    }
+
+    async fn execute(
+        &mut self,
+        statement: &Statement,
+        params: &[SqlValue],
+    ) -> Result<u64, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare_cached(statement.sql).map_err(db_error)?;
+        bind(&mut stmt, params)?;
+        let changed = stmt.raw_execute().map_err(db_error)?;
+        Ok(changed as u64)
+    }
+
+    async fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
+        let conn = self.conn.take();
+        match conn {
+            Some(c) => c.execute_batch("COMMIT").map_err(db_error),
+            None => Ok(()),
+        }
+    }
+
+    async fn rollback(mut self: Box<Self>) -> Result<(), StoreError> {
+        if let Some(c) = self.conn.take() {
+            let _ = c.execute_batch("ROLLBACK");
+        }
+        Ok(())
+    }
+}
+
+impl Drop for SqliteTx {
+    fn drop(&mut self) {
+        // A transaction dropped without commit (an early return) is rolled back before the connection is
+        // handed to the next caller.
+        if let Some(c) = self.conn.take() {
+            if !c.is_autocommit() {
+                let _ = c.execute_batch("ROLLBACK");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::statements;
+
+    #[tokio::test]
+    async fn every_statement_prepares_on_the_sqlite_schema() {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string());
+        let dir = dir.as_ref().ok();
+        let path = dir
+            .map(|d| d.path().join("t.db").to_string_lossy().to_string())
+            .unwrap_or_default();
+        let backend = SqliteBackend::open(&path).ok();
+        let Some(backend) = backend else {
+            panic!("open")
+        };
+        assert!(backend.init_schema().await.is_ok());
+        assert!(backend.init_schema().await.is_ok(), "idempotent");
+        let conn = backend.conn.lock().await;
+        for s in statements::ALL {
+            if let Err(e) = conn.prepare(s.sql) {
+                panic!("{} does not prepare on SQLite: {e}\n{}", s.name, s.sql);
+            }
+        }
+    }
+
+    #[test]
+    fn schema_splits_into_statements() {
+        let stmts = schema_statements();
+        assert!(stmts.len() >= 20);
+        assert!(stmts.iter().all(|s| !s.starts_with("--")));
+    }
+}

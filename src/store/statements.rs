@@ -1,0 +1,207 @@
+//! Every SQL statement the Function App runs, in one place. They are T-SQL, parameterised with `@P1`…`@Pn`
+//! (never built from input), and written in the subset that SQL Server and SQLite both execute verbatim:
+//! objects are named `procfwk.<Table>` (SQLite attaches its file under the schema name `procfwk`),
+//! timestamps come in as parameters rather than from `GETUTCDATE()`, `COALESCE` instead of `ISNULL`, no
+//! `TOP`/`LIMIT`, no `UPDATE … FROM`. Tests parse each one with a T-SQL parser and prepare it on SQLite.
+
+/// A named SQL statement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Statement {
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+macro_rules! statements {
+    ($($(#[$doc:meta])* $name:ident = $sql:expr;)*) => {
+        $( $(#[$doc])* pub const $name: Statement = Statement { name: stringify!($name), sql: $sql }; )*
+        /// All statements, for the syntax tests.
+        pub const ALL: &[Statement] = &[$($name),*];
+    };
+}
+
+statements! {
+    // ---------------------------------------------------------------- properties
+    /// Current value of every property.
+    CURRENT_PROPERTIES = "SELECT PropertyName, PropertyValue FROM procfwk.Properties WHERE ValidTo IS NULL";
+    /// Close the current version of a property (`AddProperty`'s first half).
+    CLOSE_PROPERTY = "UPDATE procfwk.Properties SET ValidTo = @P2 WHERE PropertyName = @P1 AND ValidTo IS NULL";
+    /// Insert a new current version of a property.
+    INSERT_PROPERTY = "INSERT INTO procfwk.Properties (PropertyName, PropertyValue, Description, ValidFrom) VALUES (@P1, @P2, @P3, @P4)";
+
+    // ---------------------------------------------------------------- execution control
+    /// Who is running an execution scope (all stages, or one batch).
+    CONTROL_GET = "SELECT ControlKey, ExecutionId, ControlStatus, StartedDateTime, LastActivityDateTime, ParentRunId FROM procfwk.ExecutionControl WHERE ControlKey = @P1";
+    CONTROL_INSERT = "INSERT INTO procfwk.ExecutionControl (ControlKey, ExecutionId, ControlStatus, StartedDateTime, LastActivityDateTime, ParentRunId, CallingOrchestratorName) VALUES (@P1, @P2, 'Running', @P3, @P3, @P4, @P5)";
+    /// Take over a scope that is not running (compare-and-set on the status read before).
+    CONTROL_TAKE = "UPDATE procfwk.ExecutionControl SET ExecutionId = @P2, ControlStatus = 'Running', StartedDateTime = @P3, LastActivityDateTime = @P3, ParentRunId = @P4, CallingOrchestratorName = @P5 WHERE ControlKey = @P1 AND ControlStatus = @P6";
+    CONTROL_TOUCH = "UPDATE procfwk.ExecutionControl SET LastActivityDateTime = @P2 WHERE ExecutionId = @P1 AND ControlStatus = 'Running'";
+    CONTROL_SET_STATUS = "UPDATE procfwk.ExecutionControl SET ControlStatus = @P2, LastActivityDateTime = @P3 WHERE ExecutionId = @P1";
+    CONTROL_BY_EXECUTION = "SELECT ControlKey, ExecutionId, ControlStatus FROM procfwk.ExecutionControl WHERE ExecutionId = @P1";
+
+    // ---------------------------------------------------------------- batches
+    BATCH_BY_NAME = "SELECT BatchId, BatchName, Enabled FROM procfwk.Batches WHERE UPPER(BatchName) = UPPER(@P1)";
+    BATCH_EXECUTIONS = "SELECT ExecutionId, BatchStatus, StartDateTime FROM procfwk.BatchExecution WHERE BatchId = @P1 AND BatchStatus IN ('Running', 'Stopping', 'Stopped')";
+    BATCH_EXECUTION_INSERT = "INSERT INTO procfwk.BatchExecution (BatchId, ExecutionId, BatchName, BatchStatus, StartDateTime) VALUES (@P1, @P2, @P3, 'Running', @P4)";
+    BATCH_EXECUTION_STATUS = "UPDATE procfwk.BatchExecution SET BatchStatus = @P2 WHERE ExecutionId = @P1";
+    BATCH_EXECUTION_END = "UPDATE procfwk.BatchExecution SET BatchStatus = @P2, EndDateTime = @P3 WHERE ExecutionId = @P1";
+    /// A batch that failed stops; one that is already stopping or stopped stays so.
+    BATCH_EXECUTION_STOPPING = "UPDATE procfwk.BatchExecution SET BatchStatus = 'Stopping' WHERE ExecutionId = @P1 AND BatchStatus = 'Running'";
+
+    // ---------------------------------------------------------------- current execution: create / reset / archive
+    /// `CreateNewExecution`: one row per enabled worker in an enabled stage.
+    CREATE_EXECUTION_ALL = "INSERT INTO procfwk.CurrentExecution (LocalExecutionId, StageId, PipelineId, CallingOrchestratorName, ResourceGroupName, OrchestratorType, OrchestratorName, PipelineName) \
+        SELECT @P1, p.StageId, p.PipelineId, @P2, o.ResourceGroupName, o.OrchestratorType, o.OrchestratorName, p.PipelineName \
+        FROM procfwk.Pipelines p \
+        INNER JOIN procfwk.Stages s ON s.StageId = p.StageId \
+        INNER JOIN procfwk.Orchestrators o ON o.OrchestratorId = p.OrchestratorId \
+        WHERE p.Enabled = 1 AND s.Enabled = 1";
+    /// The same, limited to the stages linked to a batch.
+    CREATE_EXECUTION_BATCH = "INSERT INTO procfwk.CurrentExecution (LocalExecutionId, StageId, PipelineId, CallingOrchestratorName, ResourceGroupName, OrchestratorType, OrchestratorName, PipelineName) \
+        SELECT @P1, p.StageId, p.PipelineId, @P2, o.ResourceGroupName, o.OrchestratorType, o.OrchestratorName, p.PipelineName \
+        FROM procfwk.Pipelines p \
+        INNER JOIN procfwk.Stages s ON s.StageId = p.StageId \
+        INNER JOIN procfwk.Orchestrators o ON o.OrchestratorId = p.OrchestratorId \
+        INNER JOIN procfwk.BatchStageLink l ON l.StageId = s.StageId \
+        WHERE p.Enabled = 1 AND s.Enabled = 1 AND l.BatchId = @P3";
+    /// Executions present in CurrentExecution (all of them, for the non-batch scope).
+    EXECUTIONS_PRESENT = "SELECT LocalExecutionId, COUNT(0) AS Workers, SUM(CASE WHEN PipelineStatus = 'Success' THEN 1 ELSE 0 END) AS Succeeded, SUM(CASE WHEN PipelineStatus = 'Running' THEN 1 ELSE 0 END) AS Running FROM procfwk.CurrentExecution GROUP BY LocalExecutionId";
+    /// `ResetExecution`, first half: unfinished rows are logged as Unknown.
+    RESET_LOG_UNFINISHED = "INSERT INTO procfwk.ExecutionLog (LocalExecutionId, StageId, PipelineId, CallingOrchestratorName, ResourceGroupName, OrchestratorType, OrchestratorName, PipelineName, StartDateTime, PipelineStatus, EndDateTime, PipelineRunId, PipelineParamsUsed) \
+        SELECT LocalExecutionId, StageId, PipelineId, CallingOrchestratorName, ResourceGroupName, OrchestratorType, OrchestratorName, PipelineName, StartDateTime, 'Unknown', EndDateTime, PipelineRunId, PipelineParamsUsed \
+        FROM procfwk.CurrentExecution \
+        WHERE LocalExecutionId = @P1 AND PipelineStatus IS NOT NULL AND PipelineStatus NOT IN ('Success', 'Failed', 'Blocked', 'Cancelled')";
+    /// `ResetExecution`, second half: everything not successful (or blocked) starts again.
+    RESET_ROWS = "UPDATE procfwk.CurrentExecution SET StartDateTime = NULL, EndDateTime = NULL, PipelineStatus = NULL, LastStatusCheckDateTime = NULL, PipelineRunId = NULL, PipelineParamsUsed = NULL, IsBlocked = 0 \
+        WHERE LocalExecutionId = @P1 AND (COALESCE(PipelineStatus, '') <> 'Success' OR IsBlocked = 1)";
+    /// Copy an execution's rows to the log (`UpdateExecutionLog`).
+    ARCHIVE_EXECUTION = "INSERT INTO procfwk.ExecutionLog (LocalExecutionId, StageId, PipelineId, CallingOrchestratorName, ResourceGroupName, OrchestratorType, OrchestratorName, PipelineName, StartDateTime, PipelineStatus, EndDateTime, PipelineRunId, PipelineParamsUsed) \
+        SELECT LocalExecutionId, StageId, PipelineId, CallingOrchestratorName, ResourceGroupName, OrchestratorType, OrchestratorName, PipelineName, StartDateTime, PipelineStatus, EndDateTime, PipelineRunId, PipelineParamsUsed \
+        FROM procfwk.CurrentExecution WHERE LocalExecutionId = @P1";
+    DELETE_EXECUTION = "DELETE FROM procfwk.CurrentExecution WHERE LocalExecutionId = @P1";
+    /// Stages still to run, in order (`GetStages`).
+    STAGES_TO_RUN = "SELECT c.StageId, s.StageName, COUNT(0) AS Workers FROM procfwk.CurrentExecution c INNER JOIN procfwk.Stages s ON s.StageId = c.StageId \
+        WHERE c.LocalExecutionId = @P1 AND COALESCE(c.PipelineStatus, '') <> 'Success' GROUP BY c.StageId, s.StageName ORDER BY c.StageId";
+    /// Status counts of one execution.
+    EXECUTION_STATUS_COUNTS = "SELECT COALESCE(PipelineStatus, 'Not Started') AS PipelineStatus, COUNT(0) AS RecordCount FROM procfwk.CurrentExecution WHERE LocalExecutionId = @P1 GROUP BY PipelineStatus";
+
+    // ---------------------------------------------------------------- stages
+    /// Workers of earlier stages still marked Running when a later stage starts (their Infant died).
+    STALE_RUNNING_BEFORE_STAGE = "SELECT StageId, PipelineId, PipelineRunId FROM procfwk.CurrentExecution WHERE LocalExecutionId = @P1 AND StageId < @P2 AND PipelineStatus = 'Running'";
+    BLOCKED_IN_STAGE = "SELECT PipelineId FROM procfwk.CurrentExecution WHERE LocalExecutionId = @P1 AND StageId = @P2 AND IsBlocked = 1";
+    /// `SetLogStagePreparing`.
+    STAGE_PREPARING = "UPDATE procfwk.CurrentExecution SET PipelineStatus = 'Preparing' WHERE LocalExecutionId = @P1 AND StageId = @P2 AND StartDateTime IS NULL AND IsBlocked <> 1";
+    /// `GetPipelinesInStage`.
+    WORKERS_IN_STAGE = "SELECT PipelineId, PipelineName FROM procfwk.CurrentExecution WHERE LocalExecutionId = @P1 AND StageId = @P2 AND COALESCE(PipelineStatus, '') <> 'Success' AND IsBlocked <> 1 ORDER BY PipelineId";
+
+    // ---------------------------------------------------------------- workers
+    /// Everything needed to call a worker (`GetWorkerDetailsWrapper`).
+    WORKER_DETAILS = "SELECT c.PipelineName, c.OrchestratorName, c.OrchestratorType, c.ResourceGroupName, c.PipelineStatus, c.PipelineRunId, c.IsBlocked, c.StartDateTime, \
+        o.OrchestratorId, o.SubscriptionId, sub.TenantId \
+        FROM procfwk.CurrentExecution c \
+        INNER JOIN procfwk.Pipelines p ON p.PipelineId = c.PipelineId \
+        INNER JOIN procfwk.Orchestrators o ON o.OrchestratorId = p.OrchestratorId \
+        INNER JOIN procfwk.Subscriptions sub ON sub.SubscriptionId = o.SubscriptionId \
+        WHERE c.LocalExecutionId = @P1 AND c.StageId = @P2 AND c.PipelineId = @P3";
+    /// The worker's credential: a pipeline-specific link first, then the orchestrator-wide one.
+    WORKER_CREDENTIAL = "SELECT a.PipelineId, sp.PrincipalId, sp.PrincipalIdUrl, sp.PrincipalSecretUrl FROM procfwk.PipelineAuthLink a \
+        INNER JOIN procfwk.ServicePrincipals sp ON sp.CredentialId = a.CredentialId \
+        WHERE a.OrchestratorId = @P1 AND (a.PipelineId = @P2 OR a.PipelineId IS NULL) ORDER BY a.PipelineId DESC";
+    WORKER_PARAMETERS = "SELECT ParameterName, ParameterValue FROM procfwk.PipelineParameters WHERE PipelineId = @P1 ORDER BY ParameterId";
+    PARAMETERS_LAST_USED = "UPDATE procfwk.PipelineParameters SET ParameterValueLastUsed = ParameterValue WHERE PipelineId = @P1";
+    /// Claim a worker for starting: only a worker that is waiting (not started, not blocked) is claimed.
+    CLAIM_WORKER = "UPDATE procfwk.CurrentExecution SET PipelineStatus = 'Running', StartDateTime = COALESCE(StartDateTime, @P4), PipelineParamsUsed = @P5, LastStatusCheckDateTime = NULL, EndDateTime = NULL \
+        WHERE LocalExecutionId = @P1 AND StageId = @P2 AND PipelineId = @P3 AND IsBlocked = 0 AND (PipelineStatus IS NULL OR PipelineStatus IN ('Preparing', 'Validating'))";
+    /// `SetLogPipelineRunId`: only the first run id is recorded.
+    RECORD_RUN_ID = "UPDATE procfwk.CurrentExecution SET PipelineRunId = @P4 WHERE LocalExecutionId = @P1 AND StageId = @P2 AND PipelineId = @P3 AND PipelineStatus = 'Running' AND PipelineRunId IS NULL";
+    /// `SetLogPipelineLastStatusCheck`.
+    RECORD_CHECK = "UPDATE procfwk.CurrentExecution SET LastStatusCheckDateTime = @P4 WHERE LocalExecutionId = @P1 AND StageId = @P2 AND PipelineId = @P3";
+    /// Set a worker's final status, only if it is still the run we think it is.
+    SET_RESULT = "UPDATE procfwk.CurrentExecution SET PipelineStatus = @P4, EndDateTime = COALESCE(EndDateTime, @P5) \
+        WHERE LocalExecutionId = @P1 AND StageId = @P2 AND PipelineId = @P3 AND PipelineStatus = 'Running' AND PipelineRunId = @P6";
+    /// Set an activity failure (`SetLogActivityFailed`): the worker was never started or its status
+    /// cannot be read.
+    SET_ACTIVITY_FAILED = "UPDATE procfwk.CurrentExecution SET PipelineStatus = @P4, EndDateTime = COALESCE(EndDateTime, @P5) \
+        WHERE LocalExecutionId = @P1 AND StageId = @P2 AND PipelineId = @P3 AND PipelineStatus = 'Running'";
+    /// Copy one worker's row to the log.
+    LOG_WORKER = "INSERT INTO procfwk.ExecutionLog (LocalExecutionId, StageId, PipelineId, CallingOrchestratorName, ResourceGroupName, OrchestratorType, OrchestratorName, PipelineName, StartDateTime, PipelineStatus, EndDateTime, PipelineRunId, PipelineParamsUsed) \
+        SELECT LocalExecutionId, StageId, PipelineId, CallingOrchestratorName, ResourceGroupName, OrchestratorType, OrchestratorName, PipelineName, StartDateTime, PipelineStatus, EndDateTime, PipelineRunId, PipelineParamsUsed \
+        FROM procfwk.CurrentExecution WHERE LocalExecutionId = @P1 AND StageId = @P2 AND PipelineId = @P3";
+    INSERT_ERROR = "INSERT INTO procfwk.ErrorLog (LocalExecutionId, PipelineRunId, ActivityRunId, ActivityName, ActivityType, ErrorCode, ErrorType, ErrorMessage) VALUES (@P1, @P2, @P3, @P4, @P5, @P6, @P7, @P8)";
+    /// Simple failure handling: every worker of a later stage is blocked.
+    BLOCK_LATER_STAGES = "UPDATE procfwk.CurrentExecution SET PipelineStatus = 'Blocked', IsBlocked = 1 WHERE LocalExecutionId = @P1 AND StageId > @P2";
+    /// Dependency-chain failure handling: the worker's dependants are blocked.
+    BLOCK_DEPENDANTS = "UPDATE procfwk.CurrentExecution SET PipelineStatus = 'Blocked', IsBlocked = 1 WHERE LocalExecutionId = @P1 \
+        AND PipelineId IN (SELECT DependantPipelineId FROM procfwk.PipelineDependencies WHERE PipelineId = @P2)";
+    /// Workers whose run is in flight (for the clean-up before a restart).
+    IN_FLIGHT_WORKERS = "SELECT c.LocalExecutionId, c.StageId, c.PipelineId, c.PipelineRunId FROM procfwk.CurrentExecution c \
+        WHERE c.LocalExecutionId = @P1 AND c.PipelineRunId IS NOT NULL AND c.PipelineStatus NOT IN ('Success', 'Failed', 'Blocked', 'Cancelled')";
+    WORKER_ROW = "SELECT LocalExecutionId, StageId, PipelineId, PipelineName, PipelineStatus, PipelineRunId, IsBlocked, StartDateTime, EndDateTime, LastStatusCheckDateTime FROM procfwk.CurrentExecution \
+        WHERE LocalExecutionId = @P1 AND StageId = @P2 AND PipelineId = @P3";
+
+    // ---------------------------------------------------------------- metadata administration (seed-sample)
+    COUNT_STAGES = "SELECT COUNT(0) AS Stages FROM procfwk.Stages";
+    INSERT_TENANT = "INSERT INTO procfwk.Tenants (TenantId, Name, Description) VALUES (@P1, @P2, @P3)";
+    INSERT_SUBSCRIPTION = "INSERT INTO procfwk.Subscriptions (SubscriptionId, Name, Description, TenantId) VALUES (@P1, @P2, @P3, @P4)";
+    INSERT_ORCHESTRATOR = "INSERT INTO procfwk.Orchestrators (OrchestratorName, OrchestratorType, IsFrameworkOrchestrator, Description, ResourceGroupName, SubscriptionId) VALUES (@P1, @P2, @P3, @P4, @P5, @P6)";
+    INSERT_STAGE = "INSERT INTO procfwk.Stages (StageName, StageDescription, Enabled) VALUES (@P1, @P2, @P3)";
+    INSERT_PIPELINE = "INSERT INTO procfwk.Pipelines (OrchestratorId, StageId, PipelineName, LogicalPredecessorId, Enabled) VALUES (@P1, @P2, @P3, @P4, @P5)";
+    INSERT_PARAMETER = "INSERT INTO procfwk.PipelineParameters (PipelineId, ParameterName, ParameterValue) VALUES (@P1, @P2, @P3)";
+    INSERT_DEPENDENCY = "INSERT INTO procfwk.PipelineDependencies (PipelineId, DependantPipelineId) VALUES (@P1, @P2)";
+    INSERT_BATCH = "INSERT INTO procfwk.Batches (BatchId, BatchName, BatchDescription, Enabled) VALUES (@P1, @P2, @P3, @P4)";
+    INSERT_BATCH_STAGE = "INSERT INTO procfwk.BatchStageLink (BatchId, StageId) VALUES (@P1, @P2)";
+    ORCHESTRATOR_IDS = "SELECT OrchestratorId, OrchestratorName FROM procfwk.Orchestrators";
+    STAGE_IDS = "SELECT StageId, StageName FROM procfwk.Stages";
+    PIPELINE_IDS = "SELECT PipelineId, StageId, PipelineName, OrchestratorId FROM procfwk.Pipelines ORDER BY PipelineId";
+
+    // ---------------------------------------------------------------- read-outs
+    CURRENT_EXECUTION_ROWS = "SELECT LocalExecutionId, StageId, PipelineId, PipelineName, PipelineStatus, IsBlocked, PipelineRunId, StartDateTime, EndDateTime FROM procfwk.CurrentExecution ORDER BY StageId, PipelineId";
+    EXECUTION_LOG_ROWS = "SELECT LogId, LocalExecutionId, StageId, PipelineId, PipelineName, PipelineStatus, PipelineRunId, StartDateTime, EndDateTime FROM procfwk.ExecutionLog ORDER BY LogId";
+    ERROR_LOG_ROWS = "SELECT LogId, LocalExecutionId, PipelineRunId, ActivityRunId, ActivityName, ActivityType, ErrorCode, ErrorType, ErrorMessage FROM procfwk.ErrorLog ORDER BY LogId";
+    CURRENT_SUMMARY = "SELECT COALESCE(PipelineStatus, 'Not Started') AS PipelineStatus, COUNT(0) AS RecordCount FROM procfwk.CurrentExecution GROUP BY PipelineStatus ORDER BY PipelineStatus";
+    LAST_EXECUTION_ID = "SELECT LocalExecutionId FROM procfwk.ExecutionLog WHERE LogId = (SELECT MAX(LogId) FROM procfwk.ExecutionLog WHERE EndDateTime IS NOT NULL)";
+    EXECUTION_LOG_FOR = "SELECT LogId, StageId, PipelineId, PipelineName, StartDateTime, PipelineStatus, EndDateTime FROM procfwk.ExecutionLog WHERE LocalExecutionId = @P1 ORDER BY LogId";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlparser::dialect::MsSqlDialect;
+    use sqlparser::parser::Parser;
+
+    #[test]
+    fn every_statement_is_valid_tsql() {
+        for s in ALL {
+            let parsed = Parser::parse_sql(&MsSqlDialect {}, s.sql);
+            assert!(parsed.is_ok(), "{}: {:?}\n{}", s.name, parsed.err(), s.sql);
+            assert_eq!(
+                parsed.map(|p| p.len()).unwrap_or(0),
+                1,
+                "{} is one statement",
+                s.name
+            );
+        }
+    }
+
+    #[test]
+    fn statements_are_parameterised_not_formatted() {
+        for s in ALL {
+            assert!(
+                !s.sql.contains('{'),
+                "{} looks like a format string",
+                s.name
+            );
+            assert!(
+                !s.sql.contains("GETUTCDATE"),
+                "{}: timestamps are parameters",
+                s.name
+            );
+        }
+    }
+
+    #[test]
+    fn the_parser_rejects_broken_sql() {
+        assert!(
+            Parser::parse_sql(&MsSqlDialect {}, "SELEC PipelineId FROM procfwk.Pipelines").is_err()
+        );
+    }
+}
