@@ -165,14 +165,19 @@ async fn infant(
     );
     let mut check = ids.clone();
     check["runId"] = json!(run_id);
-    let mut last = out;
+    // ADF's Until is a do-while: the first status check comes straight after the start, even when the
+    // start already reported a finished run — the check is what records the result.
+    let mut last;
     let mut failures = 0;
-    while last["SimpleStatus"] == "Running" {
-        tokio::time::sleep(wait).await;
+    loop {
         let problem = match caller.call("CheckPipelineStatus", &check).await {
             Ok((200, out)) => {
                 failures = 0;
                 last = out;
+                if last["SimpleStatus"] != "Running" {
+                    break;
+                }
+                tokio::time::sleep(wait).await;
                 continue;
             }
             Ok((status, out)) => format!("{status}: {}", error_text(&out)),
@@ -185,6 +190,7 @@ async fn infant(
             report.seconds = started.elapsed().as_secs_f64();
             return report;
         }
+        tokio::time::sleep(wait).await;
     }
     report.status = last["WorkerStatus"]
         .as_str()
