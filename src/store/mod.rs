@@ -132,6 +132,12 @@ impl Store {
         }
     }
 
+    /// The same store with another number of attempts per transition (1 = no retries).
+    pub fn with_attempts(mut self, attempts: u32) -> Self {
+        self.attempts = attempts.max(1);
+        self
+    }
+
     pub fn describe(&self) -> String {
         self.backend.describe()
     }

@@ -1,0 +1,220 @@
+//! The store conformance suite on the embedded SQLite store and on tiberius talking TDS to the project's
+//! test server (which executes the statements on SQLite); and the fault test: the store connection fails
+//! or is killed in the middle of lifecycle transitions, and no transition is ever half-applied or applied
+//! twice.
+
+mod conformance;
+
+use conformance::*;
+use procfwk::orchestration::sample::SeedSample;
+use procfwk::orchestration::{
+    now, Applied, ApplyResult, ClaimWorker, FinishExecution, ReadWorker, RecordRunId, WorkerKey,
+    WorkerOutcome,
+};
+use procfwk::store::sqlserver::{SqlServerBackend, SqlServerOptions};
+use procfwk::store::Store;
+use std::sync::Arc;
+use std::time::Duration;
+use tds_test_server::{ServerHandle, ServerOptions, TdsTestServer};
+use uuid::Uuid;
+
+#[tokio::test]
+async fn sqlite_store_conforms() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite:{}", dir.path().join("conformance.db").display());
+    let store = Store::open(&url, None).await.expect("open");
+    suite(store, true).await;
+}
+
+async fn tds() -> (ServerHandle, Store, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TdsTestServer::start(ServerOptions {
+        database_path: dir.path().join("procfwk.db"),
+        users: vec![("procfwk".into(), "conformance-Pw1".into())],
+        accept_fedauth_tokens: Vec::new(),
+        init_sql: procfwk::store::sqlite::schema_statements(),
+    })
+    .await
+    .expect("TDS test server");
+    let url = format!(
+        "Server=tcp:127.0.0.1,{};Database=procfwk;User ID=procfwk;Password=conformance-Pw1;Encrypt=DANGER_PLAINTEXT",
+        server.port()
+    );
+    let backend = SqlServerBackend::connect_with(
+        &url,
+        None,
+        SqlServerOptions {
+            pool_size: 4,
+            checkout_timeout: Duration::from_secs(5),
+        },
+    )
+    .await
+    .expect("backend");
+    (server, Store::new(Arc::new(backend)), dir)
+}
+
+#[tokio::test]
+async fn tiberius_store_conforms_over_tds() {
+    let (server, store, _dir) = tds().await;
+    suite(store, false).await;
+    // The statements really went over TDS, parameterised.
+    let sent = server.statements();
+    assert!(sent.iter().any(|s| s
+        .contains("UPDATE procfwk.CurrentExecution SET PipelineStatus = 'Running'")
+        && s.contains("@P4")));
+    assert!(sent.len() > 100, "{} statements", sent.len());
+}
+
+/// Start an execution and settle stage 1's workers, one of them failed, while the store connection fails
+/// at given points. Returns the execution id.
+async fn lifecycle_under_faults(server: &ServerHandle, store: &Store) -> Uuid {
+    store.run(&SeedSample { now: now() }).await.expect("seed");
+    let id = store.run(&start()).await.expect("start").execution_id;
+    let workers = keys(id, 1, &prepare(store, id, 1).await);
+    for (i, key) in workers.iter().enumerate() {
+        let plan = store.run(&ReadWorker { key: *key }).await.expect("plan");
+        // Kill every connection between steps…
+        server.kill_connections();
+        store
+            .run(&ClaimWorker {
+                key: *key,
+                params_used: plan.params_used(),
+                now: now(),
+            })
+            .await
+            .expect("claim");
+        let run_id = Uuid::new_v4();
+        // …fail the next statement with Azure SQL's "database not available"…
+        server.fail_next(1, 40613);
+        store
+            .run(&RecordRunId { key: *key, run_id })
+            .await
+            .expect("record");
+        let outcome = if key.pipeline_id == 3 {
+            WorkerOutcome::Failed
+        } else {
+            WorkerOutcome::Success
+        };
+        let errors = if outcome == WorkerOutcome::Failed {
+            vec![procfwk::domain::response::ActivityError {
+                activity_run_id: Uuid::new_v4().to_string(),
+                activity_name: "Call Fail Procedure".into(),
+                activity_type: "SqlServerStoredProcedure".into(),
+                error_code: "2402".into(),
+                error_type: "UserError".into(),
+                error_message: "The Stored Procedure intentionally failed.".into(),
+            }]
+        } else {
+            Vec::new()
+        };
+        // …and drop the connection in the middle of the multi-statement result transition.
+        server.drop_connection_after(2 + i % 3);
+        let applied = store
+            .run(&ApplyResult {
+                key: *key,
+                run_id,
+                outcome,
+                errors: errors.clone(),
+                now: now(),
+            })
+            .await
+            .expect("apply survives a dropped connection");
+        assert!(
+            matches!(
+                applied,
+                Applied::Applied { .. } | Applied::AlreadyApplied { .. }
+            ),
+            "{applied:?}"
+        );
+        // A repeated call (ADF retry) changes nothing.
+        let again = store
+            .run(&ApplyResult {
+                key: *key,
+                run_id,
+                outcome,
+                errors,
+                now: now(),
+            })
+            .await
+            .expect("again");
+        assert!(matches!(again, Applied::AlreadyApplied { .. }), "{again:?}");
+    }
+    id
+}
+
+#[tokio::test]
+async fn no_half_applied_transition_when_the_connection_fails() {
+    let (server, store, _dir) = tds().await;
+    let id = lifecycle_under_faults(&server, &store).await;
+    // Exactly one result per worker, one log row and one error row for the failed one, 7 blocked.
+    assert_eq!(
+        by_status(&store, "CurrentExecution").await,
+        map(&[("Success", 3), ("Failed", 1), ("Blocked", 7)])
+    );
+    assert_eq!(
+        by_status(&store, "ExecutionLog").await,
+        map(&[("Failed", 1)])
+    );
+    assert_eq!(
+        count(&store, "SELECT COUNT(0) AS N FROM procfwk.ErrorLog").await,
+        1
+    );
+    let finished = store
+        .run(&FinishExecution {
+            execution_id: id,
+            now: now(),
+        })
+        .await
+        .expect("finish");
+    assert!(!finished.succeeded);
+    let _ = WorkerKey {
+        execution_id: id,
+        stage_id: 1,
+        pipeline_id: 1,
+    };
+}
+
+#[tokio::test]
+async fn a_failed_transaction_leaves_the_previous_state() {
+    // Without retries the failure is visible — and nothing of the transition is.
+    let (server, store, _dir) = tds().await;
+    store.run(&SeedSample { now: now() }).await.expect("seed");
+    let before = count(&store, "SELECT COUNT(0) AS N FROM procfwk.CurrentExecution").await;
+    assert_eq!(before, 0);
+    // StartExecution writes 11 rows and a control row in several statements; kill it after the insert.
+    // Requests: checkout check, BEGIN, properties, control, executions present, the 11-row insert, the
+    // control insert — then the connection drops before the stage query and the COMMIT.
+    server.clear_statements();
+    server.drop_connection_after(7);
+    let store_once = store.clone().with_attempts(1);
+    assert!(
+        store_once.run(&start()).await.is_err(),
+        "the transition failed"
+    );
+    let sent = server.statements();
+    assert!(
+        sent.iter()
+            .any(|s| s.starts_with("INSERT INTO procfwk.CurrentExecution")),
+        "{sent:#?}"
+    );
+    assert!(
+        sent.iter()
+            .any(|s| s.starts_with("INSERT INTO procfwk.ExecutionControl")),
+        "{sent:#?}"
+    );
+    assert_eq!(
+        count(&store, "SELECT COUNT(0) AS N FROM procfwk.CurrentExecution").await,
+        0,
+        "no rows half-written"
+    );
+    assert_eq!(
+        count(&store, "SELECT COUNT(0) AS N FROM procfwk.ExecutionControl").await,
+        0
+    );
+    // And the same transition then goes through.
+    assert!(store.run(&start()).await.is_ok());
+    assert_eq!(
+        count(&store, "SELECT COUNT(0) AS N FROM procfwk.CurrentExecution").await,
+        11
+    );
+}
