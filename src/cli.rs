@@ -48,7 +48,12 @@ pub struct ServeArgs {
 
 pub fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    crate::telemetry::init();
+    // Services log what they do; interactive commands keep the terminal for their own output.
+    let level = match cli.command {
+        Command::Serve(_) | Command::Sim(_) => "info",
+        _ => "warn",
+    };
+    crate::telemetry::init(level);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -102,10 +102,18 @@ pub async fn run(args: DbArgs) -> anyhow::Result<()> {
                 .context("schema creation failed")?;
             println!("schema ready in {}", store.describe());
         }
-        DbCommand::SeedSample => {
-            let n = store.run(&SeedSample { now: now() }).await?;
-            println!("sample metadata loaded: {n} workers in 5 stages, batches Daily and Hourly");
-        }
+        DbCommand::SeedSample => match store.run(&SeedSample { now: now() }).await {
+            Ok(n) => println!(
+                "sample metadata loaded: {n} workers in 5 stages, batches Daily and Hourly"
+            ),
+            // Running the quick start twice is fine: the sample is there already.
+            Err(crate::orchestration::LifecycleError::Metadata(m))
+                if m.contains("already has stages") =>
+            {
+                println!("metadata already present; nothing loaded")
+            }
+            Err(e) => return Err(e.into()),
+        },
         DbCommand::SetProperty { name, value } => {
             store
                 .run(&SetProperty {

@@ -41,10 +41,14 @@ fn target_of(directive: &str) -> &str {
     directive.split('=').next().unwrap_or(directive).trim()
 }
 
-/// Install the global subscriber. Safe to call more than once (later calls are ignored).
-pub fn init() {
-    let user = std::env::var("RUST_LOG").ok();
-    let filter = EnvFilter::try_new(directives(user.as_deref()))
+/// Install the global subscriber with `default_level` unless `RUST_LOG` says otherwise. Safe to call more
+/// than once (later calls are ignored).
+pub fn init(default_level: &str) {
+    let user = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty());
+    let wanted = user.as_deref().unwrap_or(default_level);
+    let filter = EnvFilter::try_new(directives(Some(wanted)))
         .unwrap_or_else(|_| EnvFilter::new(directives(None)));
     let json = std::env::var("PROCFWK_LOG_FORMAT")
         .map(|v| v.eq_ignore_ascii_case("json"))

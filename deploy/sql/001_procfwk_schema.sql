@@ -95,12 +95,14 @@ CREATE TABLE [procfwk].[Properties] (
 );
 GO
 
--- Service principals. An existing procfwk database keeps them in [dbo].[ServicePrincipals]: point a
--- synonym at it so the Function App reads the same rows; otherwise create the table with the same columns.
+-- Service principals. An existing procfwk database keeps them in [dbo].[ServicePrincipals]: a view over
+-- it lets the Function App read the same rows; otherwise create the table with the same columns.
 -- The Function App reads PrincipalId / PrincipalIdUrl / PrincipalSecretUrl (Key Vault references); it never
 -- stores or decrypts a plain secret (PrincipalSecret is kept only for compatibility).
 IF OBJECT_ID(N'[procfwk].[ServicePrincipals]') IS NULL AND OBJECT_ID(N'[dbo].[ServicePrincipals]', N'U') IS NOT NULL
-EXEC (N'CREATE SYNONYM [procfwk].[ServicePrincipals] FOR [dbo].[ServicePrincipals]');
+EXEC (N'CREATE VIEW [procfwk].[ServicePrincipals] AS
+SELECT [CredentialId], [PrincipalName], [PrincipalId], [PrincipalSecret], [PrincipalIdUrl], [PrincipalSecretUrl]
+FROM [dbo].[ServicePrincipals]');
 GO
 
 IF OBJECT_ID(N'[procfwk].[ServicePrincipals]') IS NULL

@@ -861,6 +861,7 @@ pub struct PoolStatus {
 /// Azure SQL / SQL Server behind a connection pool.
 pub struct SqlServerBackend {
     pool: Pool<SqlServerManager>,
+    pool_size: u32,
     failures: Arc<ConnectFailures>,
     checkout_timeout: Duration,
     description: String,
@@ -944,7 +945,10 @@ impl SqlServerBackend {
         let pool = Pool::builder()
             .max_size(options.pool_size)
             .min_idle(None)
-            .test_on_check_out(true)
+            // No `SELECT 1` before every transaction (a round trip each): a connection that died while
+            // idle fails its first statement, is marked broken, and `Store::run` runs the transition
+            // again on a fresh one.
+            .test_on_check_out(false)
             .retry_connection(false)
             .connection_timeout(options.checkout_timeout)
             .idle_timeout(Some(Duration::from_secs(10 * 60)))
@@ -954,6 +958,7 @@ impl SqlServerBackend {
         tracing::info!(store = %description, "metadata store: SQL Server connection pool ready");
         Ok(Self {
             pool,
+            pool_size: options.pool_size,
             failures,
             checkout_timeout: options.checkout_timeout,
             description,
@@ -1066,16 +1071,29 @@ async fn service_principal(
 #[async_trait::async_trait]
 impl Backend for SqlServerBackend {
     async fn begin(&self) -> Result<Box<dyn Tx>, StoreError> {
-        let mut conn = self.checkout().await?;
-        if let Err(e) = conn.batch("SET XACT_ABORT ON; BEGIN TRANSACTION").await {
-            // Whether the transaction started is unknown: never hand this connection out again.
-            conn.broken = true;
-            return Err(e);
+        // Pooled connections are not pinged before use; one that died while idle fails here, before any
+        // work was done, so it is discarded and the next one tried (the pool holds at most `pool_size`).
+        let mut last = None;
+        for _ in 0..=self.pool_size {
+            let mut conn = self.checkout().await?;
+            match conn.batch("SET XACT_ABORT ON; BEGIN TRANSACTION").await {
+                Ok(()) => {
+                    return Ok(Box::new(SqlServerTx {
+                        conn: Some(conn),
+                        aborted: None,
+                    }))
+                }
+                Err(e) => {
+                    // Whether the transaction started is unknown: never hand this connection out again.
+                    conn.broken = true;
+                    if !matches!(e, StoreError::Connection(_)) {
+                        return Err(e);
+                    }
+                    last = Some(e);
+                }
+            }
         }
-        Ok(Box::new(SqlServerTx {
-            conn: Some(conn),
-            aborted: None,
-        }))
+        Err(last.unwrap_or_else(|| StoreError::Connection("no usable connection".into())))
     }
 
     async fn init_schema(&self) -> Result<(), StoreError> {

@@ -205,3 +205,74 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod deploy_script_tests {
+    use sqlparser::dialect::MsSqlDialect;
+    use sqlparser::parser::Parser;
+
+    /// Strip the idempotence guards (`IF OBJECT_ID(...) IS NULL`, `IF SCHEMA_ID(...) IS NULL`,
+    /// `IF NOT EXISTS (...)`) and unwrap `EXEC (N'...')`, leaving the statement itself to parse.
+    fn guarded_statement(batch: &str) -> String {
+        let mut text: String = batch
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("--"))
+            .collect::<Vec<_>>()
+            .join("\n")
+            .trim()
+            .to_string();
+        loop {
+            let upper = text.to_uppercase();
+            if upper.starts_with("IF ") {
+                let first = upper.lines().next().unwrap_or("").trim_end().to_string();
+                text = if first.ends_with("IS NULL")
+                    || first.ends_with("IS NOT NULL")
+                    || first.ends_with(')')
+                {
+                    // The guard is the whole first line.
+                    text.split_once('\n')
+                        .map(|(_, r)| r.to_string())
+                        .unwrap_or_default()
+                } else {
+                    // `IF <guard> IS NULL <statement>` on one line.
+                    let at = first
+                        .rfind(" IS NULL ")
+                        .map(|i| i + " IS NULL ".len())
+                        .unwrap_or(0);
+                    text[at..].to_string()
+                };
+                text = text.trim().to_string();
+                continue;
+            }
+            if let Some(inner) = text.strip_prefix("EXEC (N'") {
+                let inner = inner
+                    .trim_end()
+                    .trim_end_matches(';')
+                    .trim_end_matches(')')
+                    .trim_end_matches('\'');
+                text = inner.replace("''", "'");
+                continue;
+            }
+            return text;
+        }
+    }
+
+    #[test]
+    fn every_deploy_script_batch_is_valid_tsql() {
+        for (name, script) in crate::store::sqlserver::SCHEMA_SCRIPTS {
+            let batches = crate::store::sqlserver::script_batches(script);
+            assert!(batches.len() > 10, "{name}");
+            for batch in batches {
+                let statement = guarded_statement(&batch);
+                let parsed = Parser::parse_sql(&MsSqlDialect {}, &statement);
+                assert!(parsed.is_ok(), "{name}: {:?}\n{statement}", parsed.err());
+            }
+        }
+    }
+
+    #[test]
+    fn guard_stripping_does_not_hide_errors() {
+        let broken = guarded_statement("IF OBJECT_ID(N'x') IS NULL\nCREATE TABLEE x (a INT)");
+        assert!(Parser::parse_sql(&MsSqlDialect {}, &broken).is_err());
+    }
+}
