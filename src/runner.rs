@@ -77,6 +77,8 @@ pub struct RunReport {
     pub workers: Vec<WorkerReport>,
     pub calls: Vec<Call>,
     pub seconds: f64,
+    /// Workers of the execution by framework status, as FinishExecution reported them (blocked ones too).
+    pub final_counts: std::collections::BTreeMap<String, i64>,
 }
 
 struct Caller {
@@ -225,6 +227,7 @@ pub async fn play(base: String, key: Option<String>, args: &RunArgs) -> anyhow::
         workers: Vec::new(),
         calls: Vec::new(),
         seconds: 0.0,
+        final_counts: Default::default(),
     };
     let mut start = json!({"callingOrchestratorName": args.calling_orchestrator});
     if let Some(b) = &args.batch {
@@ -271,6 +274,7 @@ pub async fn play(base: String, key: Option<String>, args: &RunArgs) -> anyhow::
                 workers.len()
             );
         }
+        let done_before = report.workers.len();
         let tasks: Vec<_> = workers
             .into_iter()
             .map(|item| {
@@ -283,24 +287,42 @@ pub async fn play(base: String, key: Option<String>, args: &RunArgs) -> anyhow::
                 ))
             })
             .collect();
+        // Live progress: the stage's counts each time one of its workers finishes.
+        let total = tasks.len();
+        let mut pending: futures::stream::FuturesUnordered<_> = tasks.into_iter().collect();
         let mut tally = std::collections::BTreeMap::<String, usize>::new();
-        for task in tasks {
-            let worker = task
-                .await
-                .map_err(|e| anyhow!("a worker task failed: {e}"))?;
+        while let Some(joined) = futures::StreamExt::next(&mut pending).await {
+            let worker = joined.map_err(|e| anyhow!("a worker task failed: {e}"))?;
             *tally
                 .entry(worker.status.split(':').next().unwrap_or("").to_string())
                 .or_default() += 1;
             report.workers.push(worker);
-        }
-        if !args.quiet {
-            let parts: Vec<String> = tally.iter().map(|(k, v)| format!("{v} {k}")).collect();
-            println!("stage {stage_name} done: {}", parts.join(", "));
+            if !args.quiet {
+                let parts: Vec<String> = tally.iter().map(|(k, v)| format!("{v} {k}")).collect();
+                println!(
+                    "stage {stage_name}: {} running, {}",
+                    (total + done_before).saturating_sub(report.workers.len()),
+                    parts.join(", ")
+                );
+            }
         }
     }
     let (status, out) = caller
         .call("FinishExecution", &json!({"executionId": execution_id}))
         .await?;
+    let counts = if status == 200 {
+        &out["Workers"]
+    } else {
+        &out["error"]["details"]["Workers"]
+    };
+    report.final_counts = counts
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_i64().unwrap_or(0)))
+                .collect()
+        })
+        .unwrap_or_default();
     report.succeeded = status == 200 && stopped.is_none();
     report.message = match (&stopped, status) {
         (Some(m), _) => format!("stopped: {m}"),
@@ -314,6 +336,14 @@ pub async fn play(base: String, key: Option<String>, args: &RunArgs) -> anyhow::
 
 fn print_summary(report: &RunReport) {
     println!();
+    if !report.final_counts.is_empty() {
+        let parts: Vec<String> = report
+            .final_counts
+            .iter()
+            .map(|(k, v)| format!("{v} {k}"))
+            .collect();
+        println!("workers by status: {}", parts.join(", "));
+    }
     println!(
         "{:<6} {:<9} {:<20} {:<22} {:>8}",
         "stage", "pipeline", "name", "status", "seconds"
