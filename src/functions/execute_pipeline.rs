@@ -3,9 +3,9 @@
 //! id and `Queued` (SimpleStatus `Running`) so the Infant's loop keeps polling. The run id is never lost:
 //! once `createRun` has answered, a failing status read still returns the run id.
 
-use super::{poll_run, AppState, FunctionError, Reply};
+use super::{AppState, FunctionError, Reply};
 use crate::domain::response::{self, Spelling};
-use crate::domain::{PipelineRequest, RunStatus};
+use crate::domain::PipelineRequest;
 use serde_json::Value;
 
 pub async fn run(state: &AppState, body: &Value) -> Result<Reply, FunctionError> {
@@ -30,22 +30,7 @@ pub async fn run(state: &AppState, body: &Value) -> Result<Reply, FunctionError>
         )
         .await?;
     tracing::info!(pipeline = %request.pipeline, factory = %request.target.orchestrator, %run_id, "worker run created");
-    let status = match poll_run(
-        state,
-        credential,
-        &request,
-        &run_id,
-        state.settings.execute_queued_cap,
-        |s| *s != RunStatus::Queued,
-    )
-    .await
-    {
-        Ok((run, _left_queue)) => run.status,
-        Err(e) => {
-            tracing::warn!(%run_id, error = %e, "run created but its status could not be read; answering Queued");
-            RunStatus::Queued
-        }
-    };
+    let status = super::wait_until_started(state, credential, &request, &run_id).await;
     Ok(Reply::ok(response::run_status(
         request.dialect,
         &request.pipeline,

@@ -3,7 +3,7 @@
 //! reads orchestrator, pipeline, parameters and credentials from the metadata store — no secret passes
 //! through ADF — and records every transition itself, so the Infant needs no SQL activity.
 
-use super::{poll_run, AppState, FunctionError, Reply};
+use super::{AppState, FunctionError, Reply};
 use crate::adapters::UpstreamError;
 use crate::domain::request::{Fields, RequestError};
 use crate::domain::response::{self, Spelling};
@@ -217,22 +217,7 @@ pub async fn execute(state: &AppState, key: WorkerKey) -> Result<Reply, Function
         })
         .await?;
     tracing::info!(%key, pipeline = %request.pipeline, %run_id, "worker run created");
-    let status = match poll_run(
-        state,
-        credential,
-        &request,
-        &run_id,
-        state.settings.execute_queued_cap,
-        |s| *s != RunStatus::Queued,
-    )
-    .await
-    {
-        Ok((run, _)) => run.status,
-        Err(e) => {
-            tracing::warn!(%run_id, error = %e, "run created but its status could not be read; answering Queued");
-            RunStatus::Queued
-        }
-    };
+    let status = super::wait_until_started(state, credential, &request, &run_id).await;
     Ok(reply(&plan, &request, &run_id, &status, Some("Running")))
 }
 

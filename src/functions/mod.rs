@@ -250,6 +250,29 @@ pub(crate) async fn read_checked_run(
     Ok(run)
 }
 
+/// After `createRun`: wait (at most `PROCFWK_EXECUTE_QUEUED_CAP_SECS`) for the run to leave `Queued`. The
+/// run exists, so its id must reach the caller whatever happens: a failing status read answers `Queued`
+/// (the Infant then keeps polling) rather than an error that would make ADF start a second run.
+pub(crate) async fn wait_until_started(
+    state: &AppState,
+    credential: Arc<dyn TokenCredential>,
+    request: &crate::domain::PipelineRequest,
+    run_id: &str,
+) -> RunStatus {
+    let cap = state.settings.execute_queued_cap;
+    match poll_run(state, credential, request, run_id, cap, |s| {
+        *s != RunStatus::Queued
+    })
+    .await
+    {
+        Ok((run, _)) => run.status,
+        Err(e) => {
+            tracing::warn!(%run_id, error = %e, "run created but its status could not be read; answering Queued");
+            RunStatus::Queued
+        }
+    }
+}
+
 /// Poll a run until `done` says so or `cap` (bounded by the call's budget) runs out; the interval starts
 /// at `poll_initial` and doubles up to `poll_max`. Returns the last status read and whether `done` held.
 pub(crate) async fn poll_run(
