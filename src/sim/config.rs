@@ -1,8 +1,10 @@
 //! What the simulator pretends exists: worker pipelines, service principals, factories, Key Vault
-//! secrets, the managed identity, the time scale and the fault settings. [`SimConfig::sample`] is
+//! secrets, the managed identity, virtual machines and the self-hosted integration runtimes whose nodes
+//! they host, the time scale and the fault settings. [`SimConfig::sample`] is
 //! procfwk's sample set of workers; a JSON file (snake_case keys, every key optional) replaces any part
 //! of it. Everything is checked once, in [`SimConfig::validate`], so request handlers can trust it.
 
+use super::compute::PowerState;
 use super::SimError;
 use crate::secret::Secret;
 use serde::{Deserialize, Serialize};
@@ -45,6 +47,13 @@ pub struct SimConfig {
     pub canceling_secs: f64,
     /// Faults injected into the Data Factory routes.
     pub faults: Faults,
+    /// Virtual machines served under `Microsoft.Compute/virtualMachines` (names unique, ignoring case).
+    pub vms: Vec<VmDef>,
+    /// Self-hosted integration runtimes answered by `integrationRuntimes/{name}/getStatus`.
+    pub runtimes: Vec<RuntimeDef>,
+    /// How long after its VM reached `running` a runtime node turns `Online` (scaled seconds); until
+    /// then it is `Initializing`.
+    pub node_online_secs: f64,
 }
 
 impl Default for SimConfig {
@@ -73,6 +82,9 @@ impl fmt::Debug for SimConfig {
             .field("token_lifetime_secs", &self.token_lifetime_secs)
             .field("canceling_secs", &self.canceling_secs)
             .field("faults", &self.faults)
+            .field("vms", &self.vms)
+            .field("runtimes", &self.runtimes)
+            .field("node_online_secs", &self.node_online_secs)
             .finish()
     }
 }
@@ -298,6 +310,151 @@ impl ActivityDef {
     }
 }
 
+/// The resource group of procfwk's sample factories (and of the sample VMs).
+const SAMPLE_RESOURCE_GROUP: &str = "ADF.procfwk";
+
+/// A virtual machine. Power operations take `start_secs` (plus up to `start_spread_secs`, drawn from a
+/// generator seeded by the config seed and the VM name), `deallocate_secs` and `power_off_secs`, all
+/// scaled by the time scale.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VmDef {
+    /// Default: the sample subscription.
+    pub subscription_id: String,
+    /// Default: `ADF.procfwk`.
+    pub resource_group: String,
+    pub name: String,
+    /// Default: `westeurope` (it appears in the async-operation URLs).
+    pub location: String,
+    /// `deallocated` (default), `stopped` or `running` (a running VM's nodes start `Online`).
+    pub initial_state: PowerState,
+    /// Duration of `start` (scaled seconds, default 90).
+    pub start_secs: f64,
+    /// Extra random start time in `0..start_spread_secs` (scaled seconds, default 0).
+    pub start_spread_secs: f64,
+    /// Duration of `deallocate` (scaled seconds, default 60).
+    pub deallocate_secs: f64,
+    /// Duration of `powerOff` (scaled seconds, default 30).
+    pub power_off_secs: f64,
+    /// Shown as `hardwareProfile.vmSize`.
+    pub vm_size: String,
+}
+
+impl Default for VmDef {
+    fn default() -> Self {
+        Self {
+            subscription_id: SAMPLE_TENANT_ID.into(),
+            resource_group: SAMPLE_RESOURCE_GROUP.into(),
+            name: String::new(),
+            location: "westeurope".into(),
+            initial_state: PowerState::Deallocated,
+            start_secs: 90.0,
+            start_spread_secs: 0.0,
+            deallocate_secs: 60.0,
+            power_off_secs: 30.0,
+            vm_size: "Standard_D4s_v3".into(),
+        }
+    }
+}
+
+impl VmDef {
+    /// A VM with the default timings in the sample subscription and resource group.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            ..Self::default()
+        }
+    }
+}
+
+/// A self-hosted integration runtime of one factory, with up to four nodes, each hosted on a VM.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeDef {
+    pub factory: FactoryRef,
+    pub name: String,
+    /// `concurrentJobsLimit` (and `maxConcurrentJobs`) of every node (default 4).
+    #[serde(default = "default_jobs_per_node")]
+    pub concurrent_jobs_per_node: u32,
+    /// No nodes: the runtime is `NeedRegistration`.
+    #[serde(default)]
+    pub nodes: Vec<NodeDef>,
+}
+
+fn default_jobs_per_node() -> u32 {
+    4
+}
+
+/// A runtime node and the VM it runs on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeDef {
+    /// Default: the VM name.
+    #[serde(default)]
+    pub node_name: String,
+    pub vm: VmRef,
+}
+
+/// Names a configured VM. VM names are unique, so `subscription_id` and `resource_group` may be left
+/// out; when given they must match the VM's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmRef {
+    #[serde(default)]
+    pub subscription_id: Option<String>,
+    #[serde(default)]
+    pub resource_group: Option<String>,
+    pub name: String,
+}
+
+impl VmRef {
+    pub fn named(name: impl Into<String>) -> Self {
+        Self {
+            subscription_id: None,
+            resource_group: None,
+            name: name.into(),
+        }
+    }
+
+    /// Whether `vm` is the VM this names (ignoring case, as ARM does).
+    pub fn matches(&self, vm: &VmDef) -> bool {
+        let same = |given: &Option<String>, actual: &str| {
+            given
+                .as_deref()
+                .is_none_or(|g| g.eq_ignore_ascii_case(actual))
+        };
+        self.name.eq_ignore_ascii_case(&vm.name)
+            && same(&self.subscription_id, &vm.subscription_id)
+            && same(&self.resource_group, &vm.resource_group)
+    }
+}
+
+impl RuntimeDef {
+    /// A runtime in `factory` (of the sample subscription and resource group) with one node per VM,
+    /// named after the VM.
+    pub fn on_vms(factory: &str, name: &str, vms: &[&str]) -> Self {
+        Self {
+            factory: FactoryRef {
+                subscription_id: SAMPLE_TENANT_ID.into(),
+                resource_group: SAMPLE_RESOURCE_GROUP.into(),
+                name: factory.into(),
+            },
+            name: name.into(),
+            concurrent_jobs_per_node: default_jobs_per_node(),
+            nodes: vms
+                .iter()
+                .map(|vm| NodeDef {
+                    node_name: (*vm).to_string(),
+                    vm: VmRef::named(*vm),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Most nodes a self-hosted integration runtime can have.
+pub const MAX_RUNTIME_NODES: usize = 4;
+
 fn int_param(default: i64) -> ParamDef {
     ParamDef::new(ParamType::Int, Some(Value::from(default)))
 }
@@ -369,7 +526,9 @@ fn intentional_error() -> PipelineDef {
 
 impl SimConfig {
     /// procfwk's sample workers (`Wait 1` … `Wait 10`, `Intentional Error`) plus `Wait Long` and
-    /// `Queued Forever` for tests; any client is accepted, any factory exists, no faults.
+    /// `Queued Forever` for tests; any client is accepted, any factory exists, no faults. VMs
+    /// `shir-vm-1` … `shir-vm-4` (deallocated), the runtime `SelfHostedRuntime` with one node on
+    /// `shir-vm-1` and the four-node `SelfHostedCluster`, both in `FrameworkFactory`.
     pub fn sample() -> Self {
         let mut pipelines: Vec<PipelineDef> = (1..=10)
             .map(|n| wait_worker(&format!("Wait {n}"), &format!("Wait{n}"), 5, 1.0))
@@ -391,6 +550,18 @@ impl SimConfig {
             token_lifetime_secs: 3599,
             canceling_secs: 0.5,
             faults: Faults::default(),
+            vms: (1..=4)
+                .map(|n| VmDef::new(format!("shir-vm-{n}")))
+                .collect(),
+            runtimes: vec![
+                RuntimeDef::on_vms("FrameworkFactory", "SelfHostedRuntime", &["shir-vm-1"]),
+                RuntimeDef::on_vms(
+                    "FrameworkFactory",
+                    "SelfHostedCluster",
+                    &["shir-vm-1", "shir-vm-2", "shir-vm-3", "shir-vm-4"],
+                ),
+            ],
+            node_online_secs: 45.0,
         }
     }
 
@@ -450,6 +621,7 @@ impl SimConfig {
                 )));
             }
         }
+        self.validate_vms_and_runtimes()?;
         let mut secret_names = HashSet::new();
         for name in self.secrets.keys() {
             let valid =
@@ -458,6 +630,96 @@ impl SimConfig {
                 return Err(invalid(format!(
                     "secret name '{name}' is invalid (letters, digits, '-') or defined twice"
                 )));
+            }
+        }
+        Ok(())
+    }
+    fn validate_vms_and_runtimes(&self) -> Result<(), SimError> {
+        if !(self.node_online_secs.is_finite() && self.node_online_secs >= 0.0) {
+            return Err(invalid(format!(
+                "node_online_secs = {} must be >= 0",
+                self.node_online_secs
+            )));
+        }
+        let mut vm_names = HashSet::new();
+        for vm in &self.vms {
+            let name = &vm.name;
+            if name.trim().is_empty() || !vm_names.insert(name.to_lowercase()) {
+                return Err(invalid(format!(
+                    "VM name '{name}' is empty or defined twice (VM names must be unique)"
+                )));
+            }
+            if vm.subscription_id.is_empty()
+                || vm.resource_group.is_empty()
+                || vm.location.is_empty()
+            {
+                return Err(invalid(format!(
+                    "VM '{name}': subscription_id, resource_group and location must not be empty"
+                )));
+            }
+            if vm.initial_state.is_transitional() {
+                return Err(invalid(format!(
+                    "VM '{name}': initial_state must be running, stopped or deallocated, not {}",
+                    vm.initial_state.as_str()
+                )));
+            }
+            for (label, secs) in [
+                ("start_secs", vm.start_secs),
+                ("start_spread_secs", vm.start_spread_secs),
+                ("deallocate_secs", vm.deallocate_secs),
+                ("power_off_secs", vm.power_off_secs),
+            ] {
+                if !(secs.is_finite() && secs >= 0.0) {
+                    return Err(invalid(format!(
+                        "VM '{name}': {label} = {secs} must be >= 0"
+                    )));
+                }
+            }
+        }
+        let mut runtime_names = HashSet::new();
+        for runtime in &self.runtimes {
+            let name = &runtime.name;
+            let f = &runtime.factory;
+            let key = format!(
+                "{}/{}/{}/{name}",
+                f.subscription_id, f.resource_group, f.name
+            )
+            .to_lowercase();
+            if name.trim().is_empty() || !runtime_names.insert(key) {
+                return Err(invalid(format!(
+                    "integration runtime '{name}' of factory '{}' is unnamed or defined twice",
+                    f.name
+                )));
+            }
+            if runtime.nodes.len() > MAX_RUNTIME_NODES {
+                return Err(invalid(format!(
+                    "integration runtime '{name}' has {} nodes; at most {MAX_RUNTIME_NODES} are allowed",
+                    runtime.nodes.len()
+                )));
+            }
+            if runtime.concurrent_jobs_per_node == 0 {
+                return Err(invalid(format!(
+                    "integration runtime '{name}': concurrent_jobs_per_node must be > 0"
+                )));
+            }
+            let mut node_names = HashSet::new();
+            for node in &runtime.nodes {
+                if !self.vms.iter().any(|vm| node.vm.matches(vm)) {
+                    return Err(invalid(format!(
+                        "integration runtime '{name}': a node is on VM '{}', which is not a configured VM",
+                        node.vm.name
+                    )));
+                }
+                let node_name = if node.node_name.is_empty() {
+                    &node.vm.name
+                } else {
+                    &node.node_name
+                };
+                if !node_names.insert(node_name.to_lowercase()) {
+                    return Err(invalid(format!(
+                        "integration runtime '{name}': node '{node_name}' is defined twice"
+                    )));
+                }
             }
         }
         Ok(())
@@ -618,6 +880,10 @@ mod tests {
         example.validate().expect("example is valid");
         assert_eq!(example.principals.len(), 2);
         assert!(example.factories.is_some());
+        assert_eq!(example.vms.len(), 2);
+        assert_eq!(example.vms[1].start_secs, 90.0);
+        assert_eq!(example.vms[1].initial_state, PowerState::Running);
+        assert_eq!(example.runtimes[0].nodes.len(), 2);
 
         let partial: SimConfig = serde_json::from_str(r#"{"time_scale": 0.01}"#).expect("parses");
         assert_eq!(partial.time_scale, 0.01);
@@ -642,6 +908,68 @@ mod tests {
         let mut config = SimConfig::sample();
         config.pipelines.push(config.pipelines[0].clone());
         assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn sample_has_vms_and_runtimes() {
+        let config = SimConfig::sample();
+        let names: Vec<&str> = config.vms.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(names, ["shir-vm-1", "shir-vm-2", "shir-vm-3", "shir-vm-4"]);
+        assert!(config
+            .vms
+            .iter()
+            .all(|v| v.initial_state == PowerState::Deallocated && v.start_secs == 90.0));
+        let runtimes: Vec<(&str, &str, usize)> = config
+            .runtimes
+            .iter()
+            .map(|r| (r.factory.name.as_str(), r.name.as_str(), r.nodes.len()))
+            .collect();
+        assert_eq!(
+            runtimes,
+            [
+                ("FrameworkFactory", "SelfHostedRuntime", 1),
+                ("FrameworkFactory", "SelfHostedCluster", 4)
+            ]
+        );
+        assert_eq!(config.node_online_secs, 45.0);
+    }
+
+    #[test]
+    fn bad_vms_and_runtimes_are_refused() {
+        let refused = |change: &dyn Fn(&mut SimConfig)| {
+            let mut config = SimConfig::sample();
+            change(&mut config);
+            config.validate().is_err()
+        };
+        assert!(refused(&|c| c.vms.push(VmDef::new("SHIR-VM-1"))));
+        assert!(refused(&|c| c.vms[0].start_secs = -1.0));
+        assert!(refused(&|c| c.vms[0].initial_state = PowerState::Starting));
+        assert!(refused(&|c| c.node_online_secs = f64::NAN));
+        assert!(refused(&|c| c.vms.clear()));
+        assert!(refused(&|c| c.runtimes[1].nodes.push(NodeDef {
+            node_name: "fifth".into(),
+            vm: VmRef::named("shir-vm-1"),
+        })));
+        assert!(refused(
+            &|c| c.runtimes[0].nodes[0].vm.resource_group = Some("other".into())
+        ));
+        assert!(refused(&|c| c.runtimes[0].concurrent_jobs_per_node = 0));
+        assert!(refused(&|c| c.runtimes.push(c.runtimes[0].clone())));
+        assert!(!refused(&|c| {
+            c.vms.clear();
+            c.runtimes.clear();
+        }));
+        let parsed: SimConfig = serde_json::from_str(
+            r#"{"vms": [{"name": "a"}], "runtimes": [{"factory": {"subscription_id": "s", "resource_group": "r", "name": "f"}, "name": "ir", "nodes": [{"vm": {"name": "A"}}]}]}"#,
+        )
+        .expect("parses");
+        parsed.validate().expect("valid");
+        assert_eq!(parsed.vms[0].deallocate_secs, 60.0);
+        assert_eq!(parsed.runtimes[0].concurrent_jobs_per_node, 4);
+        assert!(serde_json::from_str::<SimConfig>(
+            r#"{"vms": [{"name": "a", "initial_state": "on"}]}"#
+        )
+        .is_err());
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! tests and even the Azure SDKs can run without a subscription: Entra ID client-credentials tokens,
 //! the App Service managed-identity endpoint, Key Vault secrets and the Data Factory ARM API
 //! (`2018-06-01`) with worker pipelines whose runs move through `Queued → InProgress → Succeeded |
-//! Failed` (or `Canceling → Cancelled`) on a scalable clock. Faults (throttling, server errors,
+//! Failed` (or `Canceling → Cancelled`) on a scalable clock, plus Compute virtual machines (start,
+//! deallocate, powerOff as long-running operations) and the self-hosted integration runtimes whose
+//! nodes they host (`getStatus`). Faults (throttling, server errors,
 //! latency) can be injected, and every request is logged for tests to inspect.
 //!
 //! Start it in tests with [`Simulator::start`] on `127.0.0.1:0`, or from the command line with
@@ -20,7 +22,10 @@
 //! - `keyvault`: `GET /secrets/{name}[/{version}]`.
 //! - `factory`: the Data Factory ARM routes and their gates (api-version, auth, RBAC, faults);
 //!   `factory::pipelines` (factory, pipeline definitions, createRun) and `factory::pipeline_runs`
-//!   (get, cancel, activity-run and pipeline-run queries).
+//!   (get, cancel, activity-run and pipeline-run queries), `factory::integration_runtimes`
+//!   (getStatus); `factory::virtual_machines`: the Compute routes behind the same gates.
+//! - `compute`: the VM engine — power states settled lazily from operation end times, the power
+//!   history and billed time. `runtimes`: integration runtimes, node states derived from their VMs.
 //! - `runs`: the run engine — a run's timeline is planned at creation and its state computed from
 //!   elapsed time, so nothing runs in the background.
 //! - `parameters`: createRun parameter checking and display values. `queries`: `RunFilterParameters`.
@@ -30,6 +35,7 @@
 
 mod admin;
 mod clock;
+mod compute;
 mod config;
 mod factory;
 mod faults;
@@ -41,12 +47,14 @@ mod queries;
 mod reply;
 mod request;
 mod runs;
+mod runtimes;
 mod state;
 mod tokens;
 
+pub use compute::{PowerState, VmEvent, VmSummary, VM_HISTORY_CAPACITY};
 pub use config::{
-    ActivityDef, FactoryRef, FailRule, Faults, ParamDef, ParamType, PipelineDef, Principal,
-    SimConfig, SAMPLE_TENANT_ID,
+    ActivityDef, FactoryRef, FailRule, Faults, NodeDef, ParamDef, ParamType, PipelineDef,
+    Principal, RuntimeDef, SimConfig, VmDef, VmRef, MAX_RUNTIME_NODES, SAMPLE_TENANT_ID,
 };
 pub use log::{RequestRecord, LOG_CAPACITY};
 pub use state::{SimState, MANAGED_IDENTITY_KEY};

@@ -1,12 +1,14 @@
 //! The simulator's shared state: the configuration turned into lookup tables, issued tokens, pipeline
-//! runs, fault settings, the request log and counters. One `Arc<SimState>` is shared by every request;
+//! runs, virtual machines and integration runtimes, fault settings, the request log and counters. One `Arc<SimState>` is shared by every request;
 //! each part has its own short-lived lock (or none), and no lock is ever held across an `.await`.
 
 use super::clock::SimClock;
+use super::compute::{PowerState, VmEvent, VmStore, VmSummary};
 use super::config::{Faults, PipelineDef, Principal, SimConfig};
 use super::faults::FaultInjector;
 use super::log::{RequestLog, RequestRecord};
 use super::runs::RunStore;
+use super::runtimes::RuntimeStore;
 use super::tokens::{derived_object_id, TokenStore};
 use super::SimError;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -50,6 +52,8 @@ pub struct SimState {
     pub(crate) faults: FaultInjector,
     pub(crate) log: RequestLog,
     pub(crate) clock: SimClock,
+    pub(crate) vms: VmStore,
+    pub(crate) runtimes: RuntimeStore,
     arm_reads: AtomicU64,
     arm_writes: AtomicU64,
 }
@@ -99,8 +103,12 @@ impl SimState {
                 (name.to_lowercase(), stored)
             })
             .collect();
+        let vms = VmStore::new(&config, Instant::now());
+        let runtimes = RuntimeStore::new(&config, &vms);
         Ok(Self {
             faults: FaultInjector::new(config.faults, config.seed),
+            vms,
+            runtimes,
             pipelines,
             principals,
             forbidden_clients,
@@ -167,6 +175,59 @@ impl SimState {
     /// How many pipeline runs were created.
     pub fn run_count(&self) -> usize {
         self.runs.len()
+    }
+
+    /// Every VM power request accepted and every power-state change, oldest first (each VM settled
+    /// now). Times are scaled seconds since the simulator started.
+    pub fn vm_history(&self) -> Vec<VmEvent> {
+        self.vms.history(Instant::now())
+    }
+
+    /// The power state (`running`, `deallocated`, …) of the VM with this name, now.
+    pub fn vm_state(&self, vm: &str) -> Option<String> {
+        let id = self.vms.by_name(vm)?;
+        self.vms
+            .observe(id, Instant::now())
+            .map(|o| o.state.as_str().to_string())
+    }
+
+    /// Scaled seconds the VM has spent allocated (billed: every state but `deallocated`) so far.
+    pub fn allocated_seconds(&self, vm: &str) -> Option<f64> {
+        let id = self.vms.by_name(vm)?;
+        self.vms.allocated_secs(id, Instant::now())
+    }
+
+    /// Forces a VM into `running`, `stopped` or `deallocated` now, cancelling any operation in flight
+    /// (`nodes_online`: nodes on a VM forced `running` are `Online` at once). Errors name the problem.
+    pub fn set_vm_state(
+        &self,
+        vm: &str,
+        state: PowerState,
+        nodes_online: bool,
+    ) -> Result<(), String> {
+        let id = self
+            .vms
+            .by_name(vm)
+            .ok_or_else(|| format!("VM '{vm}' is not configured"))?;
+        self.vms.force(id, state, nodes_online, Instant::now())
+    }
+
+    /// Every VM's current state and billed time.
+    pub fn vm_summaries(&self) -> Vec<VmSummary> {
+        self.vms.summaries(Instant::now())
+    }
+
+    /// The `getStatus` answer of a self-hosted integration runtime, now (`None`: no such runtime).
+    pub fn integration_runtime_status(
+        &self,
+        subscription: &str,
+        resource_group: &str,
+        factory: &str,
+        runtime: &str,
+    ) -> Option<serde_json::Value> {
+        let key = factory_key(subscription, resource_group, factory);
+        let runtime = self.runtimes.get(&key, runtime)?;
+        Some(runtime.status(&self.vms, &self.clock, Instant::now()))
     }
 
     pub(crate) fn count_token_request(&self, key: &str) {

@@ -2,7 +2,8 @@
 //! `/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.DataFactory/factories/{factory}`:
 //! the factory itself, `pipelines/{name}` (GET), `pipelines/{name}/createRun`, `pipelineruns/{runId}`
 //! (GET), `pipelineruns/{runId}/cancel`, `pipelineruns/{runId}/queryActivityruns` and
-//! `queryPipelineRuns`.
+//! `queryPipelineRuns`, `integrationRuntimes/{name}/getStatus`; and, behind the same gates (with their
+//! own api-versions, RBAC actions and existence check), the Compute VM routes of [`virtual_machines`].
 //!
 //! A request goes through the same gates as in ARM, in ARM's order: injected latency, `api-version`
 //! (400), the bearer token (401), the route (404/405), role assignment (403), injected throttling and
@@ -10,8 +11,10 @@
 //! Fixed path words match case-insensitively and names are percent-decoded, as ARM does. Every answer
 //! carries `x-ms-request-id`, `x-ms-correlation-request-id` and the remaining read/write budget.
 
+mod integration_runtimes;
 mod pipeline_runs;
 mod pipelines;
+mod virtual_machines;
 
 use super::faults::FaultOutcome;
 use super::reply::{ArmError, SimReply};
@@ -38,6 +41,7 @@ pub(crate) fn routes(state: Arc<SimState>) -> BoxedFilter<(SimReply,)> {
         .and(warp::any().map(move || Arc::clone(&state)))
         .and(request::raw_query())
         .and(warp::header::optional::<String>("authorization"))
+        .and(warp::header::optional::<String>("host"))
         .and(request::body())
         .then(
             |tail: Tail,
@@ -45,17 +49,14 @@ pub(crate) fn routes(state: Arc<SimState>) -> BoxedFilter<(SimReply,)> {
              state: Arc<SimState>,
              query: String,
              authorization: Option<String>,
+             host: Option<String>,
              body: Result<Bytes, BodyError>| async move {
                 let query = Query::parse(&query);
-                handle(
-                    &state,
-                    tail.as_str(),
-                    &method,
-                    &query,
-                    authorization.as_deref(),
-                    body,
-                )
-                .await
+                let headers = RequestHeaders {
+                    authorization: authorization.as_deref(),
+                    host: host.as_deref(),
+                };
+                handle(&state, tail.as_str(), &method, &query, headers, body).await
             },
         )
         .boxed()
@@ -120,6 +121,7 @@ pub(crate) enum Operation {
     CancelRun(String),
     QueryActivityRuns(String),
     QueryPipelineRuns,
+    GetIntegrationRuntimeStatus(String),
 }
 
 impl Operation {
@@ -151,6 +153,10 @@ impl Operation {
             Self::QueryPipelineRuns => (
                 "Microsoft.DataFactory/factories/querypipelineruns/action",
                 base,
+            ),
+            Self::GetIntegrationRuntimeStatus(name) => (
+                "Microsoft.DataFactory/factories/integrationruntimes/getstatus/action",
+                format!("{base}/integrationruntimes/{name}"),
             ),
         }
     }
@@ -216,6 +222,14 @@ pub(crate) fn parse_route(
             (Operation::QueryActivityRuns(id.to_string()), Method::POST)
         }
         [q] if is(q, "queryPipelineRuns") => (Operation::QueryPipelineRuns, Method::POST),
+        [ir, name, action]
+            if is(ir, "integrationRuntimes") && is(action, "getStatus") && !name.is_empty() =>
+        {
+            (
+                Operation::GetIntegrationRuntimeStatus(name.to_string()),
+                Method::POST,
+            )
+        }
         _ => return Err(route_not_found(&full_path())),
     };
     if *method != allowed {
@@ -228,13 +242,21 @@ pub(crate) fn parse_route(
     Ok((scope, operation))
 }
 
-/// One Data Factory request, start to finish.
+/// The request headers the gates read.
+#[derive(Debug, Clone, Copy)]
+struct RequestHeaders<'a> {
+    authorization: Option<&'a str>,
+    /// `Host`, to build the absolute URLs of long-running operations.
+    host: Option<&'a str>,
+}
+
+/// One ARM request, start to finish.
 async fn handle(
     state: &SimState,
     tail: &str,
     method: &Method,
     query: &Query,
-    authorization: Option<&str>,
+    headers: RequestHeaders<'_>,
     body: Result<Bytes, BodyError>,
 ) -> SimReply {
     let fault = state.faults.plan();
@@ -242,7 +264,7 @@ async fn handle(
         tokio::time::sleep(delay).await;
     }
     let now = Instant::now();
-    let token = state.tokens.check(authorization, now);
+    let token = state.tokens.check(headers.authorization, now);
     let caller = token.client_id();
     let is_write = *method != Method::GET;
     // From the thread-local generator: a getrandom system call per request would show under load.
@@ -257,6 +279,7 @@ async fn handle(
         fault: fault.outcome,
         now,
         request_id: &request_id,
+        host: headers.host,
     };
     let reply = serve(state, &request, body).unwrap_or_else(ArmError::into_reply);
     let mut reply = reply
@@ -287,6 +310,7 @@ struct ArmRequest<'a> {
     fault: FaultOutcome,
     now: Instant,
     request_id: &'a str,
+    host: Option<&'a str>,
 }
 
 /// The gates, then the operation.
@@ -295,6 +319,9 @@ fn serve(
     request: &ArmRequest<'_>,
     body: Result<Bytes, BodyError>,
 ) -> Result<SimReply, ArmError> {
+    if virtual_machines::is_compute_path(request.tail) {
+        return virtual_machines::serve(state, request);
+    }
     let ArmRequest {
         tail,
         method,
@@ -303,6 +330,7 @@ fn serve(
         fault,
         now,
         request_id,
+        host: _,
     } = *request;
     match query.get("api-version") {
         None => {
@@ -328,43 +356,9 @@ fn serve(
     let (scope, operation) = parse_route(tail, method)?;
     if state.is_forbidden(&caller.client_id) {
         let (action, resource) = operation.action_and_scope(&scope);
-        return Err(ArmError::new(
-            StatusCode::FORBIDDEN,
-            "AuthorizationFailed",
-            format!(
-                "The client '{}' with object id '{}' does not have authorization to perform action '{action}' over scope '{resource}' or the scope is invalid. If access was recently granted, please refresh your credentials.",
-                caller.client_id, caller.object_id
-            ),
-        ));
+        return Err(authorization_failed(&caller, action, &resource));
     }
-    match fault {
-        FaultOutcome::Serve => {}
-        FaultOutcome::Throttle { .. } => {
-            let kind = if *method == Method::GET { "Read" } else { "Write" };
-            return Err(ArmError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "TooManyRequests",
-                format!("The request is being throttled as the limit has been reached for operation type - {kind}. For more information, see - https://aka.ms/srpthrottlinglimits"),
-            ));
-        }
-        FaultOutcome::ServerError { unavailable: false } => {
-            return Err(ArmError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "InternalServerError",
-                format!(
-                    "Encountered internal server error. Diagnostic information: timestamp '{}', requestId '{request_id}'.",
-                    Utc::now().format("%Y%m%dT%H%M%SZ")
-                ),
-            ))
-        }
-        FaultOutcome::ServerError { unavailable: true } => {
-            return Err(ArmError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "ServiceUnavailable",
-                "The service is temporarily unavailable. Please retry the request.",
-            ))
-        }
-    }
+    injected_fault(fault, method, request_id)?;
     if !state.factory_exists(scope.key()) {
         return Err(ArmError::new(
             StatusCode::NOT_FOUND,
@@ -397,7 +391,50 @@ fn serve(
         Operation::QueryPipelineRuns => {
             pipeline_runs::query_pipeline_runs(state, &scope, &body, now)
         }
+        Operation::GetIntegrationRuntimeStatus(name) => {
+            integration_runtimes::get_status(state, &scope, &name, now)
+        }
     }
+}
+
+/// The injected throttling or server error of this request, if any (decided before any side effect).
+fn injected_fault(fault: FaultOutcome, method: &Method, request_id: &str) -> Result<(), ArmError> {
+    match fault {
+        FaultOutcome::Serve => Ok(()),
+        FaultOutcome::Throttle { .. } => {
+            let kind = if *method == Method::GET { "Read" } else { "Write" };
+            Err(ArmError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TooManyRequests",
+                format!("The request is being throttled as the limit has been reached for operation type - {kind}. For more information, see - https://aka.ms/srpthrottlinglimits"),
+            ))
+        }
+        FaultOutcome::ServerError { unavailable: false } => Err(ArmError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalServerError",
+            format!(
+                "Encountered internal server error. Diagnostic information: timestamp '{}', requestId '{request_id}'.",
+                Utc::now().format("%Y%m%dT%H%M%SZ")
+            ),
+        )),
+        FaultOutcome::ServerError { unavailable: true } => Err(ArmError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "The service is temporarily unavailable. Please retry the request.",
+        )),
+    }
+}
+
+/// 403 `AuthorizationFailed` for `caller` on `action` over `scope`.
+fn authorization_failed(caller: &Caller, action: &str, scope: &str) -> ArmError {
+    ArmError::new(
+        StatusCode::FORBIDDEN,
+        "AuthorizationFailed",
+        format!(
+            "The client '{}' with object id '{}' does not have authorization to perform action '{action}' over scope '{scope}' or the scope is invalid. If access was recently granted, please refresh your credentials.",
+            caller.client_id, caller.object_id
+        ),
+    )
 }
 
 /// An optional boolean query parameter (`true` / `false`, any case); anything else is a 400.
@@ -500,6 +537,11 @@ mod route_tests {
                 "/querypipelineruns",
                 Method::POST,
                 Operation::QueryPipelineRuns,
+            ),
+            (
+                "/integrationruntimes/Self%20Hosted/GETSTATUS",
+                Method::POST,
+                Operation::GetIntegrationRuntimeStatus("Self Hosted".into()),
             ),
         ];
         for (rest, method, expected) in cases {
