@@ -34,6 +34,8 @@ pub enum Command {
     Run(crate::runner::RunArgs),
     /// Measure the handler against the simulator (latency, throughput, cold start, memory).
     Bench(crate::bench::BenchArgs),
+    /// Build the Linux executable and write the Function App's zip-deploy package.
+    Package(crate::package::PackageArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -69,6 +71,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Db(args) => crate::db::run(args).await,
         Command::Run(args) => crate::runner::run(args).await,
         Command::Bench(args) => crate::bench::run(args).await,
+        Command::Package(args) => Ok(crate::package::run(&args).map(drop)?),
     }
 }
 

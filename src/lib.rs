@@ -17,6 +17,7 @@
 //! - [`sim`]: `procfwk sim`, a loopback stand-in for Entra ID, managed identity, Key Vault and Data Factory.
 //! - [`config`]: typed settings with their defaults in one place. [`telemetry`]: tracing set-up.
 //! - [`secret`]: a wrapper that keeps secrets out of logs. [`cli`]: the `procfwk` command line.
+//! - [`package`]: `procfwk package`, the zip-deploy package for the Linux Functions host.
 
 pub mod adapters;
 pub mod bench;
@@ -28,6 +29,7 @@ pub mod domain;
 pub mod functions;
 pub mod host;
 pub mod orchestration;
+pub mod package;
 pub mod runner;
 pub mod secret;
 pub mod sim;
