@@ -59,6 +59,41 @@ pub struct Settings {
     /// `PROCFWK_METADATA_DB`, default `sqlite:procfwk.db`: the metadata store, `sqlite:<path>` or an
     /// Azure SQL / SQL Server connection string. Opened on the first metadata-mode call.
     pub metadata_db: crate::secret::Secret,
+    /// VmPower defaults (each also a request field): see [`VmSettings`].
+    pub vm: VmSettings,
+}
+
+/// Settings of `VmPower` and `VmIdleSweep`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VmSettings {
+    /// `PROCFWK_VM_LEASE_SECS`, default 1800: how long a lease lives without a renewal (`start` and
+    /// `status` calls renew it). A holder that crashes keeps the VM on for at most this plus the grace.
+    pub lease_secs: u32,
+    /// `PROCFWK_VM_GRACE_SECS`, default 600: how long a VM stays allocated after its last lease ended,
+    /// so back-to-back pipelines do not stop and start it in between. 0 deallocates at once.
+    pub grace_secs: u32,
+    /// `PROCFWK_VM_JOBS_PER_NODE`, default 4: leases one runtime node takes before another node starts.
+    pub jobs_per_node: u32,
+    /// `PROCFWK_VM_MIN_NODES`, default 1: nodes kept running while any lease is live (high availability).
+    pub min_nodes: u32,
+    /// `PROCFWK_VM_POLL_SECS`, default 15: the wait suggested to callers (`RetryAfterSeconds`) while a
+    /// VM starts.
+    pub poll_secs: u32,
+    /// `PROCFWK_COMPUTE_API_VERSION`, default `2024-07-01`: the Compute API version of VM calls.
+    pub compute_api_version: String,
+}
+
+impl Default for VmSettings {
+    fn default() -> Self {
+        Self {
+            lease_secs: 1800,
+            grace_secs: 600,
+            jobs_per_node: 4,
+            min_nodes: 1,
+            poll_secs: 15,
+            compute_api_version: "2024-07-01".into(),
+        }
+    }
 }
 
 impl Default for Settings {
@@ -84,6 +119,7 @@ impl Default for Settings {
             max_body_bytes: 10 * 1024 * 1024,
             upstream_concurrency: 64,
             metadata_db: crate::secret::Secret::new("sqlite:procfwk.db"),
+            vm: VmSettings::default(),
         }
     }
 }
@@ -135,6 +171,27 @@ impl Settings {
         }
         if let Some(v) = get("PROCFWK_MAX_BODY_BYTES") {
             s.max_body_bytes = parse_num("PROCFWK_MAX_BODY_BYTES", &v)?;
+        }
+        for (name, slot) in [
+            ("PROCFWK_VM_LEASE_SECS", &mut s.vm.lease_secs),
+            ("PROCFWK_VM_GRACE_SECS", &mut s.vm.grace_secs),
+            ("PROCFWK_VM_JOBS_PER_NODE", &mut s.vm.jobs_per_node),
+            ("PROCFWK_VM_MIN_NODES", &mut s.vm.min_nodes),
+            ("PROCFWK_VM_POLL_SECS", &mut s.vm.poll_secs),
+        ] {
+            if let Some(v) = get(name) {
+                *slot = parse_num(name, &v)?;
+            }
+        }
+        if s.vm.lease_secs == 0 {
+            return Err(ConfigError {
+                name: "PROCFWK_VM_LEASE_SECS",
+                value: "0".into(),
+                problem: "a lease must live at least one second".into(),
+            });
+        }
+        if let Some(v) = get("PROCFWK_COMPUTE_API_VERSION") {
+            s.vm.compute_api_version = v.trim().to_string();
         }
         if let Some(v) = get("PROCFWK_METADATA_DB") {
             s.metadata_db = crate::secret::Secret::new(v);

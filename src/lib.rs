@@ -28,6 +28,7 @@ pub mod demo;
 pub mod domain;
 pub mod functions;
 pub mod host;
+pub mod leases;
 pub mod orchestration;
 pub mod package;
 pub mod runner;

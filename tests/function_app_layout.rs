@@ -154,8 +154,36 @@ fn function_folders_match_the_functions_served() {
             .to_string_lossy()
             .to_string();
         assert!(
-            procfwk::functions::Function::lookup(&name).is_some() || name == "VmIdleSweep",
+            procfwk::functions::Function::lookup(&name).is_some()
+                || procfwk::functions::TimerFunction::lookup(&name).is_some(),
             "functions/{name} has no handler"
+        );
+    }
+}
+
+#[test]
+fn timer_functions_have_a_six_field_schedule_and_no_http_binding() {
+    for timer in procfwk::functions::TimerFunction::ALL {
+        let json = read_json(
+            &repo()
+                .join("functions")
+                .join(timer.name())
+                .join("function.json"),
+        );
+        let bindings = json["bindings"].as_array().cloned().unwrap_or_default();
+        assert_eq!(bindings.len(), 1, "{}", timer.name());
+        assert_eq!(bindings[0]["type"], "timerTrigger");
+        assert_eq!(bindings[0]["direction"], "in");
+        let schedule = bindings[0]["schedule"].as_str().unwrap_or_default();
+        assert_eq!(
+            schedule.split_whitespace().count(),
+            6,
+            "NCRONTAB {schedule:?}"
+        );
+        assert!(
+            procfwk::functions::Function::lookup(timer.name()).is_none(),
+            "{} must not be reachable over HTTP",
+            timer.name()
         );
     }
 }

@@ -339,6 +339,67 @@ impl DataFactory {
     }
 }
 
+impl DataFactory {
+    /// `POST .../integrationRuntimes/{name}/getStatus`: the runtime's state and its nodes.
+    pub async fn runtime_status(
+        &self,
+        credential: Arc<dyn TokenCredential>,
+        runtime: &crate::leases::RuntimeRef,
+    ) -> Result<crate::leases::RuntimeStatus, UpstreamError> {
+        use models::IntegrationRuntimeStatusUnion as Status;
+        let _permit = self.permit().await?;
+        let response = self
+            .client(credential)
+            .integration_runtimes_client()
+            .get_status(
+                runtime.subscription.to_string(),
+                runtime.resource_group.as_str(),
+                runtime.factory.as_str(),
+                runtime.name.as_str(),
+            )
+            .await
+            .map_err(|e| UpstreamError::from_azure(Service::Arm, &e))?;
+        let text = |v: Option<String>| v.unwrap_or_default();
+        match response.properties {
+            Status::SelfHosted(status) => Ok(crate::leases::RuntimeStatus {
+                state: status
+                    .integration_runtime_status
+                    .state
+                    .map(|s| enum_text(&s))
+                    .unwrap_or_else(|| "Unknown".into()),
+                nodes: status
+                    .type_properties
+                    .nodes
+                    .into_iter()
+                    .map(|n| crate::leases::RuntimeNode {
+                        node_name: text(n.node_name),
+                        machine_name: text(n.machine_name),
+                        status: n
+                            .status
+                            .map(|s| enum_text(&s))
+                            .unwrap_or_else(|| "Unknown".into()),
+                    })
+                    .collect(),
+            }),
+            _ => Err(UpstreamError::Protocol {
+                service: Service::Arm,
+                message: format!(
+                    "integration runtime {} is not self-hosted, so it has no node VMs to power",
+                    runtime.name
+                ),
+            }),
+        }
+    }
+}
+
+/// An SDK enum as the text ARM sent (`Online`, `NeedRegistration`, ...).
+fn enum_text<T: serde::Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(Value::String(s)) => s,
+        _ => "Unknown".into(),
+    }
+}
+
 fn activity_error(run: &models::ActivityRun) -> Option<ActivityError> {
     let error = run.error.as_ref()?;
     let text = |v: &Value| match v {

@@ -2,6 +2,7 @@
 //! credentials with their token cache, Key Vault, and Data Factory.
 
 pub mod budget;
+pub mod compute;
 pub mod datafactory;
 pub mod http;
 pub mod identity;
@@ -21,16 +22,19 @@ use std::sync::Arc;
 pub struct Azure {
     pub identity: Arc<Identity>,
     pub data_factory: Arc<DataFactory>,
+    pub compute: Arc<compute::Compute>,
 }
 
 impl Azure {
     pub fn new(settings: &Settings) -> Result<Self, UpstreamError> {
         let http = http::shared_client(settings)?;
         let identity = Arc::new(Identity::new(http.clone(), settings));
-        let data_factory = Arc::new(DataFactory::new(http, settings));
+        let data_factory = Arc::new(DataFactory::new(http.clone(), settings));
+        let compute = Arc::new(compute::Compute::new(http, settings));
         Ok(Self {
             identity,
             data_factory,
+            compute,
         })
     }
 }

@@ -3,11 +3,13 @@
 //! these types at the edge ("parse, don't validate"), so the rest of the code never sees a half-valid input.
 
 pub mod names;
+pub mod power;
 pub mod request;
 pub mod response;
 pub mod status;
 
 pub use names::{Guid, PipelineName, ResourceName};
+pub use power::PowerState;
 pub use request::{
     Credentials, Dialect, OrchestratorType, PipelineRequest, RequestError, RunRequest,
     SecretSource, WorkerTarget,

@@ -251,7 +251,7 @@ fn detect_dialect(fields: &Fields<'_>) -> Dialect {
     }
 }
 
-fn parse_credentials(fields: &Fields<'_>) -> Result<Credentials, RequestError> {
+pub(crate) fn parse_credentials(fields: &Fields<'_>) -> Result<Credentials, RequestError> {
     let tenant = fields.text("tenantId")?;
     let app = fields.text("applicationId")?;
     let key = fields.text("authenticationKey")?;

@@ -12,6 +12,8 @@ pub mod metadata_worker;
 pub mod prepare_stage;
 pub mod start_execution;
 pub mod validate_pipeline;
+pub mod vm_idle_sweep;
+pub mod vm_power;
 
 pub use error::FunctionError;
 
@@ -85,10 +87,11 @@ pub enum Function {
     StartExecution,
     PrepareStage,
     FinishExecution,
+    VmPower,
 }
 
 impl Function {
-    pub const ALL: [Function; 9] = [
+    pub const ALL: [Function; 10] = [
         Function::ExecutePipeline,
         Function::ExecutePipelineV2,
         Function::CheckPipelineStatus,
@@ -98,6 +101,7 @@ impl Function {
         Function::StartExecution,
         Function::PrepareStage,
         Function::FinishExecution,
+        Function::VmPower,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -111,6 +115,7 @@ impl Function {
             Self::StartExecution => "StartExecution",
             Self::PrepareStage => "PrepareStage",
             Self::FinishExecution => "FinishExecution",
+            Self::VmPower => "VmPower",
         }
     }
 
@@ -130,6 +135,41 @@ impl Function {
             | Self::PrepareStage
             | Self::FinishExecution => &["post"],
             _ => &["get", "post"],
+        }
+    }
+}
+
+/// Timer-triggered functions: reached only through the invocation payload (`POST /<Name>` with
+/// `Data.timer`), never over HTTP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimerFunction {
+    VmIdleSweep,
+}
+
+impl TimerFunction {
+    pub const ALL: [TimerFunction; 1] = [TimerFunction::VmIdleSweep];
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::VmIdleSweep => "VmIdleSweep",
+        }
+    }
+
+    pub fn lookup(name: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|f| f.name().eq_ignore_ascii_case(name))
+    }
+
+    /// Run one timer invocation; the answer is logged and returned to the host as `ReturnValue`.
+    pub async fn run(&self, state: &AppState) -> Result<Value, FunctionError> {
+        match self {
+            Self::VmIdleSweep => {
+                let deadline = Instant::now() + state.settings.request_budget;
+                budget::within(deadline, vm_idle_sweep::run(state))
+                    .await
+                    .map(|r| r.to_json())
+            }
         }
     }
 }
@@ -185,6 +225,7 @@ pub async fn dispatch(state: &AppState, function: Function, invocation: &Invocat
             Function::StartExecution => start_execution::run(state, &body).await,
             Function::PrepareStage => prepare_stage::run(state, &body).await,
             Function::FinishExecution => finish_execution::run(state, &body).await,
+            Function::VmPower => vm_power::run(state, &body).await,
         }
     })
     .await;

@@ -4,7 +4,9 @@
 //! handler's own reply to the host is always 200 JSON: the caller's status travels inside it.
 
 use super::{body, keys};
-use crate::functions::{dispatch, AppState, Function, FunctionError, Invocation, Reply};
+use crate::functions::{
+    dispatch, AppState, Function, FunctionError, Invocation, Reply, TimerFunction,
+};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -29,7 +31,8 @@ pub fn route(
             async move {
                 let started = Instant::now();
                 let (reply, wrapped) = match handle(&state, &name, &query, key, length, stream).await {
-                    Ok(reply) => (reply, true),
+                    Ok(Handled::Http(reply)) => (reply, true),
+                    Ok(Handled::Direct(reply)) => (reply, false),
                     Err(e) => (e.into_reply(), false),
                 };
                 let ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -46,6 +49,13 @@ pub fn route(
         })
 }
 
+/// How an invocation was answered: an HTTP-triggered function's reply travels inside `Outputs.res`; a
+/// timer's answer goes to the host as it is.
+enum Handled {
+    Http(Reply),
+    Direct(Reply),
+}
+
 async fn handle<S, B>(
     state: &AppState,
     name: &str,
@@ -53,12 +63,17 @@ async fn handle<S, B>(
     key: Option<String>,
     length: Option<u64>,
     stream: S,
-) -> Result<Reply, FunctionError>
+) -> Result<Handled, FunctionError>
 where
     S: futures::Stream<Item = Result<B, warp::Error>>,
     B: bytes::Buf,
 {
     keys::check(state, key.as_deref(), query.get("code").map(String::as_str))?;
+    if let Some(timer) = TimerFunction::lookup(name) {
+        // The payload (`Data.timer`: schedule status, past-due flag) carries nothing we need.
+        let _ = body::collect_limited(length, 64 * 1024, stream).await?;
+        return Ok(Handled::Direct(timer_reply(state, timer).await));
+    }
     let function =
         Function::lookup(name).ok_or_else(|| FunctionError::NotFound(name.to_string()))?;
     // The payload wraps the caller's body (as a JSON string), so allow for escaping overhead.
@@ -70,9 +85,9 @@ where
     let raw = body::collect_limited(length, limit, stream).await?;
     let invocation = match parse_payload(&raw, state.settings.max_body_bytes) {
         Ok(inv) => inv,
-        Err(e) => return Ok(e.into_reply()),
+        Err(e) => return Ok(Handled::Http(e.into_reply())),
     };
-    Ok(dispatch(state, function, &invocation).await)
+    Ok(Handled::Http(dispatch(state, function, &invocation).await))
 }
 
 /// Turn the host's payload into an [`Invocation`].
@@ -131,6 +146,19 @@ fn query_map(value: Option<&Value>) -> BTreeMap<String, String> {
             Some((k, text))
         })
         .collect()
+}
+
+/// A timer invocation's answer to the host: no outputs, the result in `Logs` and `ReturnValue`. A failed
+/// sweep is a non-2xx to the host, which records the invocation as failed.
+async fn timer_reply(state: &AppState, timer: TimerFunction) -> Reply {
+    match timer.run(state).await {
+        Ok(result) => Reply::ok(json!({
+            "Outputs": {},
+            "Logs": [format!("procfwk: {} {}", timer.name(), result)],
+            "ReturnValue": result,
+        })),
+        Err(e) => e.into_reply(),
+    }
 }
 
 fn envelope(function: &str, reply: &Reply, ms: f64) -> Value {

@@ -35,7 +35,7 @@
 
 mod admin;
 mod clock;
-mod compute;
+pub(crate) mod compute;
 mod config;
 mod factory;
 mod faults;

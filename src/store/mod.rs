@@ -49,6 +49,18 @@ impl StoreError {
             _ => false,
         }
     }
+
+    /// A primary-key or unique-index violation (SQL Server 2627 / 2601): two callers inserted the same
+    /// row at once; running the transition again sees the other's row.
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(
+            self,
+            Self::Database {
+                number: 2627 | 2601,
+                ..
+            }
+        )
+    }
 }
 
 /// One open transaction.

@@ -89,10 +89,16 @@ const MAX_REDIRECTS: u32 = 2;
 const NO_TRANSACTION: u32 = 3903;
 
 /// The schema scripts of `deploy/sql`, in file-name order (the order they run in).
-pub const SCHEMA_SCRIPTS: &[(&str, &str)] = &[(
-    "001_procfwk_schema.sql",
-    include_str!("../../deploy/sql/001_procfwk_schema.sql"),
-)];
+pub const SCHEMA_SCRIPTS: &[(&str, &str)] = &[
+    (
+        "001_procfwk_schema.sql",
+        include_str!("../../deploy/sql/001_procfwk_schema.sql"),
+    ),
+    (
+        "002_vm_power.sql",
+        include_str!("../../deploy/sql/002_vm_power.sql"),
+    ),
+];
 
 /// Split a T-SQL script into batches at lines consisting only of `GO` (any case, surrounding blanks
 /// allowed). Batches that hold nothing but blank lines and `--` comments are left out.

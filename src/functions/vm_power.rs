@@ -1,0 +1,387 @@
+//! `VmPower`: start the VM (or the node VMs) of a self-hosted integration runtime while some pipeline
+//! holds a lease on it, and deallocate it once none does and the idle grace has passed.
+//!
+//! - `start`: take or renew the holder's lease; start needed nodes that are off. Answers at once — a VM
+//!   takes minutes to boot, ADF gives a call 230 s — so the caller polls `status` until `Ready`.
+//! - `status`: renew the holder's lease (if it holds one) and reconcile: a pool with live leases whose
+//!   VM is deallocated (or was deallocating, ARM's 409) is started again.
+//! - `stop`: release the lease; deallocate when no live lease remains and the grace has passed.
+//!
+//! The decision itself lives in [`crate::leases`]; this module parses the request and shapes the answer.
+
+use super::{AppState, FunctionError, Reply};
+use crate::adapters::compute::ArmPower;
+use crate::domain::request::{parse_credentials, Fields};
+use crate::domain::{RequestError, ResourceName};
+use crate::leases::{
+    Change, Decision, LeaseError, PoolReport, PoolSpec, RuntimeRef, Sizing, MAX_NODES,
+};
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// What the caller asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Start,
+    Status,
+    Stop,
+}
+
+impl Action {
+    fn parse(text: &str) -> Option<Self> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "start" => Some(Self::Start),
+            "status" => Some(Self::Status),
+            "stop" => Some(Self::Stop),
+            _ => None,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Start => "start",
+            Self::Status => "status",
+            Self::Stop => "stop",
+        }
+    }
+}
+
+/// A parsed VmPower request.
+#[derive(Debug)]
+pub struct VmPowerRequest {
+    pub action: Action,
+    pub spec: PoolSpec,
+    pub holder: Option<String>,
+    pub lease_secs: u32,
+    pub credentials: crate::domain::Credentials,
+}
+
+/// Longest holder accepted (the column is 200 characters).
+const MAX_HOLDER: usize = 200;
+
+fn bounded(
+    fields: &Fields<'_>,
+    key: &str,
+    default: u32,
+    range: std::ops::RangeInclusive<u32>,
+) -> Result<u32, RequestError> {
+    match fields.integer(key)? {
+        None => Ok(default),
+        Some(v) => u32::try_from(v)
+            .ok()
+            .filter(|v| range.contains(v))
+            .ok_or_else(|| {
+                RequestError::new(
+                    key,
+                    format!("must be between {} and {}", range.start(), range.end()),
+                )
+            }),
+    }
+}
+
+fn resource(fields: &Fields<'_>, key: &str) -> Result<Option<ResourceName>, RequestError> {
+    fields
+        .text(key)?
+        .map(|t| ResourceName::parse(&t).map_err(|p| RequestError::new(key, p)))
+        .transpose()
+}
+
+impl VmPowerRequest {
+    pub fn parse(body: &Value, defaults: &crate::config::VmSettings) -> Result<Self, RequestError> {
+        let fields = Fields::new(body)?;
+        let action_text = fields.required_text("action")?;
+        let action = Action::parse(&action_text)
+            .ok_or_else(|| RequestError::new("action", "must be one of start, status, stop"))?;
+        let subscription = fields.guid("subscriptionId", "Subscription Id")?;
+        let resource_group = match resource(&fields, "resourceGroupName")? {
+            Some(rg) => rg,
+            None => resource(&fields, "resourceGroup")?
+                .ok_or_else(|| RequestError::new("resourceGroupName", "is required"))?,
+        };
+        let mut vms = Vec::new();
+        match fields.get("vmNames") {
+            Some(Value::Array(items)) => {
+                for item in items {
+                    let text = item.as_str().ok_or_else(|| {
+                        RequestError::new("vmNames", "must be an array of VM names")
+                    })?;
+                    vms.push(
+                        ResourceName::parse(text).map_err(|p| RequestError::new("vmNames", p))?,
+                    );
+                }
+            }
+            Some(_) => return Err(RequestError::new("vmNames", "must be an array of VM names")),
+            None => {
+                if let Some(vm) = resource(&fields, "vmName")? {
+                    vms.push(vm);
+                }
+            }
+        }
+        if vms.is_empty() {
+            return Err(RequestError::new("vmName", "is required"));
+        }
+        if vms.len() > MAX_NODES {
+            return Err(RequestError::new(
+                "vmNames",
+                format!("a self-hosted integration runtime has at most {MAX_NODES} nodes"),
+            ));
+        }
+        for (i, a) in vms.iter().enumerate() {
+            if vms[..i]
+                .iter()
+                .any(|b| b.as_str().eq_ignore_ascii_case(a.as_str()))
+            {
+                return Err(RequestError::new("vmNames", format!("names {a} twice")));
+            }
+        }
+        let holder = fields.text("holder")?.map(|h| h.trim().to_string());
+        if let Some(h) = &holder {
+            if h.chars().count() > MAX_HOLDER {
+                return Err(RequestError::new(
+                    "holder",
+                    format!("is longer than {MAX_HOLDER} characters"),
+                ));
+            }
+        }
+        if holder.is_none() && action != Action::Status {
+            return Err(RequestError::new(
+                "holder",
+                "is required for start and stop (use the calling pipeline's run id)",
+            ));
+        }
+        let factory = resource(&fields, "factoryName")?;
+        let runtime_name = resource(&fields, "integrationRuntimeName")?;
+        let runtime = match (factory, runtime_name) {
+            (Some(factory), Some(name)) => Some(RuntimeRef {
+                subscription,
+                resource_group: resource(&fields, "factoryResourceGroupName")?
+                    .unwrap_or_else(|| resource_group.clone()),
+                factory,
+                name,
+            }),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(RequestError::new(
+                    "integrationRuntimeName",
+                    "is required when factoryName is given",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(RequestError::new(
+                    "factoryName",
+                    "is required when integrationRuntimeName is given",
+                ))
+            }
+        };
+        let sizing = Sizing {
+            jobs_per_node: bounded(
+                &fields,
+                "jobsPerNode",
+                defaults.jobs_per_node.max(1),
+                1..=1000,
+            )?,
+            min_nodes: bounded(
+                &fields,
+                "minNodes",
+                defaults.min_nodes.clamp(1, MAX_NODES as u32),
+                1..=MAX_NODES as u32,
+            )?,
+            grace_secs: bounded(&fields, "graceSeconds", defaults.grace_secs, 0..=7 * 86_400)?,
+        };
+        let lease_secs = bounded(&fields, "leaseSeconds", defaults.lease_secs, 1..=7 * 86_400)?;
+        Ok(Self {
+            action,
+            spec: PoolSpec {
+                subscription,
+                resource_group,
+                vms,
+                runtime,
+                sizing,
+            },
+            holder,
+            lease_secs,
+            credentials: parse_credentials(&fields)?,
+        })
+    }
+
+    fn change(&self) -> Change {
+        match (self.action, self.holder.clone()) {
+            (Action::Start, Some(holder)) => Change::Take {
+                holder,
+                lease_secs: self.lease_secs,
+            },
+            (Action::Stop, Some(holder)) => Change::Release { holder },
+            (Action::Status, Some(holder)) => Change::Renew {
+                holder,
+                lease_secs: self.lease_secs,
+            },
+            _ => Change::Observe,
+        }
+    }
+}
+
+impl From<LeaseError> for FunctionError {
+    fn from(e: LeaseError) -> Self {
+        match e {
+            LeaseError::Store(s) => FunctionError::Lifecycle(s.into()),
+            LeaseError::Upstream(u) => FunctionError::Upstream(u),
+            LeaseError::Conflict(message) => FunctionError::Conflict {
+                message,
+                details: Value::Null,
+            },
+            LeaseError::UnknownPool(key) => FunctionError::Conflict {
+                message: format!("no VM pool {key}"),
+                details: Value::Null,
+            },
+        }
+    }
+}
+
+/// The current time as the store keeps it (UTC, no offset).
+pub fn utc_now() -> chrono::NaiveDateTime {
+    chrono::Utc::now().naive_utc()
+}
+
+/// The response body (field names are read verbatim by ADF expressions).
+pub fn response(action: &str, holder: Option<&str>, report: &PoolReport, poll_secs: u32) -> Value {
+    let stamp = |t: chrono::NaiveDateTime| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+    let names: Vec<&str> = report.nodes.iter().map(|n| n.vm_name.as_str()).collect();
+    json!({
+        "VmName": names.join(","),
+        "Action": action,
+        "PowerState": report.power_state.as_str(),
+        "Ready": report.ready,
+        "ActiveLeases": report.active_leases,
+        "Holder": holder,
+        "LeaseExpiresAt": report.lease_expires.map(stamp),
+        "Started": report.started,
+        "Deallocated": report.deallocated,
+        "DeallocateAfter": report.deallocate_after.map(stamp),
+        "Deferred": report.deferred,
+        "RuntimeState": report.runtime_state,
+        "NodesNeeded": report.nodes_needed,
+        "RetryAfterSeconds": if report.ready { 0 } else { poll_secs },
+        "Nodes": report.nodes.iter().map(|n| json!({
+            "VmName": n.vm_name,
+            "PowerState": n.power_state.as_str(),
+            "Needed": n.needed,
+            "Ready": n.ready,
+            "RuntimeNodeStatus": n.runtime_node_status,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+pub async fn run(state: &AppState, body: &Value) -> Result<Reply, FunctionError> {
+    let request = VmPowerRequest::parse(body, &state.settings.vm)?;
+    let credential = state
+        .azure
+        .identity
+        .credential(&request.credentials)
+        .await?;
+    let store = state.store().await?;
+    let power = Arc::new(ArmPower {
+        compute: state.azure.compute.clone(),
+        data_factory: state.azure.data_factory.clone(),
+        credential,
+    });
+    let decision = Decision::new(request.spec.clone(), request.change(), utc_now(), power);
+    let report = decision.run(store).await?;
+    tracing::info!(
+        pool = %report.pool_key,
+        action = request.action.as_str(),
+        power_state = report.power_state.as_str(),
+        ready = report.ready,
+        active_leases = report.active_leases,
+        started = report.started,
+        deallocated = report.deallocated,
+        "VmPower decision"
+    );
+    Ok(Reply::ok(response(
+        request.action.as_str(),
+        request.holder.as_deref(),
+        &report,
+        state.settings.vm.poll_secs,
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::VmSettings;
+
+    fn parse(body: Value) -> Result<VmPowerRequest, RequestError> {
+        VmPowerRequest::parse(&body, &VmSettings::default())
+    }
+
+    fn base() -> Value {
+        json!({"action": "start", "subscriptionId": "12345678-1234-1234-1234-012345678910",
+               "resourceGroupName": "ADF.procfwk", "vmName": "shir-vm-1", "holder": "run-1"})
+    }
+
+    #[test]
+    fn parses_a_single_vm_with_defaults() {
+        let r = parse(base()).map_err(|e| e.to_string());
+        let r = r.as_ref().ok();
+        assert_eq!(r.map(|r| r.action), Some(Action::Start));
+        assert_eq!(r.map(|r| r.lease_secs), Some(1800));
+        assert_eq!(r.map(|r| r.spec.sizing.grace_secs), Some(600));
+        assert_eq!(
+            r.map(|r| r.spec.key()),
+            Some("12345678-1234-1234-1234-012345678910/adf.procfwk/shir-vm-1".to_string())
+        );
+    }
+
+    #[test]
+    fn names_the_bad_field() {
+        let cases = [
+            (json!({"action": "reboot"}), "action"),
+            (json!({"subscriptionId": "nope"}), "subscriptionId"),
+            (json!({"resourceGroupName": null}), "resourceGroupName"),
+            (json!({"vmName": null}), "vmName"),
+            (
+                json!({"vmName": null, "vmNames": ["a", "b", "c", "d", "e"]}),
+                "vmNames",
+            ),
+            (json!({"vmName": null, "vmNames": ["a", "A"]}), "vmNames"),
+            (json!({"holder": null}), "holder"),
+            (json!({"holder": "x".repeat(201)}), "holder"),
+            (json!({"leaseSeconds": 0}), "leaseSeconds"),
+            (json!({"graceSeconds": -1}), "graceSeconds"),
+            (json!({"minNodes": 5}), "minNodes"),
+            (
+                json!({"factoryName": "WorkersFactory"}),
+                "integrationRuntimeName",
+            ),
+            (
+                json!({"tenantId": "12345678-1234-1234-1234-012345678910"}),
+                "applicationId",
+            ),
+        ];
+        for (patch, field) in cases {
+            let mut body = base();
+            for (k, v) in patch.as_object().into_iter().flatten() {
+                body[k] = v.clone();
+            }
+            let err = parse(body).err().map(|e| e.field);
+            assert_eq!(err.as_deref(), Some(field), "{patch}");
+        }
+    }
+
+    #[test]
+    fn status_needs_no_holder_and_stop_releases() {
+        let mut body = base();
+        body["action"] = json!("STATUS");
+        body["holder"] = Value::Null;
+        let r = parse(body).map_err(|e| e.to_string());
+        assert_eq!(r.map(|r| r.change()), Ok(Change::Observe));
+        let mut body = base();
+        body["action"] = json!("stop");
+        let r = parse(body).map_err(|e| e.to_string());
+        assert_eq!(
+            r.map(|r| r.change()),
+            Ok(Change::Release {
+                holder: "run-1".into()
+            })
+        );
+    }
+}

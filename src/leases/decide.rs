@@ -1,0 +1,758 @@
+//! One decision about a pool, as one metadata-store transaction that holds the pool's row lock from the
+//! first statement to the commit — ARM calls included. In order: lock (creating the pool on first use),
+//! apply the caller's lease change, expire old leases, read each node's power state, plan
+//! ([`super::plan`]), start or deallocate, check the runtime's nodes, write node marks and the power
+//! log. A failure anywhere rolls the whole decision back; running it again is harmless (start and
+//! deallocate of a VM already on its way join the operation in flight).
+
+use super::plan::{self, NodeAction, NodeState, Sizing};
+use super::{
+    LeaseError, OperationOutcome, PoolSpec, PowerControl, PowerRequest, RuntimeRef, RuntimeStatus,
+};
+use crate::domain::{Guid, PowerState, ResourceName};
+use crate::store::statements as sql;
+use crate::store::{Row, SqlValue, Store, Transition, Tx};
+use chrono::{Duration, NaiveDateTime};
+use std::sync::Arc;
+
+/// What the caller does to its lease.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Take the lease, or renew it if held.
+    Take { holder: String, lease_secs: u32 },
+    /// Renew the lease if it is held and not expired; never creates one.
+    Renew { holder: String, lease_secs: u32 },
+    /// Give the lease back.
+    Release { holder: String },
+    /// Only reconcile (the idle sweeper).
+    Observe,
+}
+
+impl Change {
+    fn holder(&self) -> Option<&str> {
+        match self {
+            Self::Take { holder, .. } | Self::Renew { holder, .. } | Self::Release { holder } => {
+                Some(holder)
+            }
+            Self::Observe => None,
+        }
+    }
+}
+
+/// One node after the decision.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeReport {
+    pub vm_name: String,
+    pub power_state: PowerState,
+    pub needed: bool,
+    /// The runtime node on this VM, when a runtime was named and it reports one.
+    pub runtime_node_status: Option<String>,
+    pub ready: bool,
+}
+
+/// The pool after the decision.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PoolReport {
+    pub pool_key: String,
+    pub power_state: PowerState,
+    /// Some needed node is running (not about to be deallocated) and, when a runtime was named, its
+    /// runtime node is `Online`.
+    pub ready: bool,
+    pub active_leases: usize,
+    pub nodes_needed: usize,
+    /// The caller's lease expiry, if it holds one after the decision.
+    pub lease_expires: Option<NaiveDateTime>,
+    /// This decision asked ARM to start at least one node.
+    pub started: bool,
+    /// This decision asked ARM to deallocate at least one node.
+    pub deallocated: bool,
+    /// When the next idle node will be deallocated if nothing changes.
+    pub deallocate_after: Option<NaiveDateTime>,
+    pub runtime_state: Option<String>,
+    /// A start or deallocation ARM refused for now (409), to be retried by the next decision.
+    pub deferred: bool,
+    pub nodes: Vec<NodeReport>,
+    /// Lease events this decision wrote (for tests and logs).
+    pub expired_leases: usize,
+}
+
+/// A decision, ready to run against a store.
+pub struct Decision {
+    pub spec: Option<PoolSpec>,
+    pub pool_key: String,
+    pub change: Change,
+    pub now: NaiveDateTime,
+    pub power: Arc<dyn PowerControl>,
+    /// How long a requested deallocation that the instance view does not show yet is believed.
+    pub pending_trust: Duration,
+}
+
+impl Decision {
+    /// A decision for a pool a caller describes.
+    pub fn new(
+        spec: PoolSpec,
+        change: Change,
+        now: NaiveDateTime,
+        power: Arc<dyn PowerControl>,
+    ) -> Self {
+        Self {
+            pool_key: spec.key(),
+            spec: Some(spec),
+            change,
+            now,
+            power,
+            pending_trust: Duration::minutes(15),
+        }
+    }
+
+    /// A reconciliation of a pool known to the store (the sweeper).
+    pub fn observe(pool_key: String, now: NaiveDateTime, power: Arc<dyn PowerControl>) -> Self {
+        Self {
+            pool_key,
+            spec: None,
+            change: Change::Observe,
+            now,
+            power,
+            pending_trust: Duration::minutes(15),
+        }
+    }
+
+    pub async fn run(&self, store: &Store) -> Result<PoolReport, LeaseError> {
+        store.run(self).await
+    }
+}
+
+/// Every pool the store knows (the sweeper walks them).
+pub async fn pool_keys(store: &Store) -> Result<Vec<String>, LeaseError> {
+    struct Keys;
+    #[async_trait::async_trait]
+    impl Transition for Keys {
+        type Output = Vec<String>;
+        type Error = LeaseError;
+        async fn apply(&self, tx: &mut dyn Tx) -> Result<Vec<String>, LeaseError> {
+            let rows = tx.query(&sql::VM_POOL_KEYS, &[]).await?;
+            Ok(rows
+                .iter()
+                .map(|r| r.text("PoolKey"))
+                .collect::<Result<_, _>>()?)
+        }
+    }
+    store.run(&Keys).await
+}
+
+struct NodeRow {
+    index: i64,
+    vm_name: String,
+    pending_action: Option<String>,
+    pending_since: Option<NaiveDateTime>,
+    pending_url: Option<String>,
+    idle_since: Option<NaiveDateTime>,
+    last_state: Option<PowerState>,
+}
+
+impl NodeRow {
+    fn read(row: &Row) -> Result<Self, LeaseError> {
+        Ok(Self {
+            index: row.i64("NodeIndex")?,
+            vm_name: row.text("VmName")?,
+            pending_action: row.opt_text("PendingAction")?,
+            pending_since: row.opt_datetime("PendingSinceDateTime")?,
+            pending_url: row.opt_text("PendingOperationUrl")?,
+            idle_since: row.opt_datetime("IdleSinceDateTime")?,
+            last_state: row
+                .opt_text("LastPowerState")?
+                .as_deref()
+                .and_then(PowerState::parse),
+        })
+    }
+}
+
+struct LeaseRow {
+    holder: String,
+    expires: NaiveDateTime,
+}
+
+fn required_datetime(row: &Row, column: &str) -> Result<NaiveDateTime, LeaseError> {
+    row.opt_datetime(column)?.ok_or_else(|| {
+        LeaseError::Store(crate::store::StoreError::Data {
+            column: column.into(),
+            problem: "is NULL".into(),
+        })
+    })
+}
+
+fn name(text: &str, column: &str) -> Result<ResourceName, LeaseError> {
+    ResourceName::parse(text).map_err(|problem| {
+        LeaseError::Store(crate::store::StoreError::Data {
+            column: column.into(),
+            problem,
+        })
+    })
+}
+
+/// The pool as stored: its spec (for the sweeper) and its last lease end.
+struct StoredPool {
+    spec: PoolSpec,
+    last_lease_end: Option<NaiveDateTime>,
+}
+
+async fn read_pool(
+    tx: &mut dyn Tx,
+    key: &str,
+    nodes: &[NodeRow],
+) -> Result<Option<StoredPool>, LeaseError> {
+    let rows = tx.query(&sql::VM_POOL_GET, &[key.into()]).await?;
+    let Some(row) = rows.first() else {
+        return Ok(None);
+    };
+    let subscription = Guid::parse(&row.text("SubscriptionId")?).ok_or_else(|| {
+        LeaseError::Store(crate::store::StoreError::Data {
+            column: "SubscriptionId".into(),
+            problem: "is not a GUID".into(),
+        })
+    })?;
+    let resource_group = name(&row.text("ResourceGroupName")?, "ResourceGroupName")?;
+    let runtime = match (
+        row.opt_text("FactoryName")?,
+        row.opt_text("IntegrationRuntimeName")?,
+    ) {
+        (Some(factory), Some(runtime)) => Some(RuntimeRef {
+            subscription,
+            resource_group: match row.opt_text("FactoryResourceGroupName")? {
+                Some(rg) => name(&rg, "FactoryResourceGroupName")?,
+                None => resource_group.clone(),
+            },
+            factory: name(&factory, "FactoryName")?,
+            name: name(&runtime, "IntegrationRuntimeName")?,
+        }),
+        _ => None,
+    };
+    let to_u32 = |v: i64| u32::try_from(v.max(0)).unwrap_or(u32::MAX);
+    let sizing = Sizing {
+        jobs_per_node: to_u32(row.i64("JobsPerNode")?),
+        min_nodes: to_u32(row.i64("MinNodes")?),
+        grace_secs: to_u32(row.i64("GraceSeconds")?),
+    };
+    let vms = nodes
+        .iter()
+        .map(|n| name(&n.vm_name, "VmName"))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(StoredPool {
+        spec: PoolSpec {
+            subscription,
+            resource_group,
+            vms,
+            runtime,
+            sizing,
+        },
+        last_lease_end: row.opt_datetime("LastLeaseEndDateTime")?,
+    }))
+}
+
+async fn read_nodes(tx: &mut dyn Tx, key: &str) -> Result<Vec<NodeRow>, LeaseError> {
+    tx.query(&sql::VM_NODES_OF_POOL, &[key.into()])
+        .await?
+        .iter()
+        .map(NodeRow::read)
+        .collect()
+}
+
+impl Decision {
+    /// Lock the pool, creating it (and checking no VM belongs to another pool) on first use; configure
+    /// it from the caller's spec. Returns the stored pool and its nodes.
+    async fn lock(&self, tx: &mut dyn Tx) -> Result<(StoredPool, Vec<NodeRow>), LeaseError> {
+        let key = self.pool_key.as_str();
+        let locked = tx
+            .execute(&sql::VM_POOL_LOCK, &[key.into(), self.now.into()])
+            .await?;
+        if locked == 0 {
+            let Some(spec) = &self.spec else {
+                return Err(LeaseError::UnknownPool(key.into()));
+            };
+            for index in 0..spec.vms.len() {
+                let vm_key = spec.vm_key(index).unwrap_or_default();
+                let owner = tx.query(&sql::VM_NODE_POOL, &[vm_key.into()]).await?;
+                if let Some(other) = owner.first() {
+                    return Err(LeaseError::Conflict(format!(
+                        "VM {} already belongs to the VM pool {}; name the same VMs in the same order on every call",
+                        spec.vms[index],
+                        other.text("PoolKey")?
+                    )));
+                }
+            }
+            let runtime = spec.runtime.as_ref();
+            tx.execute(
+                &sql::VM_POOL_INSERT,
+                &[
+                    key.into(),
+                    spec.subscription.as_uuid().into(),
+                    spec.resource_group.as_str().into(),
+                    runtime.map(|r| r.factory.as_str().to_string()).into(),
+                    runtime
+                        .map(|r| r.resource_group.as_str().to_string())
+                        .into(),
+                    runtime.map(|r| r.name.as_str().to_string()).into(),
+                    i64::from(spec.sizing.jobs_per_node).into(),
+                    i64::from(spec.sizing.min_nodes).into(),
+                    i64::from(spec.sizing.grace_secs).into(),
+                    self.now.into(),
+                ],
+            )
+            .await?;
+            for (index, vm) in spec.vms.iter().enumerate() {
+                tx.execute(
+                    &sql::VM_NODE_INSERT,
+                    &[
+                        key.into(),
+                        (index as i64).into(),
+                        spec.vm_key(index).unwrap_or_default().into(),
+                        vm.as_str().into(),
+                    ],
+                )
+                .await?;
+            }
+        } else if let Some(spec) = &self.spec {
+            let runtime = spec.runtime.as_ref();
+            tx.execute(
+                &sql::VM_POOL_CONFIGURE,
+                &[
+                    key.into(),
+                    runtime.map(|r| r.factory.as_str().to_string()).into(),
+                    runtime
+                        .map(|r| r.resource_group.as_str().to_string())
+                        .into(),
+                    runtime.map(|r| r.name.as_str().to_string()).into(),
+                    i64::from(spec.sizing.jobs_per_node).into(),
+                    i64::from(spec.sizing.min_nodes).into(),
+                    i64::from(spec.sizing.grace_secs).into(),
+                ],
+            )
+            .await?;
+        }
+        let nodes = read_nodes(tx, key).await?;
+        let stored = read_pool(tx, key, &nodes)
+            .await?
+            .ok_or_else(|| LeaseError::UnknownPool(key.into()))?;
+        Ok((stored, nodes))
+    }
+
+    /// One power-log row (the columns of `VmPowerLog`, in order).
+    #[allow(clippy::too_many_arguments)]
+    async fn log(
+        &self,
+        tx: &mut dyn Tx,
+        vm: Option<&str>,
+        at: NaiveDateTime,
+        event: &str,
+        holder: Option<&str>,
+        state: Option<PowerState>,
+        active: usize,
+        detail: Option<String>,
+    ) -> Result<(), LeaseError> {
+        tx.execute(
+            &sql::VM_POWER_LOG_INSERT,
+            &[
+                self.pool_key.as_str().into(),
+                vm.map(str::to_string).into(),
+                at.into(),
+                event.into(),
+                holder.map(str::to_string).into(),
+                state.map(|s| s.as_str().to_string()).into(),
+                (active as i64).into(),
+                detail.into(),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Transition for Decision {
+    type Output = PoolReport;
+    type Error = LeaseError;
+
+    async fn apply(&self, tx: &mut dyn Tx) -> Result<PoolReport, LeaseError> {
+        let now = self.now;
+        let key = self.pool_key.as_str();
+        let (stored, nodes) = self.lock(tx).await?;
+        if let Some(spec) = &self.spec {
+            let same = spec.vms.len() == nodes.len()
+                && spec
+                    .vms
+                    .iter()
+                    .zip(&nodes)
+                    .all(|(a, b)| a.as_str().eq_ignore_ascii_case(&b.vm_name));
+            if !same {
+                return Err(LeaseError::Conflict(format!(
+                    "the VM pool {key} was created with other VMs"
+                )));
+            }
+        }
+        let spec = stored.spec;
+
+        // Leases: the caller's change, then expiry.
+        let mut leases: Vec<LeaseRow> = tx
+            .query(&sql::VM_LEASES_OF_POOL, &[key.into()])
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(LeaseRow {
+                    holder: r.text("Holder")?,
+                    expires: required_datetime(r, "ExpiresDateTime")?,
+                })
+            })
+            .collect::<Result<_, LeaseError>>()?;
+        let live_before = leases.iter().filter(|l| l.expires > now).count();
+        let mut ended: Option<NaiveDateTime> = None;
+        let mut mark_end = |at: NaiveDateTime| {
+            ended = Some(ended.map_or(at, |e: NaiveDateTime| e.max(at)));
+        };
+        match &self.change {
+            Change::Take { holder, lease_secs } | Change::Renew { holder, lease_secs } => {
+                let expires = now + Duration::seconds(i64::from(*lease_secs));
+                let held = leases.iter_mut().find(|l| l.holder == *holder);
+                let take = matches!(self.change, Change::Take { .. });
+                match held {
+                    Some(lease) if lease.expires > now || take => {
+                        tx.execute(
+                            &sql::VM_LEASE_RENEW,
+                            &[
+                                key.into(),
+                                holder.as_str().into(),
+                                now.into(),
+                                expires.into(),
+                            ],
+                        )
+                        .await?;
+                        lease.expires = expires;
+                        let live = leases.iter().filter(|l| l.expires > now).count();
+                        self.log(
+                            tx,
+                            None,
+                            now,
+                            "LeaseRenewed",
+                            Some(holder),
+                            None,
+                            live,
+                            None,
+                        )
+                        .await?;
+                    }
+                    Some(_) => {}
+                    None if take => {
+                        tx.execute(
+                            &sql::VM_LEASE_INSERT,
+                            &[
+                                key.into(),
+                                holder.as_str().into(),
+                                now.into(),
+                                expires.into(),
+                            ],
+                        )
+                        .await?;
+                        leases.push(LeaseRow {
+                            holder: holder.clone(),
+                            expires,
+                        });
+                        let live = leases.iter().filter(|l| l.expires > now).count();
+                        self.log(tx, None, now, "LeaseTaken", Some(holder), None, live, None)
+                            .await?;
+                    }
+                    None => {}
+                }
+            }
+            Change::Release { holder } => {
+                if let Some(pos) = leases.iter().position(|l| l.holder == *holder) {
+                    let lease = leases.remove(pos);
+                    tx.execute(&sql::VM_LEASE_DELETE, &[key.into(), holder.as_str().into()])
+                        .await?;
+                    let live = leases.iter().filter(|l| l.expires > now).count();
+                    // A lease released after it expired ended at its expiry.
+                    let end = lease.expires.min(now);
+                    mark_end(end);
+                    self.log(
+                        tx,
+                        None,
+                        end,
+                        "LeaseReleased",
+                        Some(holder),
+                        None,
+                        live,
+                        None,
+                    )
+                    .await?;
+                }
+            }
+            Change::Observe => {}
+        }
+        let mut expired_leases = 0;
+        let mut kept = Vec::with_capacity(leases.len());
+        for lease in leases {
+            if lease.expires <= now {
+                tx.execute(
+                    &sql::VM_LEASE_DELETE,
+                    &[key.into(), lease.holder.as_str().into()],
+                )
+                .await?;
+                expired_leases += 1;
+                mark_end(lease.expires);
+                self.log(
+                    tx,
+                    None,
+                    lease.expires,
+                    "LeaseExpired",
+                    Some(&lease.holder),
+                    None,
+                    0,
+                    Some(format!("noticed at {now}")),
+                )
+                .await?;
+            } else {
+                kept.push(lease);
+            }
+        }
+        let leases = kept;
+        let live = leases.len();
+        let mut pool_idle_since = stored.last_lease_end;
+        if live == 0 {
+            if let Some(end) = ended {
+                if live_before > 0 || pool_idle_since.is_none_or(|p| p < end) {
+                    tx.execute(&sql::VM_POOL_LEASE_END, &[key.into(), end.into()])
+                        .await?;
+                    pool_idle_since = Some(end);
+                }
+            }
+        }
+        let lease_expires = self
+            .change
+            .holder()
+            .and_then(|h| leases.iter().find(|l| l.holder == h))
+            .map(|l| l.expires);
+
+        // A pool with no lease whose nodes were all seen deallocated, with nothing in flight, needs no
+        // ARM call (the sweeper passes by such pools every few minutes).
+        let quiet = live == 0
+            && nodes.iter().all(|n| {
+                n.last_state == Some(PowerState::Deallocated) && n.pending_action.is_none()
+            });
+        if quiet && matches!(self.change, Change::Observe | Change::Release { .. }) {
+            return Ok(PoolReport {
+                pool_key: key.into(),
+                power_state: PowerState::Deallocated,
+                ready: false,
+                active_leases: 0,
+                nodes_needed: 0,
+                lease_expires,
+                started: false,
+                deallocated: false,
+                deallocate_after: None,
+                runtime_state: None,
+                deferred: false,
+                nodes: nodes
+                    .iter()
+                    .map(|n| NodeReport {
+                        vm_name: n.vm_name.clone(),
+                        power_state: PowerState::Deallocated,
+                        needed: false,
+                        runtime_node_status: None,
+                        ready: false,
+                    })
+                    .collect(),
+                expired_leases,
+            });
+        }
+
+        // Observe every node; follow operations we started that have not landed yet.
+        let mut observed = Vec::with_capacity(nodes.len());
+        let mut pendings: Vec<(Option<String>, Option<NaiveDateTime>, Option<String>)> =
+            Vec::with_capacity(nodes.len());
+        for node in &nodes {
+            let vm = spec.vm(node.index as usize).ok_or_else(|| {
+                LeaseError::Conflict(format!("node {} of pool {key} has no VM", node.index))
+            })?;
+            let state = self.power.power_state(&vm).await?;
+            if node.last_state != Some(state) {
+                self.log(
+                    tx,
+                    Some(&node.vm_name),
+                    now,
+                    "Observed",
+                    None,
+                    Some(state),
+                    live,
+                    node.last_state.map(|s| format!("was {}", s.as_str())),
+                )
+                .await?;
+            }
+            let mut pending = (
+                node.pending_action.clone(),
+                node.pending_since,
+                node.pending_url.clone(),
+            );
+            let landed = match pending.0.as_deref() {
+                Some("Deallocate") => state == PowerState::Deallocated,
+                Some("Start") => state == PowerState::Running,
+                _ => false,
+            };
+            if landed {
+                pending = (None, None, None);
+            } else if let (Some(action), Some(url)) = (pending.0.clone(), pending.2.clone()) {
+                if let OperationOutcome::Failed(said) = self.power.operation(&url).await? {
+                    self.log(
+                        tx,
+                        Some(&node.vm_name),
+                        now,
+                        "OperationFailed",
+                        None,
+                        Some(state),
+                        live,
+                        Some(format!("{action}: {said}")),
+                    )
+                    .await?;
+                    pending = (None, None, None);
+                }
+            }
+            observed.push(state);
+            pendings.push(pending);
+        }
+        let states: Vec<NodeState> = nodes
+            .iter()
+            .zip(&observed)
+            .zip(&pendings)
+            .map(|((node, state), pending)| NodeState {
+                state: plan::effective_state(
+                    *state,
+                    match pending.0.as_deref() {
+                        Some("Deallocate") => pending.1,
+                        _ => None,
+                    },
+                    now,
+                    self.pending_trust,
+                ),
+                idle_since: node.idle_since,
+            })
+            .collect();
+        let plans = plan::plan_nodes(&states, live, spec.sizing, pool_idle_since, now);
+
+        // Act.
+        let mut started = false;
+        let mut deallocated = false;
+        let mut deferred = false;
+        let mut effective: Vec<PowerState> = states.iter().map(|s| s.state).collect();
+        for (i, node_plan) in plans.iter().enumerate() {
+            let Some(vm) = spec.vm(i) else { continue };
+            let (answer, action, during) = match node_plan.action {
+                NodeAction::Nothing => continue,
+                NodeAction::Start => (self.power.start(&vm).await?, "Start", PowerState::Starting),
+                NodeAction::Deallocate => (
+                    self.power.deallocate(&vm).await?,
+                    "Deallocate",
+                    PowerState::Deallocating,
+                ),
+            };
+            match answer {
+                PowerRequest::Accepted { operation_url, .. } => {
+                    if action == "Start" {
+                        started = true;
+                    } else {
+                        deallocated = true;
+                    }
+                    effective[i] = during;
+                    pendings[i] = (Some(action.into()), Some(now), operation_url);
+                    self.log(
+                        tx,
+                        Some(&nodes[i].vm_name),
+                        now,
+                        &format!("{action}Requested"),
+                        self.change.holder(),
+                        Some(observed[i]),
+                        live,
+                        None,
+                    )
+                    .await?;
+                }
+                PowerRequest::Conflict { code, message } => {
+                    deferred = true;
+                    self.log(
+                        tx,
+                        Some(&nodes[i].vm_name),
+                        now,
+                        &format!("{action}Deferred"),
+                        self.change.holder(),
+                        Some(observed[i]),
+                        live,
+                        Some(format!("{code}: {message}")),
+                    )
+                    .await?;
+                }
+            }
+        }
+
+        // Ready: a needed node running, with its runtime node Online when a runtime was named.
+        let wants_runtime = plans
+            .iter()
+            .zip(&effective)
+            .any(|(p, s)| p.needed && *s == PowerState::Running);
+        let runtime: Option<RuntimeStatus> = match (&spec.runtime, wants_runtime) {
+            (Some(runtime), true) => Some(self.power.runtime_status(runtime).await?),
+            _ => None,
+        };
+        let mut reports = Vec::with_capacity(nodes.len());
+        for (i, node) in nodes.iter().enumerate() {
+            let runtime_node = runtime.as_ref().and_then(|r| {
+                r.nodes
+                    .iter()
+                    .find(|n| n.runs_on(&node.vm_name))
+                    .map(|n| n.status.clone())
+            });
+            let running = effective[i] == PowerState::Running;
+            let ready = plans[i].needed
+                && running
+                && match &spec.runtime {
+                    None => true,
+                    Some(_) => runtime_node
+                        .as_deref()
+                        .is_some_and(|s| s.eq_ignore_ascii_case("Online")),
+                };
+            reports.push(NodeReport {
+                vm_name: node.vm_name.clone(),
+                power_state: effective[i],
+                needed: plans[i].needed,
+                runtime_node_status: runtime_node,
+                ready,
+            });
+            let (action, since, url) = &pendings[i];
+            tx.execute(
+                &sql::VM_NODE_UPDATE,
+                &[
+                    key.into(),
+                    node.index.into(),
+                    action.clone().into(),
+                    SqlValue::from(*since),
+                    url.clone().into(),
+                    SqlValue::from(plans[i].idle_since),
+                    observed[i].as_str().into(),
+                    now.into(),
+                ],
+            )
+            .await?;
+        }
+        let nodes_needed = plans.iter().filter(|p| p.needed).count();
+        Ok(PoolReport {
+            pool_key: key.into(),
+            power_state: plan::pool_state(&effective),
+            ready: reports.iter().any(|r| r.ready),
+            active_leases: live,
+            nodes_needed,
+            lease_expires,
+            started,
+            deallocated,
+            deallocate_after: plans.iter().filter_map(|p| p.deallocate_after).min(),
+            runtime_state: runtime.map(|r| r.state),
+            deferred,
+            nodes: reports,
+            expired_leases,
+        })
+    }
+}

@@ -1,0 +1,178 @@
+//! VM leases: self-hosted integration runtime VMs that are allocated only while some pipeline holds a
+//! lease on them.
+//!
+//! A **pool** is one VM, or the up-to-four node VMs of one runtime. Each caller (a pipeline run, a
+//! worker) holds a **lease** on the pool that expires unless renewed, so a holder that crashed never
+//! keeps the VM on for ever. Every decision about a pool — take, renew or release a lease, expire old
+//! ones, start needed nodes, deallocate surplus ones after the idle grace — runs in **one transaction
+//! that holds the pool's row lock** in the metadata store, including the ARM calls it makes; so a
+//! `start` can never slip in between another caller's "no lease left" check and its deallocation. State
+//! lives only in the store: any number of Function App instances may decide about the same pool.
+//!
+//! - [`plan`]: the pure rules (nodes needed, grace, what to start and deallocate).
+//! - [`decide`]: the transaction that applies them against the store and the [`PowerControl`] port.
+//! - [`report`]: VM-hours against the lease lower bound, from the power log.
+
+pub mod decide;
+pub mod plan;
+pub mod report;
+
+#[cfg(test)]
+mod model_tests;
+
+pub use decide::{Change, Decision, NodeReport, PoolReport};
+pub use plan::Sizing;
+
+use crate::adapters::UpstreamError;
+use crate::domain::{Guid, PowerState, ResourceName};
+
+/// One VM, by its ARM coordinates.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VmRef {
+    pub subscription: Guid,
+    pub resource_group: ResourceName,
+    pub name: ResourceName,
+}
+
+/// The self-hosted integration runtime whose nodes run on a pool's VMs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuntimeRef {
+    pub subscription: Guid,
+    pub resource_group: ResourceName,
+    pub factory: ResourceName,
+    pub name: ResourceName,
+}
+
+/// A pool as a caller describes it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PoolSpec {
+    pub subscription: Guid,
+    pub resource_group: ResourceName,
+    /// Node VMs in the order they are used (1 to 4).
+    pub vms: Vec<ResourceName>,
+    pub runtime: Option<RuntimeRef>,
+    pub sizing: Sizing,
+}
+
+/// Most node VMs of one self-hosted integration runtime.
+pub const MAX_NODES: usize = 4;
+
+impl PoolSpec {
+    /// The pool's key in the store: subscription, resource group and VM names, lower-cased.
+    pub fn key(&self) -> String {
+        let vms: Vec<String> = self
+            .vms
+            .iter()
+            .map(|v| v.as_str().to_ascii_lowercase())
+            .collect();
+        format!(
+            "{}/{}/{}",
+            self.subscription.to_string().to_ascii_lowercase(),
+            self.resource_group.as_str().to_ascii_lowercase(),
+            vms.join(",")
+        )
+    }
+
+    pub fn vm(&self, index: usize) -> Option<VmRef> {
+        self.vms.get(index).map(|name| VmRef {
+            subscription: self.subscription,
+            resource_group: self.resource_group.clone(),
+            name: name.clone(),
+        })
+    }
+
+    /// A VM's key (a VM belongs to one pool at most).
+    pub fn vm_key(&self, index: usize) -> Option<String> {
+        self.vms.get(index).map(|name| {
+            format!(
+                "{}/{}/{}",
+                self.subscription.to_string().to_ascii_lowercase(),
+                self.resource_group.as_str().to_ascii_lowercase(),
+                name.as_str().to_ascii_lowercase()
+            )
+        })
+    }
+}
+
+/// How ARM answered a power operation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PowerRequest {
+    /// 200 or 202: accepted (or already done). `operation_url` is the `Azure-AsyncOperation` (or
+    /// `Location`) to follow it.
+    Accepted {
+        operation_url: Option<String>,
+        retry_after_secs: Option<u64>,
+    },
+    /// 409: another operation is in flight (e.g. a deallocation); try again later.
+    Conflict { code: String, message: String },
+}
+
+/// Where a long-running power operation is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OperationOutcome {
+    InProgress,
+    Succeeded,
+    /// `Failed` or `Canceled` (e.g. `OperationPreempted`), with what ARM said.
+    Failed(String),
+}
+
+/// One node of a runtime, as `getStatus` reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuntimeNode {
+    pub node_name: String,
+    pub machine_name: String,
+    /// `Online`, `Offline`, `Limited`, `Initializing`, ...
+    pub status: String,
+}
+
+impl RuntimeNode {
+    /// Whether this node runs on `vm` (its machine or node name is the VM's name).
+    pub fn runs_on(&self, vm: &str) -> bool {
+        self.machine_name.eq_ignore_ascii_case(vm) || self.node_name.eq_ignore_ascii_case(vm)
+    }
+}
+
+/// A runtime's `getStatus`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuntimeStatus {
+    /// `Online`, `Offline`, `Limited`, `NeedRegistration`, ...
+    pub state: String,
+    pub nodes: Vec<RuntimeNode>,
+}
+
+/// The port through which decisions reach VMs and runtimes: ARM in production
+/// ([`crate::adapters::compute::ArmPower`]), the simulator's VM engine in model tests.
+#[async_trait::async_trait]
+pub trait PowerControl: Send + Sync {
+    /// The VM's power state from its instance view.
+    async fn power_state(&self, vm: &VmRef) -> Result<PowerState, UpstreamError>;
+    async fn start(&self, vm: &VmRef) -> Result<PowerRequest, UpstreamError>;
+    async fn deallocate(&self, vm: &VmRef) -> Result<PowerRequest, UpstreamError>;
+    /// Follow an operation from [`PowerRequest::Accepted::operation_url`].
+    async fn operation(&self, url: &str) -> Result<OperationOutcome, UpstreamError>;
+    async fn runtime_status(&self, runtime: &RuntimeRef) -> Result<RuntimeStatus, UpstreamError>;
+}
+
+/// What can go wrong deciding about a pool.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    /// The request contradicts the pool as the store knows it.
+    #[error("{0}")]
+    Conflict(String),
+    /// No pool with that key (sweeper and report only).
+    #[error("no VM pool {0}")]
+    UnknownPool(String),
+}
+
+impl crate::store::TransientCheck for LeaseError {
+    fn transient(&self) -> bool {
+        match self {
+            Self::Store(e) => e.is_transient() || e.is_unique_violation(),
+            _ => false,
+        }
+    }
+}

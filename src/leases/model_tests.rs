@@ -1,0 +1,515 @@
+//! Randomized schedules of many holders against the real decision code, the real SQLite store and the
+//! simulator's VM engine (`crate::sim::compute`) on a virtual clock, with injected ARM 429/5xx (some
+//! after the operation was applied, so the decision rolls back while the VM moved), natural 409s, and
+//! "handler restarts" (the store reopened from its file between decisions).
+//!
+//! Checked on every schedule:
+//! 1. no deallocation is requested while some holder's lease is certainly live;
+//! 2. a holder is told `Ready` only while the VM is running;
+//! 3. every holder that waits for `Ready` with a live lease gets it (a VM that went away under a live
+//!    lease is started again);
+//! 4. no lease is lost: every decision sees at least the certainly-live leases;
+//! 5. once every holder is gone and grace has passed, the sweeper leaves the VM deallocated and no lease.
+//!
+//! `PROCFWK_VM_SCHEDULES` sets the number of schedules (default 100); `PROCFWK_VM_SEED` replays one run.
+
+use super::*;
+use crate::sim::compute::{Accepted, VmAction, VmId, VmStore};
+use crate::sim::{SimConfig, VmDef};
+use crate::store::Store;
+use chrono::NaiveDateTime;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::sync::{Arc, Mutex};
+use std::time::Duration as StdDuration;
+
+const LEASE_SECS: u32 = 600;
+const GRACE_SECS: u32 = 300;
+const SWEEP_EVERY: i64 = 300;
+
+/// The simulator's VM engine behind the [`PowerControl`] port, on a virtual clock, with faults.
+struct SimPower {
+    vms: VmStore,
+    id: VmId,
+    base: tokio::time::Instant,
+    secs: Mutex<f64>,
+    rng: Mutex<StdRng>,
+    fault_ratio: f64,
+    /// (virtual second, accepted deallocation) for invariant 1.
+    deallocations: Mutex<Vec<f64>>,
+}
+
+impl SimPower {
+    fn now(&self) -> tokio::time::Instant {
+        let secs = *self.secs.lock().unwrap_or_else(|e| e.into_inner());
+        self.base + StdDuration::from_secs_f64(secs)
+    }
+
+    fn state(&self) -> PowerState {
+        self.vms
+            .observe(self.id, self.now())
+            .map_or(PowerState::Deallocated, |o| o.state)
+    }
+
+    /// `Some(error)` for an injected fault; `after` says whether it hits after the operation applied.
+    fn fault(&self) -> Option<(UpstreamError, bool)> {
+        let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+        if rng.gen::<f64>() >= self.fault_ratio {
+            return None;
+        }
+        let status = if rng.gen_bool(0.5) { 429 } else { 503 };
+        Some((
+            UpstreamError::Http {
+                service: crate::adapters::Service::Arm,
+                status,
+                code: "Injected".into(),
+                message: "injected fault".into(),
+            },
+            rng.gen_bool(0.5),
+        ))
+    }
+
+    fn request(&self, action: VmAction) -> Result<PowerRequest, UpstreamError> {
+        let fault = self.fault();
+        if let Some((e, false)) = fault {
+            return Err(e);
+        }
+        let answer = self
+            .vms
+            .request(self.id, action, self.now())
+            .ok_or_else(|| UpstreamError::Unsupported("no such VM".into()))?;
+        let reply = match answer {
+            Ok(Accepted::AlreadyDone) => PowerRequest::Accepted {
+                operation_url: None,
+                retry_after_secs: None,
+            },
+            Ok(Accepted::InFlight { operation_id, .. }) => {
+                if action == VmAction::Deallocate {
+                    let secs = *self.secs.lock().unwrap_or_else(|e| e.into_inner());
+                    self.deallocations
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(secs);
+                }
+                PowerRequest::Accepted {
+                    operation_url: Some(operation_id),
+                    retry_after_secs: Some(15),
+                }
+            }
+            Err(conflict) => PowerRequest::Conflict {
+                code: "OperationNotAllowed".into(),
+                message: format!("VM is {}", conflict.state.as_str()),
+            },
+        };
+        match fault {
+            Some((e, true)) => Err(e),
+            _ => Ok(reply),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl PowerControl for SimPower {
+    async fn power_state(&self, _vm: &VmRef) -> Result<PowerState, UpstreamError> {
+        if let Some((e, _)) = self.fault() {
+            return Err(e);
+        }
+        Ok(self.state())
+    }
+    async fn start(&self, _vm: &VmRef) -> Result<PowerRequest, UpstreamError> {
+        self.request(VmAction::Start)
+    }
+    async fn deallocate(&self, _vm: &VmRef) -> Result<PowerRequest, UpstreamError> {
+        self.request(VmAction::Deallocate)
+    }
+    async fn operation(&self, url: &str) -> Result<OperationOutcome, UpstreamError> {
+        use crate::sim::compute::OperationStatus;
+        Ok(
+            match self.vms.operation(url, self.now()).map(|o| o.status) {
+                Some(OperationStatus::InProgress) => OperationOutcome::InProgress,
+                Some(OperationStatus::Succeeded) | None => OperationOutcome::Succeeded,
+                Some(OperationStatus::Canceled) => OperationOutcome::Failed("Canceled".into()),
+            },
+        )
+    }
+    async fn runtime_status(&self, _runtime: &RuntimeRef) -> Result<RuntimeStatus, UpstreamError> {
+        Err(UpstreamError::Unsupported("no runtime in the model".into()))
+    }
+}
+
+fn naive(secs: f64) -> NaiveDateTime {
+    chrono::DateTime::from_timestamp(1_800_000_000, 0)
+        .map(|d| d.naive_utc())
+        .unwrap_or_default()
+        + chrono::Duration::milliseconds((secs * 1000.0) as i64)
+}
+
+/// One holder's plan: arrive, wait for Ready, work (renewing), then release — or crash silently.
+#[derive(Clone, Debug)]
+struct Holder {
+    name: String,
+    work: f64,
+    crashes: bool,
+    /// Certainly-live lease from / until (ground truth from successful answers).
+    taken_at: Option<f64>,
+    live_until: Option<f64>,
+    released_at: Option<f64>,
+    ready_at: Option<f64>,
+    released: bool,
+    phase: Phase,
+    next: f64,
+    polls: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Arriving,
+    Waiting,
+    Working,
+    Done,
+}
+
+struct Schedule {
+    seed: u64,
+    index: usize,
+}
+
+async fn run_schedule(store_path: &str, schedule: Schedule) -> Result<(usize, usize), String> {
+    let mut rng = StdRng::seed_from_u64(schedule.seed);
+    let rg = format!("rg-{}", schedule.index);
+    let mut def = VmDef::new("shir-vm");
+    def.resource_group = rg.clone();
+    def.start_secs = 90.0;
+    def.start_spread_secs = 60.0;
+    def.deallocate_secs = 60.0;
+    def.initial_state = if rng.gen_bool(0.3) {
+        PowerState::Running
+    } else {
+        PowerState::Deallocated
+    };
+    let mut config = SimConfig::sample();
+    config.time_scale = 1.0;
+    config.vms = vec![def];
+    config.runtimes = Vec::new();
+    let base = tokio::time::Instant::now();
+    let vms = VmStore::new(&config, base);
+    let id = vms
+        .lookup(crate::sim::SAMPLE_TENANT_ID, &rg, "shir-vm")
+        .ok_or("the model VM exists")?;
+    let power = Arc::new(SimPower {
+        vms,
+        id,
+        base,
+        secs: Mutex::new(0.0),
+        rng: Mutex::new(StdRng::seed_from_u64(schedule.seed ^ 0x5eed)),
+        fault_ratio: rng.gen_range(0.0..0.2),
+        deallocations: Mutex::new(Vec::new()),
+    });
+    let spec = PoolSpec {
+        subscription: Guid::parse(crate::sim::SAMPLE_TENANT_ID).ok_or("guid")?,
+        resource_group: ResourceName::parse(&rg)?,
+        vms: vec![ResourceName::parse("shir-vm")?],
+        runtime: None,
+        sizing: Sizing {
+            jobs_per_node: 4,
+            min_nodes: 1,
+            grace_secs: if rng.gen_bool(0.2) { 0 } else { GRACE_SECS },
+        },
+    };
+    let count = rng.gen_range(1..=8);
+    let mut holders: Vec<Holder> = (0..count)
+        .map(|i| {
+            let arrive = rng.gen_range(0.0..7200.0);
+            Holder {
+                name: format!("run-{i}"),
+
+                work: rng.gen_range(10.0..3600.0),
+                crashes: rng.gen_bool(0.15),
+                taken_at: None,
+                live_until: None,
+                released_at: None,
+                ready_at: None,
+                released: false,
+                phase: Phase::Arriving,
+                next: arrive,
+                polls: 0,
+            }
+        })
+        .collect();
+    let mut store = Store::open(&format!("sqlite:{store_path}"), None)
+        .await
+        .map_err(|e| e.to_string())?
+        .with_attempts(1);
+    let mut next_sweep = SWEEP_EVERY as f64;
+    let trace: Option<usize> = std::env::var("PROCFWK_VM_TRACE")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let mut decisions = 0usize;
+    let mut violations = Vec::new();
+    let live_at = |holders: &[Holder], t: f64| {
+        holders
+            .iter()
+            .filter(|h| h.live_until.is_some_and(|u| u > t) && !h.released)
+            .count()
+    };
+    loop {
+        // The next event: a holder's step or the sweeper (ties broken at random).
+        let next_holder = holders
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| h.phase != Phase::Done)
+            .map(|(i, h)| (h.next + rng.gen_range(0.0..0.001), i))
+            .min_by(|a, b| a.0.total_cmp(&b.0));
+        let all_done = next_holder.is_none();
+        let (t, who) = match next_holder {
+            Some((t, i)) if t < next_sweep => (t, Some(i)),
+            _ => (next_sweep, None),
+        };
+        *power.secs.lock().unwrap_or_else(|e| e.into_inner()) = t;
+        let now = naive(t);
+        if rng.gen_bool(0.02) {
+            // A handler restart: a new process opens the same store.
+            store = Store::open(&format!("sqlite:{store_path}"), None)
+                .await
+                .map_err(|e| e.to_string())?
+                .with_attempts(1);
+        }
+        let Some(i) = who else {
+            next_sweep += SWEEP_EVERY as f64;
+            let key = spec.key();
+            decisions += 1;
+            let result = Decision::observe(key, now, power.clone()).run(&store).await;
+            if trace == Some(schedule.index) {
+                println!(
+                    "t={t:.0} sweep -> {:?} vm={}",
+                    result
+                        .as_ref()
+                        .map(|r| (r.ready, r.active_leases, r.started, r.deallocated))
+                        .map_err(|e| e.to_string()),
+                    power.state().as_str()
+                );
+            }
+            if let Ok(r) = result {
+                if r.active_leases < live_at(&holders, t) {
+                    violations.push(format!(
+                        "t={t:.0}: sweep saw {} leases, {} are live",
+                        r.active_leases,
+                        live_at(&holders, t)
+                    ));
+                }
+            }
+            if all_done && t > 30_000.0 {
+                break;
+            }
+            continue;
+        };
+        let h = holders[i].clone();
+        let (change, phase) = match h.phase {
+            Phase::Arriving => (
+                Change::Take {
+                    holder: h.name.clone(),
+                    lease_secs: LEASE_SECS,
+                },
+                Phase::Arriving,
+            ),
+            Phase::Waiting => (
+                Change::Renew {
+                    holder: h.name.clone(),
+                    lease_secs: LEASE_SECS,
+                },
+                Phase::Waiting,
+            ),
+            Phase::Working if h.crashes => {
+                holders[i].phase = Phase::Done;
+                continue;
+            }
+            Phase::Working if t >= h.ready_at.unwrap_or(t) + h.work => (
+                Change::Release {
+                    holder: h.name.clone(),
+                },
+                Phase::Working,
+            ),
+            Phase::Working => (
+                Change::Renew {
+                    holder: h.name.clone(),
+                    lease_secs: LEASE_SECS,
+                },
+                Phase::Working,
+            ),
+            Phase::Done => continue,
+        };
+        let releasing = matches!(change, Change::Release { .. });
+        if releasing {
+            // From the moment it asks to release, the holder no longer relies on the VM.
+            holders[i].released = true;
+            holders[i].released_at.get_or_insert(t);
+        }
+        decisions += 1;
+        let traced = change.clone();
+        let result = Decision::new(spec.clone(), change, now, power.clone())
+            .run(&store)
+            .await;
+        if trace == Some(schedule.index) {
+            println!(
+                "t={t:.0} {} {traced:?} -> {:?} vm={}",
+                h.name,
+                result
+                    .as_ref()
+                    .map(|r| (
+                        r.ready,
+                        r.active_leases,
+                        r.started,
+                        r.deallocated,
+                        r.lease_expires
+                    ))
+                    .map_err(|e| e.to_string()),
+                power.state().as_str()
+            );
+        }
+        let h = &mut holders[i];
+        match result {
+            Ok(report) => {
+                if releasing {
+                    h.phase = Phase::Done;
+                } else {
+                    if h.phase == Phase::Arriving && h.taken_at.is_none() {
+                        h.taken_at = Some(t);
+                    }
+                    if h.phase == Phase::Arriving || report.lease_expires.is_some() {
+                        h.live_until = report
+                            .lease_expires
+                            .map(|e| t + (e - now).num_milliseconds() as f64 / 1000.0);
+                    }
+                    if report.ready {
+                        let state = power.state();
+                        if state != PowerState::Running {
+                            violations.push(format!(
+                                "t={t:.0}: {} told Ready while the VM is {}",
+                                h.name,
+                                state.as_str()
+                            ));
+                        }
+                        if h.ready_at.is_none() {
+                            h.ready_at = Some(t);
+                        }
+                        h.phase = Phase::Working;
+                    } else if h.phase == Phase::Arriving {
+                        h.phase = Phase::Waiting;
+                    }
+                }
+                let live = holders
+                    .iter()
+                    .filter(|x| x.live_until.is_some_and(|u| u > t) && !x.released)
+                    .count();
+                if report.active_leases < live {
+                    violations.push(format!(
+                        "t={t:.0}: decision saw {} leases, {live} are live",
+                        report.active_leases
+                    ));
+                }
+            }
+            Err(_) => {
+                // An ARM or store failure: the decision rolled back; the holder tries again.
+            }
+        }
+        let h = &mut holders[i];
+        h.polls += 1;
+        h.next = t + match (phase, h.phase) {
+            (_, Phase::Working) => rng.gen_range(30.0..(LEASE_SECS as f64 / 3.0)),
+            _ => rng.gen_range(10.0..30.0),
+        };
+        if h.phase == Phase::Waiting && h.polls > 60 {
+            violations.push(format!(
+                "{} waited {} polls with a live lease and never got Ready (VM {})",
+                h.name,
+                h.polls,
+                power.state().as_str()
+            ));
+            h.phase = Phase::Done;
+        }
+    }
+    // Invariant 1: no deallocation accepted while a lease was certainly live.
+    for at in power
+        .deallocations
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+    {
+        for h in &holders {
+            let (Some(from), Some(until)) = (h.taken_at, h.live_until) else {
+                continue;
+            };
+            let until = h.released_at.map_or(until, |r| r.min(until));
+            if from <= *at && *at < until {
+                violations.push(format!(
+                    "t={at:.0}: deallocation while {} holds a live lease [{from:.0}, {until:.0})",
+                    h.name
+                ));
+            }
+        }
+    }
+    // Invariant 5: in the end the VM is deallocated and no lease is left.
+    let end = power.state();
+    if end != PowerState::Deallocated {
+        violations.push(format!("VM ends {}", end.as_str()));
+    }
+    if violations.is_empty() {
+        Ok((decisions, holders.len()))
+    } else {
+        Err(format!(
+            "schedule {} (seed {}): {}",
+            schedule.index,
+            schedule.seed,
+            violations.join("; ")
+        ))
+    }
+}
+
+#[tokio::test]
+async fn randomized_schedules_never_strand_a_lease_holder() {
+    let schedules: usize = std::env::var("PROCFWK_VM_SCHEDULES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let seed: u64 = std::env::var("PROCFWK_VM_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| rand::thread_rng().gen());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("leases.db");
+    let path = path.to_string_lossy().to_string();
+    Store::open(&format!("sqlite:{path}"), None)
+        .await
+        .expect("store")
+        .init_schema()
+        .await
+        .expect("schema");
+    let started = std::time::Instant::now();
+    let mut decisions = 0;
+    let mut holders = 0;
+    let mut failures = Vec::new();
+    let mut seeds = StdRng::seed_from_u64(seed);
+    for index in 0..schedules {
+        let schedule = Schedule {
+            seed: seeds.gen(),
+            index,
+        };
+        match run_schedule(&path, schedule).await {
+            Ok((d, h)) => {
+                decisions += d;
+                holders += h;
+            }
+            Err(e) => failures.push(e),
+        }
+    }
+    println!(
+        "{schedules} schedules (seed {seed}): {holders} holders, {decisions} decisions in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} failing schedules:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
