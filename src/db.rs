@@ -37,6 +37,13 @@ pub enum DbCommand {
     LastExecution,
     /// The rows of CurrentExecution.
     Current,
+    /// VmPower cost report: per VM pool, VM-hours allocated against the hours some lease was live
+    /// (the lower bound), and the number of starts, from the power log.
+    VmReport {
+        /// Print the report as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub async fn open(db: &str) -> anyhow::Result<Store> {
@@ -95,6 +102,34 @@ fn print_rows(rows: &[Row], columns: &[&str]) {
 pub async fn run(args: DbArgs) -> anyhow::Result<()> {
     let store = open(&args.db).await?;
     match args.command {
+        DbCommand::VmReport { json } => {
+            let log = crate::leases::report::read_log(&store)
+                .await
+                .context("could not read the VM power log")?;
+            let costs = crate::leases::report::costs(&log, chrono::Utc::now().naive_utc());
+            if json {
+                println!("{}", serde_json::to_string_pretty(&costs)?);
+            } else {
+                println!(
+                    "{:<60}  {:>14}  {:>12}  {:>6}  {:>6}  {:>6}",
+                    "pool", "allocated VM-h", "leased h", "ratio", "starts", "leases"
+                );
+                for c in &costs {
+                    let ratio = if c.leased_hours > 0.0 {
+                        format!("{:.2}", c.allocated_hours / c.leased_hours)
+                    } else {
+                        "-".into()
+                    };
+                    println!(
+                        "{:<60}  {:>14.2}  {:>12.2}  {:>6}  {:>6}  {:>6}",
+                        c.pool_key, c.allocated_hours, c.leased_hours, ratio, c.starts, c.leases
+                    );
+                }
+                if costs.is_empty() {
+                    println!("(no VM pool has a power log yet)");
+                }
+            }
+        }
         DbCommand::Init => {
             store
                 .init_schema()

@@ -10,6 +10,7 @@ use support::*;
 
 struct VmStack {
     stack: Stack,
+    db: String,
     _dir: tempfile::TempDir,
 }
 
@@ -22,10 +23,11 @@ fn vm_stack(extra: &[(&str, String)]) -> VmStack {
         .output()
         .expect("procfwk db init runs");
     assert!(init.status.success(), "db init: {init:?}");
-    let mut env = vec![("PROCFWK_METADATA_DB", db)];
+    let mut env = vec![("PROCFWK_METADATA_DB", db.clone())];
     env.extend(extra.iter().map(|(k, v)| (*k, v.clone())));
     VmStack {
         stack: stack_with(sim_config(), &env),
+        db,
         _dir: dir,
     }
 }
@@ -171,6 +173,21 @@ async fn back_to_back_pipelines_within_grace_do_not_stop_and_start_the_vm() {
     assert_eq!(swept["Deallocated"], json!([]), "{swept}");
     assert_eq!(s.history("shir-vm-1", "start_requested").await, 1);
     assert_eq!(s.history("shir-vm-1", "deallocate_requested").await, 0);
+
+    // The cost report reads the same story from the power log: one start, two leases.
+    let report = std::process::Command::new(binary())
+        .args(["db", "vm-report", "--json"])
+        .env("PROCFWK_METADATA_DB", &s.db)
+        .output()
+        .expect("procfwk db vm-report runs");
+    assert!(report.status.success(), "{report:?}");
+    let costs: Value = serde_json::from_slice(&report.stdout).expect("JSON report");
+    assert_eq!(costs[0]["starts"], 1, "{costs}");
+    assert_eq!(costs[0]["leases"], 2, "{costs}");
+    assert_eq!(costs[0]["deallocations"], 0, "{costs}");
+    let allocated = costs[0]["allocated_hours"].as_f64().unwrap_or(0.0);
+    let leased = costs[0]["leased_hours"].as_f64().unwrap_or(1.0);
+    assert!(allocated >= leased && allocated > 0.0, "{costs}");
 }
 
 #[tokio::test]
