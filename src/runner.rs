@@ -47,6 +47,9 @@ pub struct RunArgs {
     /// Only print the final summary.
     #[arg(long)]
     pub quiet: bool,
+    /// Write every function call made (in order, with the fields each answer had) to this JSON file.
+    #[arg(long)]
+    pub record: Option<std::path::PathBuf>,
 }
 
 /// One call the run made, in order (tests compare this with the shipped pipelines).
@@ -54,6 +57,11 @@ pub struct RunArgs {
 pub struct Call {
     pub function: String,
     pub status: u16,
+    /// The stage and worker the call was about, when its body named them.
+    pub stage_id: Option<i64>,
+    pub pipeline_id: Option<i64>,
+    /// The top-level fields of the answer.
+    pub fields: Vec<String>,
 }
 
 /// What happened to one worker.
@@ -107,6 +115,12 @@ impl Caller {
             calls.push(Call {
                 function: function.to_string(),
                 status,
+                stage_id: body["stageId"].as_i64(),
+                pipeline_id: body["pipelineId"].as_i64(),
+                fields: out
+                    .as_object()
+                    .map(|o| o.keys().cloned().collect())
+                    .unwrap_or_default(),
             });
         }
         Ok((status, out))
@@ -264,8 +278,10 @@ pub async fn play(base: String, key: Option<String>, args: &RunArgs) -> anyhow::
             if !args.quiet {
                 println!("stage {stage_name}: {}", error_text(&out));
             }
-            stopped = Some(error_text(&out));
-            break;
+            // Like ADF's sequential ForEach in the Parent, a failed stage does not stop the loop: each
+            // later stage is prepared (and refused) in turn.
+            stopped.get_or_insert(error_text(&out));
+            continue;
         }
         let workers = out["Workers"].as_array().cloned().unwrap_or_default();
         if !args.quiet {
@@ -421,6 +437,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         s.shutdown().await;
     }
     let report = report?;
+    if let Some(path) = &args.record {
+        let calls = serde_json::to_vec_pretty(&report.calls)?;
+        std::fs::write(path, calls)
+            .with_context(|| format!("could not write {}", path.display()))?;
+    }
     print_summary(&report);
     if !report.succeeded {
         bail!("the execution did not succeed: {}", report.message);

@@ -1,0 +1,1136 @@
+//! The shipped ADF pipelines (`deploy/adf/`, azure.datafactory.tools layout) checked against the Function
+//! App they call: every function exists with that name and method, bodies are JSON with the fields the
+//! function needs, dependencies and `activity('…')` references point at existing upstream activities,
+//! every output field an expression reads is one the function returns, Execute Pipeline references and
+//! parameters match. Then `procfwk run --simulate` is compared with the pipelines: the function calls it
+//! makes, in order, are the ones Parent → Child → Infant make, on a clean run and on a failing one.
+
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn read_json(path: &Path) -> Value {
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("parse {}: {e}", path.display()))
+}
+
+/// `name → JSON` for every file in `deploy/adf/<kind>/`, checking the file is named after its resource.
+fn resources(kind: &str) -> BTreeMap<String, Value> {
+    let dir = repo().join("deploy/adf").join(kind);
+    let mut out = BTreeMap::new();
+    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.expect("entry").path();
+        let json = read_json(&path);
+        let name = json["name"].as_str().expect("name").to_string();
+        assert_eq!(
+            path.file_stem().map(|s| s.to_string_lossy().to_string()),
+            Some(name.clone()),
+            "{} is named after its resource",
+            path.display()
+        );
+        out.insert(name, json);
+    }
+    out
+}
+
+/// The HTTP functions of the app and their methods, from `functions/<Name>/function.json`.
+fn functions() -> BTreeMap<String, Vec<String>> {
+    let mut out = BTreeMap::new();
+    for entry in std::fs::read_dir(repo().join("functions")).expect("functions/") {
+        let dir = entry.expect("entry").path();
+        let json = read_json(&dir.join("function.json"));
+        let Some(trigger) = json["bindings"]
+            .as_array()
+            .and_then(|b| b.iter().find(|b| b["type"] == "httpTrigger"))
+        else {
+            continue;
+        };
+        let methods = trigger["methods"]
+            .as_array()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|v| v.as_str().map(str::to_uppercase))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let name = dir.file_name().expect("name").to_string_lossy().to_string();
+        out.insert(name, methods);
+    }
+    out
+}
+
+/// The top-level fields each function answers with (docs/functions.md; metadata mode for
+/// ExecutePipelineV2/CheckPipelineStatus, which add `PipelineStatusCheckDuration` and `WorkerStatus`
+/// to the compatibility-mode fields; VmPower as its contract says). The call-sequence test below checks
+/// every field the shipped pipelines read against the answers of a real run as well.
+fn returns(function: &str) -> &'static [&'static str] {
+    match function {
+        "StartExecution" => &[
+            "ExecutionId",
+            "Mode",
+            "BatchName",
+            "PipelineStatusCheckDuration",
+            "Stages",
+        ],
+        "PrepareStage" => &["ExecutionId", "StageId", "WorkerCount", "Workers"],
+        "ExecutePipeline" | "ExecutePipelineV2" | "CheckPipelineStatus" => &[
+            "PipelineName",
+            "RunId",
+            "ActualStatus",
+            "SimpleStatus",
+            "PipelineStatusCheckDuration",
+            "WorkerStatus",
+        ],
+        "FinishExecution" => &["ExecutionId", "ExecutionStatus", "Workers"],
+        "GetActivityErrors" => &[
+            "ResponseCount",
+            "ResponseErrorCount",
+            "Errors",
+            "PipelineName",
+            "RunId",
+            "ActualStatus",
+            "SimpleStatus",
+        ],
+        "ValidatePipeline" => &[
+            "PipelineExists",
+            "PipelineName",
+            "PipelineId",
+            "PipelineType",
+            "ActivityCount",
+        ],
+        "CancelPipeline" => &["PipelineName", "RunId", "ActualStatus", "SimpleStatus"],
+        "VmPower" => &[
+            "VmName",
+            "Action",
+            "PowerState",
+            "Ready",
+            "ActiveLeases",
+            "Holder",
+            "LeaseExpiresAt",
+            "Started",
+            "Deallocated",
+            "RuntimeState",
+            "RetryAfterSeconds",
+        ],
+        _ => &[],
+    }
+}
+
+/// The fields of the elements of an array a function returns (what `item()` reads in a ForEach).
+fn element_fields(function: &str, array: &str) -> &'static [&'static str] {
+    match (function, array) {
+        ("StartExecution", "Stages") => &["StageId", "StageName", "Workers"],
+        ("PrepareStage", "Workers") => &["executionId", "stageId", "pipelineId", "PipelineName"],
+        _ => &[],
+    }
+}
+
+/// Body fields a function needs (docs/functions.md; metadata mode for Execute/Check).
+fn requires(function: &str) -> &'static [&'static str] {
+    match function {
+        "PrepareStage" => &["executionId", "stageId"],
+        "ExecutePipelineV2" => &["executionId", "stageId", "pipelineId"],
+        "CheckPipelineStatus" => &["executionId", "stageId", "pipelineId", "runId"],
+        "FinishExecution" => &["executionId"],
+        "VmPower" => &[
+            "action",
+            "subscriptionId",
+            "resourceGroupName",
+            "vmName",
+            "holder",
+        ],
+        _ => &[],
+    }
+}
+
+/// One activity, flattened out of its containers.
+#[derive(Clone, Debug)]
+struct Activity {
+    name: String,
+    kind: String,
+    parent: Option<String>,
+    deps: Vec<(String, Vec<String>)>,
+    json: Value,
+}
+
+const CHILD_LISTS: [&str; 5] = [
+    "activities",
+    "ifTrueActivities",
+    "ifFalseActivities",
+    "defaultActivities",
+    "cases",
+];
+
+fn flatten(list: &Value, parent: Option<&str>, out: &mut Vec<Activity>) {
+    for a in list.as_array().into_iter().flatten() {
+        let name = a["name"].as_str().unwrap_or_default().to_string();
+        let deps = a["dependsOn"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|d| {
+                let conditions = d["dependencyConditions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|c| c.as_str().map(String::from))
+                    .collect();
+                (
+                    d["activity"].as_str().unwrap_or_default().to_string(),
+                    conditions,
+                )
+            })
+            .collect();
+        out.push(Activity {
+            name: name.clone(),
+            kind: a["type"].as_str().unwrap_or_default().to_string(),
+            parent: parent.map(String::from),
+            deps,
+            json: a.clone(),
+        });
+        let tp = &a["typeProperties"];
+        for list in CHILD_LISTS {
+            if list == "cases" {
+                for case in tp["cases"].as_array().into_iter().flatten() {
+                    flatten(&case["activities"], Some(&name), out);
+                }
+            } else {
+                flatten(&tp[list], Some(&name), out);
+            }
+        }
+    }
+}
+
+/// Every string in an activity's own JSON (not in the activities it contains).
+fn own_strings(value: &Value, top: bool, out: &mut Vec<String>) {
+    match value {
+        Value::String(s) => out.push(s.clone()),
+        Value::Array(items) => items.iter().for_each(|v| own_strings(v, false, out)),
+        Value::Object(map) => {
+            for (k, v) in map {
+                if !top && CHILD_LISTS.contains(&k.as_str()) {
+                    continue;
+                }
+                own_strings(v, false, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `activity('X').output.Field` (or `?.Field`) references in an expression: `(X, Some(Field))`, or
+/// `(X, None)` when no output field is read.
+fn activity_refs(s: &str) -> Vec<(String, Option<String>)> {
+    let mut out = Vec::new();
+    let mut rest = s;
+    while let Some(at) = rest.find("activity('") {
+        rest = &rest[at + "activity('".len()..];
+        let Some(end) = rest.find('\'') else { break };
+        let name = rest[..end].to_string();
+        rest = &rest[end + 1..];
+        let after = rest.strip_prefix(')').unwrap_or(rest);
+        let field = after
+            .strip_prefix(".output")
+            .map(|f| f.strip_prefix('?').unwrap_or(f))
+            .and_then(|f| f.strip_prefix('.'))
+            .map(|f| {
+                f.chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect::<String>()
+            });
+        out.push((name, field));
+    }
+    out
+}
+
+/// Identifiers after `prefix` in an expression (`pipeline().parameters.`, `item().`).
+fn idents_after(s: &str, prefix: &str) -> Vec<String> {
+    s.match_indices(prefix)
+        .map(|(at, _)| {
+            s[at + prefix.len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect()
+        })
+        .collect()
+}
+
+/// The body with every `@{…}` interpolation replaced by `0`, so it can be parsed as JSON.
+fn body_as_json(body: &str) -> Result<Value, String> {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some(at) = rest.find("@{") {
+        out.push_str(&rest[..at]);
+        let mut depth = 0;
+        let mut end = None;
+        for (i, c) in rest[at + 1..].char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = Some(at + 1 + i);
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let end = end.ok_or("unbalanced @{")?;
+        out.push('0');
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    serde_json::from_str(&out).map_err(|e| format!("{e} in {out}"))
+}
+
+struct Factory {
+    pipelines: BTreeMap<String, Value>,
+    linked: BTreeMap<String, Value>,
+    functions: BTreeMap<String, Vec<String>>,
+}
+
+impl Factory {
+    fn shipped() -> Self {
+        Self {
+            pipelines: resources("pipeline"),
+            linked: resources("linkedService"),
+            functions: functions(),
+        }
+    }
+
+    fn activities(&self, pipeline: &str) -> Vec<Activity> {
+        let mut out = Vec::new();
+        flatten(
+            &self.pipelines[pipeline]["properties"]["activities"],
+            None,
+            &mut out,
+        );
+        out
+    }
+
+    /// Every problem found in every pipeline.
+    fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for name in self.pipelines.keys() {
+            out.extend(
+                self.pipeline_problems(name)
+                    .into_iter()
+                    .map(|p| format!("{name}: {p}")),
+            );
+        }
+        for (name, ls) in &self.linked {
+            if let Some(store) =
+                ls["properties"]["typeProperties"]["functionKey"]["store"]["referenceName"].as_str()
+            {
+                if !self.linked.contains_key(store) {
+                    out.push(format!("linked service {name}: no linked service {store}"));
+                }
+            }
+        }
+        out
+    }
+
+    fn pipeline_problems(&self, pipeline: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let acts = self.activities(pipeline);
+        let by_name: BTreeMap<&str, &Activity> =
+            acts.iter().map(|a| (a.name.as_str(), a)).collect();
+        if by_name.len() != acts.len() {
+            out.push("activity names are not unique".into());
+        }
+        let params = &self.pipelines[pipeline]["properties"]["parameters"];
+        // Outgoing conditions per activity: ADF refuses Completed next to Succeeded/Failed.
+        let mut outgoing: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+        for a in &acts {
+            for (target, conditions) in &a.deps {
+                match by_name.get(target.as_str()) {
+                    None => out.push(format!("{} depends on missing {target}", a.name)),
+                    Some(t) if t.parent != a.parent => out.push(format!(
+                        "{} depends on {target} outside its container",
+                        a.name
+                    )),
+                    Some(_) => {}
+                }
+                if conditions.is_empty() {
+                    out.push(format!("{} → {target}: no condition", a.name));
+                }
+                for c in conditions {
+                    if !["Succeeded", "Failed", "Skipped", "Completed"].contains(&c.as_str()) {
+                        out.push(format!("{} → {target}: unknown condition {c}", a.name));
+                    }
+                    outgoing
+                        .entry(target.as_str())
+                        .or_default()
+                        .insert(c.as_str());
+                }
+            }
+        }
+        for (source, conditions) in &outgoing {
+            if conditions.contains("Completed")
+                && (conditions.contains("Succeeded") || conditions.contains("Failed"))
+            {
+                out.push(format!("{source}: Completed next to Succeeded/Failed"));
+            }
+        }
+        for a in &acts {
+            let tp = &a.json["typeProperties"];
+            match a.kind.as_str() {
+                "AzureFunctionActivity" => {
+                    let function = tp["functionName"].as_str().unwrap_or_default();
+                    let method = tp["method"].as_str().unwrap_or_default().to_uppercase();
+                    match self.functions.get(function) {
+                        None => out.push(format!("{}: no function {function:?}", a.name)),
+                        Some(methods) if !methods.contains(&method) => out.push(format!(
+                            "{}: {function} does not accept {method} ({methods:?})",
+                            a.name
+                        )),
+                        Some(_) => {}
+                    }
+                    let ls = a.json["linkedServiceName"]["referenceName"]
+                        .as_str()
+                        .unwrap_or_default();
+                    if self.linked.get(ls).map(|l| &l["properties"]["type"])
+                        != Some(&Value::from("AzureFunction"))
+                    {
+                        out.push(format!("{}: no Azure Function linked service {ls}", a.name));
+                    }
+                    let body = tp["body"]["value"].as_str().or(tp["body"].as_str());
+                    match body.map(body_as_json) {
+                        None if method == "POST" => {
+                            out.push(format!("{}: POST without a body", a.name))
+                        }
+                        None => {}
+                        Some(Err(e)) => out.push(format!("{}: body is not JSON: {e}", a.name)),
+                        Some(Ok(json)) => {
+                            let keys: BTreeSet<String> = json
+                                .as_object()
+                                .map(|o| o.keys().map(|k| k.to_lowercase()).collect())
+                                .unwrap_or_default();
+                            for field in requires(function) {
+                                if !keys.contains(&field.to_lowercase()) {
+                                    out.push(format!("{}: body lacks {field}", a.name));
+                                }
+                            }
+                        }
+                    }
+                }
+                "ExecutePipeline" => {
+                    let target = tp["pipeline"]["referenceName"].as_str().unwrap_or_default();
+                    match self.pipelines.get(target) {
+                        None => out.push(format!("{}: no pipeline {target}", a.name)),
+                        Some(t) => {
+                            let declared = t["properties"]["parameters"]
+                                .as_object()
+                                .cloned()
+                                .unwrap_or_default();
+                            let passed = tp["parameters"].as_object().cloned().unwrap_or_default();
+                            for p in passed.keys() {
+                                if !declared.contains_key(p) {
+                                    out.push(format!("{}: {target} has no parameter {p}", a.name));
+                                }
+                            }
+                            for (p, d) in &declared {
+                                if d.get("defaultValue").is_none() && !passed.contains_key(p) {
+                                    out.push(format!("{}: {target} needs parameter {p}", a.name));
+                                }
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+            // Expressions.
+            let allowed = self.referable(&acts, a);
+            let mut strings = Vec::new();
+            own_strings(&a.json, true, &mut strings);
+            for s in strings.iter().filter(|s| s.contains('@')) {
+                for (target, field) in activity_refs(s) {
+                    if !allowed.contains(&target) {
+                        out.push(format!(
+                            "{} reads activity('{target}'), which is not upstream",
+                            a.name
+                        ));
+                        continue;
+                    }
+                    let Some(field) = field else { continue };
+                    let source = by_name[target.as_str()];
+                    let fields: &[&str] = match source.kind.as_str() {
+                        "AzureFunctionActivity" => returns(
+                            source.json["typeProperties"]["functionName"]
+                                .as_str()
+                                .unwrap_or_default(),
+                        ),
+                        "ExecutePipeline" => &["pipelineRunId", "pipelineName"],
+                        _ => &[],
+                    };
+                    if !fields.contains(&field.as_str()) {
+                        out.push(format!(
+                            "{} reads {target}.output.{field}, which it does not return",
+                            a.name
+                        ));
+                    }
+                }
+                for p in idents_after(s, "pipeline().parameters.") {
+                    if params.get(&p).is_none() {
+                        out.push(format!("{} reads undeclared parameter {p}", a.name));
+                    }
+                }
+                let items = idents_after(s, "item().");
+                if !items.is_empty() {
+                    match self.foreach_elements(&acts, a) {
+                        None => out.push(format!(
+                            "{} reads item() outside a ForEach over a function's array",
+                            a.name
+                        )),
+                        Some(fields) => {
+                            for f in items.iter().filter(|f| !fields.contains(&f.as_str())) {
+                                out.push(format!(
+                                    "{} reads item().{f}, which the array's elements lack",
+                                    a.name
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Activities whose output `a` may read: upstream of it (transitively, in its container and in
+    /// every enclosing one), anything inside those; for an Until, also what it contains (its condition).
+    fn referable(&self, acts: &[Activity], a: &Activity) -> BTreeSet<String> {
+        let by_name: BTreeMap<&str, &Activity> =
+            acts.iter().map(|a| (a.name.as_str(), a)).collect();
+        let descendants = |root: &str, out: &mut BTreeSet<String>| {
+            let mut stack = vec![root.to_string()];
+            while let Some(p) = stack.pop() {
+                for c in acts
+                    .iter()
+                    .filter(|c| c.parent.as_deref() == Some(p.as_str()))
+                {
+                    out.insert(c.name.clone());
+                    stack.push(c.name.clone());
+                }
+            }
+        };
+        let mut out = BTreeSet::new();
+        if a.kind == "Until" {
+            descendants(&a.name, &mut out);
+        }
+        let mut current = Some(a);
+        while let Some(x) = current {
+            let mut stack: Vec<String> = x.deps.iter().map(|(d, _)| d.clone()).collect();
+            while let Some(d) = stack.pop() {
+                if out.insert(d.clone()) {
+                    descendants(&d, &mut out);
+                    if let Some(up) = by_name.get(d.as_str()) {
+                        stack.extend(up.deps.iter().map(|(d, _)| d.clone()));
+                    }
+                }
+            }
+            current = x.parent.as_deref().and_then(|p| by_name.get(p).copied());
+        }
+        out
+    }
+
+    /// For an activity inside a ForEach over `activity('X').output.Array`: the fields of its elements.
+    fn foreach_elements(&self, acts: &[Activity], a: &Activity) -> Option<&'static [&'static str]> {
+        let mut current = a.parent.as_deref();
+        while let Some(p) = current {
+            let container = acts.iter().find(|c| c.name == p)?;
+            if container.kind == "ForEach" {
+                let items = container.json["typeProperties"]["items"]["value"].as_str()?;
+                let (source, field) = activity_refs(items).into_iter().next()?;
+                let source = acts.iter().find(|s| s.name == source)?;
+                let function = source.json["typeProperties"]["functionName"].as_str()?;
+                return Some(element_fields(function, &field?));
+            }
+            current = container.parent.as_deref();
+        }
+        None
+    }
+
+    /// Activity runs per worker: `(fixed on success, fixed on failure, per poll of each Until)`,
+    /// counting the Child's Execute Pipeline activity that starts the Infant.
+    fn lifecycle(&self, infant: &str) -> (usize, usize, Vec<(String, usize)>) {
+        let top = self.pipelines[infant]["properties"]["activities"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let mut success = 1 + top.len();
+        let mut failure = 1 + top.len();
+        let mut polls = Vec::new();
+        for a in &top {
+            let tp = &a["typeProperties"];
+            match a["type"].as_str() {
+                Some("Until") => polls.push((
+                    a["name"].as_str().unwrap_or_default().to_string(),
+                    tp["activities"].as_array().map_or(0, Vec::len),
+                )),
+                Some("IfCondition") => {
+                    success += tp["ifTrueActivities"].as_array().map_or(0, Vec::len);
+                    failure += tp["ifFalseActivities"].as_array().map_or(0, Vec::len);
+                }
+                _ => {}
+            }
+        }
+        (success, failure, polls)
+    }
+}
+
+#[test]
+fn shipped_pipelines_call_existing_functions_and_read_what_they_return() {
+    let factory = Factory::shipped();
+    for name in [
+        "01-Grandparent",
+        "02-Parent",
+        "03-Child",
+        "04-Infant",
+        "04-Infant-VmPower",
+        "Intentional Error",
+    ] {
+        assert!(factory.pipelines.contains_key(name), "{name} is shipped");
+    }
+    for i in 1..=10 {
+        assert!(factory.pipelines.contains_key(&format!("Wait {i}")));
+    }
+    assert_eq!(factory.problems(), Vec::<String>::new());
+    // The Infant is Execute → Until(Check → Wait) → done; the VmPower variant adds start/status/stop.
+    let kinds = |p: &str| -> Vec<(String, String)> {
+        factory
+            .activities(p)
+            .into_iter()
+            .filter(|a| a.kind == "AzureFunctionActivity")
+            .map(|a| {
+                (
+                    a.name,
+                    a.json["typeProperties"]["functionName"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                )
+            })
+            .collect()
+    };
+    let functions_of = |p: &str| -> Vec<String> { kinds(p).into_iter().map(|(_, f)| f).collect() };
+    assert_eq!(
+        functions_of("04-Infant"),
+        ["ExecutePipelineV2", "CheckPipelineStatus"]
+    );
+    assert_eq!(
+        functions_of("04-Infant-VmPower"),
+        [
+            "VmPower",
+            "VmPower",
+            "ExecutePipelineV2",
+            "CheckPipelineStatus",
+            "VmPower"
+        ]
+    );
+    // The VM is released on every path: Stop VM runs whether the worker's loop succeeded, failed or
+    // was skipped (because the VM or the worker could not be started).
+    let vm = factory.activities("04-Infant-VmPower");
+    let stop = vm.iter().find(|a| a.name == "Stop VM").expect("Stop VM");
+    assert_eq!(
+        stop.deps,
+        [(
+            "Wait Until Worker Completes".to_string(),
+            vec!["Completed".to_string(), "Skipped".to_string()]
+        )]
+    );
+    assert!(stop.json["typeProperties"]["body"]["value"]
+        .as_str()
+        .is_some_and(|b| b.contains("\"action\": \"stop\"") && b.contains("pipeline().RunId")));
+}
+
+#[test]
+fn activities_per_worker_lifecycle_stay_within_budget() {
+    let factory = Factory::shipped();
+    let (success, failure, polls) = factory.lifecycle("04-Infant");
+    eprintln!(
+        "04-Infant: {success} activities per worker (+{} when it fails), {polls:?} per poll",
+        failure - success
+    );
+    assert!(success <= 4, "fixed activities per worker: {success}");
+    assert_eq!(polls.len(), 1);
+    assert!(polls[0].1 <= 2, "activities per poll: {}", polls[0].1);
+    let (success, failure, polls) = factory.lifecycle("04-Infant-VmPower");
+    eprintln!("04-Infant-VmPower: {success} activities per worker (+{} when it fails), {polls:?} per poll", failure - success);
+    assert!(polls.iter().all(|(_, n)| *n <= 2), "{polls:?}");
+    assert!(success <= 8, "{success}");
+}
+
+#[test]
+fn broken_pipelines_are_detected() {
+    // Each change breaks the Infant in one way the validation must report.
+    type Break = fn(&mut Value);
+    let cases: [(&str, Break); 9] = [
+        ("no function", |p| {
+            p["properties"]["activities"][0]["typeProperties"]["functionName"] =
+                "ExecutePipelineV3".into()
+        }),
+        ("does not accept GET", |p| {
+            p["properties"]["activities"][0]["typeProperties"]["method"] = "GET".into()
+        }),
+        ("depends on missing", |p| {
+            p["properties"]["activities"][1]["dependsOn"][0]["activity"] = "Execute Workr".into()
+        }),
+        ("which it does not return", |p| {
+            let until = &mut p["properties"]["activities"][1]["typeProperties"];
+            until["expression"]["value"] =
+                "@not(equals('Running', activity('Check Worker').output.Status))".into();
+        }),
+        ("not upstream", |p| {
+            p["properties"]["activities"][0]["typeProperties"]["body"]["value"] =
+                "{\"executionId\": \"@{activity('Check Worker').output.RunId}\"}".into();
+        }),
+        ("body lacks runId", |p| {
+            let check = &mut p["properties"]["activities"][1]["typeProperties"]["activities"][0];
+            check["typeProperties"]["body"]["value"] =
+                "{\"executionId\": \"x\", \"stageId\": 1, \"pipelineId\": 1}".into();
+        }),
+        ("body is not JSON", |p| {
+            p["properties"]["activities"][0]["typeProperties"]["body"]["value"] =
+                "{\"executionId\": \"@{pipeline().parameters.executionId}\",}".into();
+        }),
+        ("undeclared parameter", |p| {
+            p["properties"]["activities"][0]["typeProperties"]["body"]["value"] =
+                "{\"executionId\": \"@{pipeline().parameters.ExecutionID}\", \"stageId\": 1, \"pipelineId\": 1}".into();
+        }),
+        ("Completed next to Succeeded", |p| {
+            p["properties"]["activities"][2]["dependsOn"][0]["dependencyConditions"] =
+                serde_json::json!(["Completed"]);
+            let mut extra = p["properties"]["activities"][2].clone();
+            extra["name"] = "Another".into();
+            extra["dependsOn"][0]["dependencyConditions"] = serde_json::json!(["Succeeded"]);
+            if let Some(list) = p["properties"]["activities"].as_array_mut() {
+                list.push(extra);
+            }
+        }),
+    ];
+    for (expected, break_it) in cases {
+        let mut factory = Factory::shipped();
+        let infant = factory.pipelines.get_mut("04-Infant").expect("04-Infant");
+        break_it(infant);
+        let problems = factory.problems();
+        assert!(
+            problems.iter().any(|p| p.contains(expected)),
+            "expected a problem with {expected:?}, got {problems:?}"
+        );
+    }
+    // The Child must pass the Infant's parameters, and read only fields the Workers elements have.
+    let mut factory = Factory::shipped();
+    let child = factory.pipelines.get_mut("03-Child").expect("03-Child");
+    let executor = &mut child["properties"]["activities"][1]["typeProperties"]["activities"][0];
+    if let Some(params) = executor["typeProperties"]["parameters"].as_object_mut() {
+        params.remove("pipelineId");
+        params.insert(
+            "PipelineID".into(),
+            serde_json::json!({"value": "@item().PipelineID", "type": "Expression"}),
+        );
+    }
+    let problems = factory.problems();
+    for expected in [
+        "needs parameter pipelineId",
+        "has no parameter PipelineID",
+        "item().PipelineID",
+    ] {
+        assert!(
+            problems.iter().any(|p| p.contains(expected)),
+            "{expected}: {problems:?}"
+        );
+    }
+}
+
+// ---- procfwk run against the simulator, compared with the pipelines ------------------------------
+
+/// What a pipeline does, as far as function calls go.
+#[derive(Clone, Debug)]
+enum Step {
+    /// One Azure Function activity: its function, retries, and whether it runs after an earlier failure.
+    Call {
+        function: String,
+        retries: u64,
+        after_failure: bool,
+    },
+    /// An Until: its body one or more times.
+    Until(Vec<Step>),
+    /// A ForEach over `Stages` (key: stageId) or `Workers` (key: pipelineId).
+    ForEach {
+        by_stage: bool,
+        sequential: bool,
+        body: Vec<Step>,
+        after_failure: bool,
+    },
+}
+
+fn steps_of(factory: &Factory, list: &Value) -> Vec<Step> {
+    // Topological order of the activities in this container.
+    let acts: Vec<Value> = list.as_array().cloned().unwrap_or_default();
+    let mut done: Vec<String> = Vec::new();
+    let mut ordered = Vec::new();
+    while ordered.len() < acts.len() {
+        let before = ordered.len();
+        for a in &acts {
+            let name = a["name"].as_str().unwrap_or_default().to_string();
+            let ready = a["dependsOn"].as_array().into_iter().flatten().all(|d| {
+                done.iter()
+                    .any(|n| Some(n.as_str()) == d["activity"].as_str())
+            });
+            if !done.contains(&name) && ready {
+                done.push(name);
+                ordered.push(a.clone());
+            }
+        }
+        assert!(ordered.len() > before, "dependency cycle");
+    }
+    let mut out = Vec::new();
+    for a in ordered {
+        let after_failure = a["dependsOn"].as_array().into_iter().flatten().any(|d| {
+            d["dependencyConditions"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|c| c == "Completed" || c == "Failed"))
+        });
+        let tp = &a["typeProperties"];
+        match a["type"].as_str().unwrap_or_default() {
+            "AzureFunctionActivity" => out.push(Step::Call {
+                function: tp["functionName"].as_str().unwrap_or_default().to_string(),
+                retries: a["policy"]["retry"].as_u64().unwrap_or(0),
+                after_failure,
+            }),
+            "ExecutePipeline" => {
+                let target = tp["pipeline"]["referenceName"].as_str().unwrap_or_default();
+                out.extend(steps_of(
+                    factory,
+                    &factory.pipelines[target]["properties"]["activities"],
+                ));
+            }
+            "Until" => out.push(Step::Until(steps_of(factory, &tp["activities"]))),
+            "ForEach" => out.push(Step::ForEach {
+                by_stage: tp["items"]["value"]
+                    .as_str()
+                    .is_some_and(|i| i.ends_with(".Stages")),
+                sequential: tp["isSequential"] == true,
+                body: steps_of(factory, &tp["activities"]),
+                after_failure,
+            }),
+            _ => {}
+        }
+    }
+    out
+}
+
+#[derive(Clone, Debug, serde::Deserialize)]
+struct Call {
+    function: String,
+    status: u16,
+    stage_id: Option<i64>,
+    pipeline_id: Option<i64>,
+    fields: Vec<String>,
+}
+
+/// Match `calls` against `steps`; returns how many calls the steps account for and whether they failed.
+fn replay(steps: &[Step], calls: &[Call]) -> Result<(usize, bool), String> {
+    let mut i = 0;
+    let mut failed = false;
+    for step in steps {
+        match step {
+            Step::Call {
+                function,
+                retries,
+                after_failure,
+            } => {
+                if failed && !after_failure {
+                    continue;
+                }
+                let mut ok = false;
+                for _ in 0..=*retries {
+                    let call = calls
+                        .get(i)
+                        .ok_or(format!("expected {function} after call {i}, the run ended"))?;
+                    if &call.function != function {
+                        return Err(format!(
+                            "call {i}: expected {function}, the run called {}",
+                            call.function
+                        ));
+                    }
+                    i += 1;
+                    if call.status == 200 {
+                        ok = true;
+                        break;
+                    }
+                    if calls.get(i).map(|c| &c.function) != Some(function) {
+                        break;
+                    }
+                }
+                failed = !ok;
+            }
+            Step::Until(body) => {
+                if failed {
+                    continue;
+                }
+                let first = match body.first() {
+                    Some(Step::Call { function, .. }) => function.clone(),
+                    _ => return Err("an Until without a first call".into()),
+                };
+                let mut iterations = 0;
+                loop {
+                    let (n, body_failed) = replay(body, &calls[i..])?;
+                    i += n;
+                    iterations += 1;
+                    if body_failed {
+                        failed = true;
+                        break;
+                    }
+                    if calls.get(i).map(|c| &c.function) != Some(&first) {
+                        break;
+                    }
+                }
+                if iterations == 0 {
+                    return Err("an Until ran no iteration".into());
+                }
+            }
+            Step::ForEach {
+                by_stage,
+                sequential,
+                body,
+                after_failure,
+            } => {
+                if failed && !after_failure {
+                    continue;
+                }
+                let key = |c: &Call| if *by_stage { c.stage_id } else { c.pipeline_id };
+                let end = calls[i..]
+                    .iter()
+                    .position(|c| key(c).is_none())
+                    .map_or(calls.len(), |p| i + p);
+                let mine = &calls[i..end];
+                let mut groups: Vec<(i64, Vec<Call>)> = Vec::new();
+                for c in mine {
+                    let k = key(c).unwrap_or_default();
+                    let last = groups.last().map(|(g, _)| *g);
+                    match groups.iter_mut().find(|(g, _)| *g == k) {
+                        Some((_, list)) => {
+                            if *sequential && last != Some(k) {
+                                return Err(format!(
+                                    "sequential ForEach: item {k} resumed after another"
+                                ));
+                            }
+                            list.push(c.clone())
+                        }
+                        None => groups.push((k, vec![c.clone()])),
+                    }
+                }
+                if *sequential && groups.windows(2).any(|w| w[0].0 >= w[1].0) {
+                    return Err("stages out of order".into());
+                }
+                let mut any_failed = false;
+                for (k, group) in &groups {
+                    let (n, f) = replay(body, group)?;
+                    if n != group.len() {
+                        return Err(format!(
+                            "item {k}: {} calls not in the pipelines: {:?}",
+                            group.len() - n,
+                            &group[n..]
+                        ));
+                    }
+                    any_failed |= f;
+                }
+                i = end;
+                // ADF's ForEach runs every item, then fails if one did.
+                failed = any_failed;
+            }
+        }
+    }
+    Ok((i, failed))
+}
+
+fn procfwk(args: &[&str], db: &str) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_procfwk"))
+        .args(args)
+        .env("PROCFWK_METADATA_DB", db)
+        .env_remove("FUNCTIONS_CUSTOMHANDLER_PORT")
+        .env_remove("IDENTITY_ENDPOINT")
+        .env_remove("IDENTITY_HEADER")
+        .env_remove("PROCFWK_FUNCTION_KEY")
+        .output()
+        .expect("run procfwk")
+}
+
+struct Exec(&'static str);
+
+#[async_trait::async_trait]
+impl procfwk::store::Transition for Exec {
+    type Output = u64;
+    type Error = procfwk::store::StoreError;
+    async fn apply(&self, tx: &mut dyn procfwk::store::Tx) -> Result<u64, Self::Error> {
+        let statement = procfwk::store::Statement {
+            name: "test",
+            sql: self.0,
+        };
+        tx.execute(&statement, &[]).await
+    }
+}
+
+/// `procfwk run --simulate` on the sample; the calls it recorded.
+async fn recorded_run(raise_errors: bool) -> (bool, Vec<Call>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = format!("sqlite:{}", dir.path().join("procfwk.db").display());
+    for args in [&["db", "init"][..], &["db", "seed-sample"][..]] {
+        let out = procfwk(args, &db);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    if raise_errors {
+        let store = procfwk::store::Store::open(&db, None).await.expect("store");
+        store
+            .run(&Exec("UPDATE procfwk.PipelineParameters SET ParameterValue = 'true' WHERE ParameterName = 'RaiseErrors'"))
+            .await
+            .expect("update");
+    }
+    let record = dir.path().join("calls.json");
+    let out = procfwk(
+        &[
+            "run",
+            "--simulate",
+            "--time-scale",
+            "0.01",
+            "--quiet",
+            "--db",
+            &db,
+            "--record",
+            record.to_str().expect("path"),
+        ],
+        &db,
+    );
+    let calls: Vec<Call> = serde_json::from_slice(&std::fs::read(&record).unwrap_or_else(|e| {
+        panic!(
+            "no call record ({e}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }))
+    .expect("call record");
+    (out.status.success(), calls)
+}
+
+/// Every `(function, field)` the given pipelines read from function outputs.
+fn fields_read(factory: &Factory, pipelines: &[&str]) -> BTreeSet<(String, String)> {
+    let mut out = BTreeSet::new();
+    for p in pipelines {
+        let acts = factory.activities(p);
+        for a in &acts {
+            let mut strings = Vec::new();
+            own_strings(&a.json, true, &mut strings);
+            for (target, field) in strings.iter().flat_map(|s| activity_refs(s)) {
+                let source = acts.iter().find(|s| s.name == target);
+                if let (Some(field), Some(function)) = (
+                    field,
+                    source.and_then(|s| s.json["typeProperties"]["functionName"].as_str()),
+                ) {
+                    out.insert((function.to_string(), field));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn procfwk_run_makes_the_calls_the_shipped_parent_child_and_infant_make() {
+    let factory = Factory::shipped();
+    let steps = steps_of(
+        &factory,
+        &factory.pipelines["02-Parent"]["properties"]["activities"],
+    );
+    let read = fields_read(&factory, &["02-Parent", "03-Child", "04-Infant"]);
+    for raise_errors in [false, true] {
+        let (succeeded, calls) = recorded_run(raise_errors).await;
+        assert_eq!(succeeded, !raise_errors, "the run's outcome");
+        let (n, failed) = replay(&steps, &calls)
+            .unwrap_or_else(|e| panic!("raise_errors={raise_errors}: {e}\ncalls: {calls:#?}"));
+        assert_eq!(
+            n,
+            calls.len(),
+            "every call is one the pipelines make: {:?}",
+            &calls[n..]
+        );
+        assert_eq!(
+            failed, raise_errors,
+            "the Parent fails exactly when the run does"
+        );
+        let workers: BTreeSet<i64> = calls.iter().filter_map(|c| c.pipeline_id).collect();
+        let stages: BTreeSet<i64> = calls.iter().filter_map(|c| c.stage_id).collect();
+        assert_eq!(stages.len(), 4, "every stage of the sample is prepared");
+        assert!(
+            workers.len() >= if raise_errors { 4 } else { 11 },
+            "{workers:?}"
+        );
+        // Every field the pipelines read is in the answers of the run.
+        let mut answered: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+        for c in calls.iter().filter(|c| c.status == 200) {
+            answered
+                .entry(&c.function)
+                .or_default()
+                .extend(c.fields.iter().map(String::as_str));
+        }
+        for (function, field) in &read {
+            let got = answered.get(function.as_str());
+            assert!(
+                got.is_some_and(|f| f.contains(field.as_str())),
+                "the pipelines read {function}.output.{field}; the run's answers had {got:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_call_replay_rejects_a_sequence_the_pipelines_would_not_make() {
+    let factory = Factory::shipped();
+    let steps = steps_of(
+        &factory,
+        &factory.pipelines["02-Parent"]["properties"]["activities"],
+    );
+    let call = |function: &str, stage: Option<i64>, worker: Option<i64>| Call {
+        function: function.into(),
+        status: 200,
+        stage_id: stage,
+        pipeline_id: worker,
+        fields: Vec::new(),
+    };
+    let good = vec![
+        call("StartExecution", None, None),
+        call("PrepareStage", Some(1), None),
+        call("ExecutePipelineV2", Some(1), Some(1)),
+        call("ExecutePipelineV2", Some(1), Some(2)),
+        call("CheckPipelineStatus", Some(1), Some(2)),
+        call("CheckPipelineStatus", Some(1), Some(1)),
+        call("CheckPipelineStatus", Some(1), Some(1)),
+        call("FinishExecution", None, None),
+    ];
+    assert_eq!(replay(&steps, &good).map(|r| r.0), Ok(good.len()));
+    // A worker that is never checked, a check before its start, a stage prepared twice out of order.
+    let mut unchecked = good.clone();
+    unchecked.remove(4);
+    assert!(replay(&steps, &unchecked).is_err());
+    let mut swapped = good.clone();
+    swapped.swap(2, 5);
+    assert!(replay(&steps, &swapped).is_err());
+    let mut no_finish = good.clone();
+    no_finish.pop();
+    assert!(replay(&steps, &no_finish).is_err());
+    let mut late_stage = good.clone();
+    late_stage.insert(7, call("PrepareStage", Some(1), None));
+    late_stage.insert(7, call("PrepareStage", Some(2), None));
+    assert!(replay(&steps, &late_stage).is_err());
+}
