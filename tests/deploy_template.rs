@@ -140,7 +140,7 @@ fn problems(t: &Value) -> Vec<String> {
     let keys: BTreeSet<(String, Vec<String>)> = resources.iter().map(resource_key).collect();
     for (i, r) in resources.iter().enumerate() {
         for field in ["type", "apiVersion", "name"] {
-            if !r[field].as_str().is_some_and(|s| !s.is_empty()) {
+            if r[field].as_str().is_none_or(|s| s.is_empty()) {
                 out.push(format!("resource {i} has no {field}"));
             }
         }
