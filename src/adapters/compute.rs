@@ -57,28 +57,18 @@ impl Compute {
     }
 
     fn vm_url(&self, vm: &VmRef, tail: &str) -> Result<url::Url, UpstreamError> {
-        let mut url = self.endpoint.clone();
-        {
-            let mut path = url
-                .path_segments_mut()
-                .map_err(|_| UpstreamError::Protocol {
-                    service: Service::Arm,
-                    message: "PROCFWK_ARM_ENDPOINT cannot carry a path".into(),
-                })?;
-            path.pop_if_empty()
-                .push("subscriptions")
-                .push(&vm.subscription.to_string())
-                .push("resourceGroups")
-                .push(vm.resource_group.as_str())
-                .push("providers")
-                .push("Microsoft.Compute")
-                .push("virtualMachines")
-                .push(vm.name.as_str())
-                .push(tail);
-        }
-        url.query_pairs_mut()
-            .append_pair("api-version", &self.api_version);
-        Ok(url)
+        super::arm_url(
+            &self.endpoint,
+            &vm.subscription.to_string(),
+            vm.resource_group.as_str(),
+            &[
+                "Microsoft.Compute",
+                "virtualMachines",
+                vm.name.as_str(),
+                tail,
+            ],
+            &self.api_version,
+        )
     }
 
     async fn send(

@@ -119,28 +119,19 @@ impl DataFactory {
     }
 
     fn factory_url(&self, target: &WorkerTarget, tail: &[&str]) -> Result<url::Url, UpstreamError> {
-        let mut url = self.endpoint.clone();
-        {
-            let mut path = url
-                .path_segments_mut()
-                .map_err(|_| UpstreamError::Protocol {
-                    service: Service::Arm,
-                    message: "PROCFWK_ARM_ENDPOINT cannot carry a path".into(),
-                })?;
-            path.pop_if_empty()
-                .push("subscriptions")
-                .push(&target.subscription.to_string())
-                .push("resourceGroups")
-                .push(target.resource_group.as_str())
-                .push("providers")
-                .push("Microsoft.DataFactory")
-                .push("factories")
-                .push(target.orchestrator.as_str());
-            path.extend(tail);
-        }
-        url.query_pairs_mut()
-            .append_pair("api-version", API_VERSION);
-        Ok(url)
+        let mut segments = vec![
+            "Microsoft.DataFactory",
+            "factories",
+            target.orchestrator.as_str(),
+        ];
+        segments.extend(tail);
+        super::arm_url(
+            &self.endpoint,
+            &target.subscription.to_string(),
+            target.resource_group.as_str(),
+            &segments,
+            API_VERSION,
+        )
     }
 
     async fn bearer(&self, credential: &dyn TokenCredential) -> Result<String, UpstreamError> {

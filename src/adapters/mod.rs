@@ -17,6 +17,36 @@ pub use upstream::{Service, UpstreamError};
 use crate::config::Settings;
 use std::sync::Arc;
 
+/// `{endpoint}/subscriptions/{sub}/resourceGroups/{rg}/providers/{segments…}?api-version=…`, each segment
+/// percent-encoded: the URL of every ARM resource we call.
+pub(crate) fn arm_url(
+    endpoint: &url::Url,
+    subscription: &str,
+    resource_group: &str,
+    segments: &[&str],
+    api_version: &str,
+) -> Result<url::Url, UpstreamError> {
+    let mut url = endpoint.clone();
+    {
+        let mut path = url
+            .path_segments_mut()
+            .map_err(|_| UpstreamError::Protocol {
+                service: Service::Arm,
+                message: "PROCFWK_ARM_ENDPOINT cannot carry a path".into(),
+            })?;
+        path.pop_if_empty()
+            .push("subscriptions")
+            .push(subscription)
+            .push("resourceGroups")
+            .push(resource_group)
+            .push("providers")
+            .extend(segments);
+    }
+    url.query_pairs_mut()
+        .append_pair("api-version", api_version);
+    Ok(url)
+}
+
 /// Everything a function needs to reach Azure, built once per process and shared by every invocation.
 #[derive(Clone)]
 pub struct Azure {

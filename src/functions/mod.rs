@@ -58,6 +58,18 @@ impl AppState {
         }))
     }
 
+    /// VM and runtime calls bound to `credential` (what VmPower decisions act through).
+    pub fn arm_power(
+        &self,
+        credential: Arc<dyn TokenCredential>,
+    ) -> Arc<crate::adapters::compute::ArmPower> {
+        Arc::new(crate::adapters::compute::ArmPower {
+            compute: self.azure.compute.clone(),
+            data_factory: self.azure.data_factory.clone(),
+            credential,
+        })
+    }
+
     /// The metadata store, opened from `PROCFWK_METADATA_DB` on first use.
     pub async fn store(&self) -> Result<&Store, FunctionError> {
         self.store

@@ -8,7 +8,6 @@
 
 use super::vm_power::utc_now;
 use super::{AppState, FunctionError};
-use crate::adapters::compute::ArmPower;
 use crate::domain::Credentials;
 use crate::leases::{decide, Decision, PowerControl};
 use serde_json::{json, Value};
@@ -78,11 +77,7 @@ pub async fn run(state: &AppState) -> Result<SweepReport, FunctionError> {
         .credential(&Credentials::ManagedIdentity)
         .await?;
     let store = state.store().await?;
-    let power = Arc::new(ArmPower {
-        compute: state.azure.compute.clone(),
-        data_factory: state.azure.data_factory.clone(),
-        credential,
-    });
+    let power = state.arm_power(credential);
     let report = sweep(store, power, utc_now()).await?;
     tracing::info!(
         pools = report.pools,

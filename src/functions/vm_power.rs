@@ -10,14 +10,12 @@
 //! The decision itself lives in [`crate::leases`]; this module parses the request and shapes the answer.
 
 use super::{AppState, FunctionError, Reply};
-use crate::adapters::compute::ArmPower;
 use crate::domain::request::{parse_credentials, Fields};
 use crate::domain::{RequestError, ResourceName};
 use crate::leases::{
     Change, Decision, LeaseError, PoolReport, PoolSpec, RuntimeRef, Sizing, MAX_NODES,
 };
 use serde_json::{json, Value};
-use std::sync::Arc;
 
 /// What the caller asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -279,11 +277,7 @@ pub async fn run(state: &AppState, body: &Value) -> Result<Reply, FunctionError>
         .credential(&request.credentials)
         .await?;
     let store = state.store().await?;
-    let power = Arc::new(ArmPower {
-        compute: state.azure.compute.clone(),
-        data_factory: state.azure.data_factory.clone(),
-        credential,
-    });
+    let power = state.arm_power(credential);
     let decision = Decision::new(request.spec.clone(), request.change(), utc_now(), power);
     let report = decision.run(store).await?;
     tracing::info!(
