@@ -73,6 +73,27 @@ async fn handle_rejection(rejection: warp::Rejection) -> Result<warp::reply::Res
     Ok(json_response(&error.into_reply()))
 }
 
+/// A service with its response future on the heap. hyper keeps the future of a connection's request in
+/// a box allocated when the connection opens, sized for that future type: unboxed, every idle keep-alive
+/// connection would hold ~10 KiB for a request it is not running.
+#[derive(Clone)]
+struct Boxed<S>(S);
+
+impl<S, R> hyper::service::Service<R> for Boxed<S>
+where
+    S: hyper::service::Service<R>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn call(&self, request: R) -> Self::Future {
+        Box::pin(self.0.call(request))
+    }
+}
+
 /// A running handler bound to a local port.
 pub struct Application {
     local_addr: SocketAddr,
@@ -107,11 +128,17 @@ impl Application {
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let service = hyper_util::service::TowerToHyperService::new(service.clone());
+                let service = Boxed(hyper_util::service::TowerToHyperService::new(
+                    service.clone(),
+                ));
                 tokio::spawn(async move {
                     let io = hyper_util::rt::TokioIo::new(stream);
                     if let Err(e) = hyper::server::conn::http1::Builder::new()
                         .max_buf_size(256 * 1024)
+                        // hyper otherwise keeps reading a busy connection to notice the caller hanging
+                        // up, and that read needs a second 8 KiB buffer while the request still borrows
+                        // the first. Our calls end within their budget anyway, hang-up or not.
+                        .half_close(true)
                         .serve_connection(io, service)
                         .await
                     {
