@@ -54,7 +54,8 @@ pub struct Settings {
     /// `PROCFWK_MAX_BODY_BYTES`, default 10 MiB: larger request bodies are refused with 400.
     pub max_body_bytes: u64,
     /// `PROCFWK_UPSTREAM_CONCURRENCY`, default 64: upstream (ARM, Entra ID, Key Vault) requests in flight
-    /// at once from this process; more wait for a free slot.
+    /// at once from this process; more wait for a free slot. Twice this many invocations are admitted to
+    /// work at once; the rest wait at the edge, before their body is read (see `adapters::admission`).
     pub upstream_concurrency: usize,
     /// `PROCFWK_METADATA_DB`, default `sqlite:procfwk.db`: the metadata store, `sqlite:<path>` or an
     /// Azure SQL / SQL Server connection string. Opened on the first metadata-mode call.

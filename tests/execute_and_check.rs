@@ -234,3 +234,44 @@ async fn persistent_server_errors_become_a_502() {
         .as_u64()
         .is_some_and(|s| s >= 500));
 }
+
+#[tokio::test]
+async fn executes_waiting_for_queued_do_not_keep_a_check_out() {
+    // One upstream slot, so two admission slots; four Executes wait up to 3 s each for a run that
+    // never leaves Queued. They give their slots back between polls, so a check answers at once.
+    let s = stack_with(
+        sim_config(),
+        &[
+            ("PROCFWK_UPSTREAM_CONCURRENCY", "1".into()),
+            ("PROCFWK_EXECUTE_QUEUED_CAP_SECS", "3".into()),
+        ],
+    );
+    let body = v2_body("Wait 1", json!({"WaitTime": "1"}));
+    let (_, out) = s.call("ExecutePipelineV2", &body).await;
+    let run_id = out["RunId"].as_str().expect("RunId").to_string();
+    let queued = v2_body("Queued Forever", json!({}));
+    let waits: Vec<_> = (0..4)
+        .map(|_| s.call("ExecutePipelineV2", &queued))
+        .collect();
+    let check = async {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let started = std::time::Instant::now();
+        let (status, out) = s
+            .call(
+                "CheckPipelineStatus",
+                &with(body.clone(), "runId", json!(run_id)),
+            )
+            .await;
+        (status, out, started.elapsed())
+    };
+    let (outs, (status, out, took)) = tokio::join!(futures::future::join_all(waits), check);
+    assert_eq!(status, 200, "{out}");
+    assert!(
+        took < std::time::Duration::from_millis(1500),
+        "the check waited {took:?} behind the Executes"
+    );
+    for (status, out) in outs {
+        assert_eq!(status, 200, "{out}");
+        assert_eq!(out["ActualStatus"], "Queued", "{out}");
+    }
+}

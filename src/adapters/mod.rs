@@ -1,6 +1,7 @@
-//! The outside world: one HTTP client per process, the time budget of an invocation, ARM retries,
+//! The outside world: one HTTP client per process, the time budget of an invocation and its admission, ARM retries,
 //! credentials with their token cache, Key Vault, and Data Factory.
 
+pub mod admission;
 pub mod budget;
 pub mod compute;
 pub mod datafactory;

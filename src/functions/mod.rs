@@ -17,6 +17,7 @@ pub mod vm_power;
 
 pub use error::FunctionError;
 
+use crate::adapters::admission::{self, Admission};
 use crate::adapters::datafactory::RunInfo;
 use crate::adapters::{budget, Azure, UpstreamError};
 use crate::config::Settings;
@@ -35,6 +36,8 @@ use tokio::time::Instant;
 pub struct AppState {
     pub settings: Settings,
     pub azure: Azure,
+    /// How many invocations work at once (the host edge waits here, before reading a body).
+    pub admission: Admission,
     store: tokio::sync::OnceCell<Store>,
 }
 
@@ -42,6 +45,7 @@ impl AppState {
     pub fn new(settings: Settings) -> Result<Arc<Self>, UpstreamError> {
         let azure = Azure::new(&settings)?;
         Ok(Arc::new(Self {
+            admission: Admission::new(admission_slots(&settings)),
             settings,
             azure,
             store: tokio::sync::OnceCell::new(),
@@ -52,6 +56,7 @@ impl AppState {
     pub fn with_store(settings: Settings, store: Store) -> Result<Arc<Self>, UpstreamError> {
         let azure = Azure::new(&settings)?;
         Ok(Arc::new(Self {
+            admission: Admission::new(admission_slots(&settings)),
             settings,
             azure,
             store: tokio::sync::OnceCell::new_with(Some(store)),
@@ -85,6 +90,12 @@ impl AppState {
             .await
             .map_err(|e| FunctionError::Lifecycle(e.into()))
     }
+}
+
+/// Invocations admitted at once: twice the upstream bound, so that while some wait for ARM others parse
+/// their request or write their answer, and the upstream slots never sit idle.
+fn admission_slots(settings: &Settings) -> usize {
+    settings.upstream_concurrency.saturating_mul(2)
 }
 
 /// The functions, by name. Names are matched case-insensitively, as the Functions host does.
@@ -360,7 +371,9 @@ pub(crate) async fn poll_run(
         if now + interval > stop_at {
             return Ok((run, false));
         }
-        tokio::time::sleep(interval).await;
+        // Between polls the invocation holds no admission slot: a two-minute wait must not keep quick
+        // calls out.
+        admission::sleep(interval).await;
         interval = (interval * 2).min(settings.poll_max.max(settings.poll_initial));
     }
 }

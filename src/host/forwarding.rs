@@ -20,18 +20,49 @@ pub fn route(
         .and(warp::header::optional::<String>("x-functions-key"))
         .and(warp::header::optional::<u64>("content-length"))
         .and(warp::body::stream())
-        .then(move |name: String, method: warp::http::Method, query: BTreeMap<String, String>, key: Option<String>, length: Option<u64>, stream| {
-            let state = state.clone();
-            async move {
-                let started = Instant::now();
-                let reply = match handle(&state, &name, method.as_str(), query, key, length, stream).await {
-                    Ok(reply) => reply,
-                    Err(e) => e.into_reply(),
-                };
-                tracing::info!(function = %name, protocol = "http", status = reply.status, duration_ms = started.elapsed().as_secs_f64() * 1000.0, "invocation");
-                json_response(&reply)
-            }
-        })
+        .then(
+            move |name: String,
+                  method: warp::http::Method,
+                  query: BTreeMap<String, String>,
+                  key: Option<String>,
+                  length: Option<u64>,
+                  stream| {
+                let state = state.clone();
+                async move {
+                    // Wait for a slot before reading the body: a waiting request holds only its head.
+                    let started = Instant::now();
+                    let gate = state.clone();
+                    gate.admission
+                        .admit(move || {
+                            answer(state, name, method, query, key, length, stream, started)
+                        })
+                        .await
+                }
+            },
+        )
+}
+
+#[allow(clippy::too_many_arguments)] // the values warp extracted, handed over as they are
+async fn answer<S, B>(
+    state: Arc<AppState>,
+    name: String,
+    method: warp::http::Method,
+    query: BTreeMap<String, String>,
+    key: Option<String>,
+    length: Option<u64>,
+    stream: S,
+    started: Instant,
+) -> warp::reply::Response
+where
+    S: futures::Stream<Item = Result<B, warp::Error>>,
+    B: bytes::Buf,
+{
+    let reply = match handle(&state, &name, method.as_str(), query, key, length, stream).await {
+        Ok(reply) => reply,
+        Err(e) => e.into_reply(),
+    };
+    tracing::info!(function = %name, protocol = "http", status = reply.status, duration_ms = started.elapsed().as_secs_f64() * 1000.0, "invocation");
+    json_response(&reply)
 }
 
 async fn handle<S, B>(

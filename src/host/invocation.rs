@@ -26,27 +26,53 @@ pub fn route(
         .and(warp::header::optional::<String>("x-functions-key"))
         .and(warp::header::optional::<u64>("content-length"))
         .and(warp::body::stream())
-        .then(move |name: String, query: BTreeMap<String, String>, key: Option<String>, length: Option<u64>, stream| {
-            let state = state.clone();
-            async move {
-                let started = Instant::now();
-                let (reply, wrapped) = match handle(&state, &name, &query, key, length, stream).await {
-                    Ok(Handled::Http(reply)) => (reply, true),
-                    Ok(Handled::Direct(reply)) => (reply, false),
-                    Err(e) => (e.into_reply(), false),
-                };
-                let ms = started.elapsed().as_secs_f64() * 1000.0;
-                tracing::info!(function = %name, protocol = "invocation", status = reply.status, duration_ms = ms, "invocation");
-                let body = if wrapped {
-                    envelope(&name, &reply, ms)
-                } else {
-                    // The payload itself was unusable (or the function unknown): answer the host directly.
-                    reply.body.clone()
-                };
-                let status = if wrapped { 200 } else { reply.status };
-                super::json_response(&Reply { status, body })
-            }
-        })
+        .then(
+            move |name: String,
+                  query: BTreeMap<String, String>,
+                  key: Option<String>,
+                  length: Option<u64>,
+                  stream| {
+                let state = state.clone();
+                async move {
+                    // Wait for a slot before reading the payload: a waiting request holds only its head.
+                    let started = Instant::now();
+                    let gate = state.clone();
+                    gate.admission
+                        .admit(move || answer(state, name, query, key, length, stream, started))
+                        .await
+                }
+            },
+        )
+}
+
+async fn answer<S, B>(
+    state: Arc<AppState>,
+    name: String,
+    query: BTreeMap<String, String>,
+    key: Option<String>,
+    length: Option<u64>,
+    stream: S,
+    started: Instant,
+) -> warp::reply::Response
+where
+    S: futures::Stream<Item = Result<B, warp::Error>>,
+    B: bytes::Buf,
+{
+    let (reply, wrapped) = match handle(&state, &name, &query, key, length, stream).await {
+        Ok(Handled::Http(reply)) => (reply, true),
+        Ok(Handled::Direct(reply)) => (reply, false),
+        Err(e) => (e.into_reply(), false),
+    };
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    tracing::info!(function = %name, protocol = "invocation", status = reply.status, duration_ms = ms, "invocation");
+    let body = if wrapped {
+        envelope(&name, &reply, ms)
+    } else {
+        // The payload itself was unusable (or the function unknown): answer the host directly.
+        reply.body.clone()
+    };
+    let status = if wrapped { 200 } else { reply.status };
+    super::json_response(&Reply { status, body })
 }
 
 /// How an invocation was answered: an HTTP-triggered function's reply travels inside `Outputs.res`; a
