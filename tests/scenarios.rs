@@ -473,3 +473,53 @@ async fn batches_run_concurrently_but_the_same_batch_only_once() {
 
 #[allow(dead_code)]
 fn unused(_: PathBuf) {}
+
+/// Workers whose metadata says they need a self-hosted runtime: the whole stage waits for the VM
+/// (deallocated at first), every worker holds a lease while its run goes on, one VM start serves them
+/// all, and once the last one finished the VM is deallocated (grace 0) with no lease left.
+#[tokio::test]
+async fn workers_on_a_self_hosted_runtime_start_it_once_and_release_it() {
+    let s = scenario();
+    s.raise_errors(false).await;
+    // The orchestrator of the sample's workers needs shir-vm-1 with its runtime node Online.
+    s.exec(&format!(
+        "INSERT INTO procfwk.WorkerRuntimes (OrchestratorId, SubscriptionId, ResourceGroupName, VmNames, FactoryName, IntegrationRuntimeName, GraceSeconds) \
+         SELECT OrchestratorId, '{SUBSCRIPTION}', 'ADF.procfwk', 'shir-vm-1', 'FrameworkFactory', 'SelfHostedRuntime', 0 FROM procfwk.Orchestrators \
+         WHERE OrchestratorId IN (SELECT OrchestratorId FROM procfwk.Pipelines WHERE PipelineId = 1)"
+    ))
+    .await;
+    assert_eq!(
+        s.count("SELECT COUNT(0) AS N FROM procfwk.WorkerRuntimes")
+            .await,
+        1
+    );
+    let out = s.run(&[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(s.by_status("ExecutionLog").await, map(&[("Success", 11)]));
+    let vms = s.stack.sim_get("/_sim/vms").await;
+    let events = |event: &str| {
+        vms["history"].as_array().map_or(0, |h| {
+            h.iter()
+                .filter(|e| e["vm"] == "shir-vm-1" && e["event"] == event)
+                .count()
+        })
+    };
+    assert!(events("start_requested") >= 1, "{vms}");
+    assert!(events("deallocate_requested") >= 1, "{vms}");
+    assert_eq!(
+        s.count("SELECT COUNT(0) AS N FROM procfwk.VmLeases").await,
+        0,
+        "every worker released its lease"
+    );
+    // Every worker took and released a lease (11 workers, all on that orchestrator).
+    assert_eq!(
+        s.count("SELECT COUNT(0) AS N FROM procfwk.VmPowerLog WHERE Event = 'LeaseTaken'")
+            .await,
+        11
+    );
+    assert_eq!(
+        s.count("SELECT COUNT(0) AS N FROM procfwk.VmPowerLog WHERE Event = 'LeaseReleased'")
+            .await,
+        11
+    );
+}

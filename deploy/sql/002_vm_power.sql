@@ -61,6 +61,27 @@ CREATE TABLE [procfwk].[VmPowerLog] (
 );
 GO
 
+-- Which workers need a self-hosted runtime: one row per worker (PipelineId) or per orchestrator
+-- (OrchestratorId, for all its workers); a worker's own row wins. VmNames: the node VMs, comma-separated.
+IF OBJECT_ID(N'[procfwk].[WorkerRuntimes]', N'U') IS NULL
+CREATE TABLE [procfwk].[WorkerRuntimes] (
+    [LinkId] INT IDENTITY(1,1) NOT NULL PRIMARY KEY,
+    [PipelineId] INT NULL REFERENCES [procfwk].[Pipelines] ([PipelineId]),
+    [OrchestratorId] INT NULL REFERENCES [procfwk].[Orchestrators] ([OrchestratorId]),
+    [SubscriptionId] UNIQUEIDENTIFIER NOT NULL,
+    [ResourceGroupName] NVARCHAR(200) NOT NULL,
+    [VmNames] NVARCHAR(1000) NOT NULL,
+    [FactoryName] NVARCHAR(200) NULL,
+    [FactoryResourceGroupName] NVARCHAR(200) NULL,
+    [IntegrationRuntimeName] NVARCHAR(200) NULL,
+    [JobsPerNode] INT NULL,
+    [MinNodes] INT NULL,
+    [LeaseSeconds] INT NULL,
+    [GraceSeconds] INT NULL,
+    CHECK ([PipelineId] IS NOT NULL OR [OrchestratorId] IS NOT NULL)
+);
+GO
+
 IF NOT EXISTS (SELECT 1 FROM [procfwk].[SchemaVersion] WHERE [Version] = 2)
 INSERT INTO [procfwk].[SchemaVersion] ([Version], [Description]) VALUES (2, N'VmPower pools, leases and power log');
 GO

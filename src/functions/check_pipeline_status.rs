@@ -9,7 +9,11 @@ use serde_json::Value;
 pub async fn run(state: &AppState, body: &Value) -> Result<Reply, FunctionError> {
     let fields = crate::domain::request::Fields::new(body)?;
     if let Some(key) = super::metadata_worker::worker_key(&fields)? {
-        let run_id = fields.guid("runId", "Run Id")?;
+        // Optional in metadata mode: the store knows the worker's run.
+        let run_id = match fields.text("runId")? {
+            Some(_) => Some(fields.guid("runId", "Run Id")?),
+            None => None,
+        };
         return super::metadata_worker::check(state, key, run_id).await;
     }
     let request = RunRequest::parse(body)?;

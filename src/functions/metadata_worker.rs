@@ -11,12 +11,14 @@ use crate::domain::{
     Credentials, Dialect, Guid, OrchestratorType, PipelineName, PipelineRequest, ResourceName,
     RunStatus, SecretSource, WorkerTarget,
 };
+use crate::leases::workers::{holder, ReadWorkerRuntime, RenewLease, WorkerRuntime};
+use crate::leases::{Change, Decision, PoolReport};
 use crate::orchestration::worker::StoredCredential;
 use crate::orchestration::{
     now, Applied, ApplyResult, Claim, ClaimWorker, InFlightWorkers, LifecycleError, ReadWorker,
     RecordCheck, RecordRunId, WorkerActivityFailed, WorkerKey, WorkerOutcome, WorkerPlan,
 };
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -123,6 +125,74 @@ fn reply(
     Reply::ok(Value::Object(body))
 }
 
+fn store_error(e: StoreError) -> FunctionError {
+    FunctionError::Lifecycle(e.into())
+}
+
+/// The runtime the worker needs, if any (`procfwk.WorkerRuntimes`).
+async fn worker_runtime(
+    state: &AppState,
+    store: &Store,
+    key: WorkerKey,
+) -> Result<Option<WorkerRuntime>, FunctionError> {
+    store
+        .run(&ReadWorkerRuntime {
+            pipeline_id: key.pipeline_id,
+            defaults: state.settings.vm.clone(),
+        })
+        .await
+        .map_err(store_error)
+}
+
+/// One power decision about the worker's runtime, with the Function App's managed identity (the
+/// worker's own principal may have no rights on the VMs).
+async fn runtime_decision(
+    state: &AppState,
+    store: &Store,
+    runtime: &WorkerRuntime,
+    change: Change,
+) -> Result<PoolReport, FunctionError> {
+    let credential = state
+        .azure
+        .identity
+        .credential(&Credentials::ManagedIdentity)
+        .await?;
+    let decision = Decision::new(
+        runtime.spec.clone(),
+        change,
+        super::vm_power::utc_now(),
+        state.arm_power(credential),
+    );
+    Ok(decision.run(store).await?)
+}
+
+/// Give the worker's lease back once its run is over (or could not be created). Best effort: the
+/// result is already recorded, and an unreleased lease expires by itself.
+async fn release_runtime(state: &AppState, store: &Store, runtime: &WorkerRuntime, key: WorkerKey) {
+    let change = Change::Release {
+        holder: holder(&key),
+    };
+    match runtime_decision(state, store, runtime, change).await {
+        Ok(report) => {
+            tracing::info!(%key, pool = %report.pool_key, deallocated = report.deallocated, "worker released its runtime lease")
+        }
+        Err(e) => {
+            tracing::warn!(%key, error = %e, "worker's runtime lease not released now; it will expire")
+        }
+    }
+}
+
+/// The answer while the worker waits for its runtime: no run yet (`RunId` empty), `Queued`, so the
+/// Infant keeps polling; its next check takes the lease again and starts the run once ready.
+fn waiting_reply(plan: &WorkerPlan, request: &PipelineRequest, report: &PoolReport) -> Reply {
+    let mut reply = reply(plan, request, "", &RunStatus::Queued, Some("Preparing"));
+    if let Value::Object(body) = &mut reply.body {
+        body.insert("RuntimeReady".into(), json!(report.ready));
+        body.insert("VmPowerState".into(), json!(report.power_state.as_str()));
+    }
+    reply
+}
+
 /// `ExecutePipelineV2` for a worker of an execution.
 pub async fn execute(state: &AppState, key: WorkerKey) -> Result<Reply, FunctionError> {
     let store = state.store().await?;
@@ -133,6 +203,19 @@ pub async fn execute(state: &AppState, key: WorkerKey) -> Result<Reply, Function
         .identity
         .credential(&request.credentials)
         .await?;
+    let runtime = worker_runtime(state, store, key).await?;
+    if let (Some(runtime), None) = (&runtime, plan.run_id) {
+        // A worker on a self-hosted runtime: hold a lease, and start the run only once it is ready.
+        let take = Change::Take {
+            holder: holder(&key),
+            lease_secs: runtime.lease_secs,
+        };
+        let report = runtime_decision(state, store, runtime, take).await?;
+        if !report.ready {
+            tracing::info!(%key, pool = %report.pool_key, power_state = report.power_state.as_str(), "worker waits for its runtime");
+            return Ok(waiting_reply(&plan, &request, &report));
+        }
+    }
     let claim = store
         .run(&ClaimWorker {
             key,
@@ -201,6 +284,9 @@ pub async fn execute(state: &AppState, key: WorkerKey) -> Result<Reply, Function
                     now: now(),
                 })
                 .await?;
+            if let Some(runtime) = &runtime {
+                release_runtime(state, store, runtime, key).await;
+            }
             return Err(e.into());
         }
     };
@@ -223,18 +309,42 @@ pub async fn execute(state: &AppState, key: WorkerKey) -> Result<Reply, Function
 
 /// `CheckPipelineStatus` for a worker of an execution: one status read; the check time is recorded and,
 /// once the run is over, its result applied (status, logs, errors, blocking) in one transaction.
-pub async fn check(state: &AppState, key: WorkerKey, run_id: Guid) -> Result<Reply, FunctionError> {
+///
+/// Without a `runId` (a worker that waited for its runtime has none in the Execute answer the Infant
+/// keeps quoting) the worker's recorded run is checked, or, if it has none yet, the start is tried again.
+pub async fn check(
+    state: &AppState,
+    key: WorkerKey,
+    run_id: Option<Guid>,
+) -> Result<Reply, FunctionError> {
     let store = state.store().await?;
     let plan = store.run(&ReadWorker { key }).await?;
-    if let Some(recorded) = plan.run_id {
-        if recorded != run_id.as_uuid() {
+    let run_id = match (run_id.map(|r| r.as_uuid()), plan.run_id) {
+        (Some(given), Some(recorded)) if given != recorded => {
             return Err(RequestError::new(
                 "runId",
                 format!("is not the worker's current run ({recorded})"),
             )
             .into());
         }
-    }
+        (Some(given), _) => given,
+        (None, Some(recorded)) => recorded,
+        (None, None) => {
+            if worker_runtime(state, store, key).await?.is_none() {
+                return Err(RequestError::new("runId", "is required").into());
+            }
+            // Still waiting for the runtime: try the start again. Once the run exists it is checked
+            // right away, so a run that is already over has its result applied by this very call (the
+            // Infant's loop ends on this answer).
+            let started = execute(state, key).await?;
+            match store.run(&ReadWorker { key }).await?.run_id {
+                Some(recorded) => recorded,
+                None => return Ok(started),
+            }
+        }
+    };
+    let run_id = Guid::parse(&run_id.to_string())
+        .ok_or_else(|| RequestError::new("runId", "Expected Run Id to be a GUID."))?;
     let request = request_for(&plan)?;
     let credential = state
         .azure
@@ -243,6 +353,22 @@ pub async fn check(state: &AppState, key: WorkerKey, run_id: Guid) -> Result<Rep
         .await?;
     let (status, worker_status) =
         settle(state, store, &request, credential, key, run_id.as_uuid()).await?;
+    if let Some(runtime) = worker_runtime(state, store, key).await? {
+        if status.is_running() {
+            // The run goes on: keep the lease alive (no power decision needed).
+            let renew = RenewLease {
+                pool_key: runtime.spec.key(),
+                holder: holder(&key),
+                lease_secs: runtime.lease_secs,
+                now: super::vm_power::utc_now(),
+            };
+            if let Err(e) = store.run(&renew).await {
+                tracing::warn!(%key, error = %e, "worker's runtime lease not renewed this check");
+            }
+        } else {
+            release_runtime(state, store, &runtime, key).await;
+        }
+    }
     Ok(reply(
         &plan,
         &request,

@@ -16,6 +16,7 @@
 pub mod decide;
 pub mod plan;
 pub mod report;
+pub mod workers;
 
 #[cfg(test)]
 mod model_tests;

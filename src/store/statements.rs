@@ -173,6 +173,10 @@ statements! {
     VM_LEASE_INSERT = "INSERT INTO procfwk.VmLeases (PoolKey, Holder, AcquiredDateTime, RenewedDateTime, ExpiresDateTime) VALUES (@P1, @P2, @P3, @P3, @P4)";
     VM_LEASE_DELETE = "DELETE FROM procfwk.VmLeases WHERE PoolKey = @P1 AND Holder = @P2";
     VM_POWER_LOG_INSERT = "INSERT INTO procfwk.VmPowerLog (PoolKey, VmName, EventDateTime, Event, Holder, PowerState, ActiveLeases, Detail) VALUES (@P1, @P2, @P3, @P4, @P5, @P6, @P7, @P8)";
+    /// The runtime a worker needs: its own row first, else its orchestrator's.
+    WORKER_RUNTIME = "SELECT r.PipelineId, r.SubscriptionId, r.ResourceGroupName, r.VmNames, r.FactoryName, r.FactoryResourceGroupName, r.IntegrationRuntimeName, r.JobsPerNode, r.MinNodes, r.LeaseSeconds, r.GraceSeconds \
+        FROM procfwk.WorkerRuntimes r INNER JOIN procfwk.Pipelines p ON r.PipelineId = p.PipelineId OR (r.PipelineId IS NULL AND r.OrchestratorId = p.OrchestratorId) \
+        WHERE p.PipelineId = @P1 ORDER BY r.PipelineId DESC, r.LinkId";
     /// The whole power log in order (the cost report).
     VM_POWER_LOG_ALL = "SELECT LogId, PoolKey, VmName, EventDateTime, Event, Holder, PowerState, ActiveLeases, Detail FROM procfwk.VmPowerLog ORDER BY LogId";
 
