@@ -19,10 +19,16 @@ use azure_core::{
     ClientOptions, Context, Method, Pipeline, Request, RetryOptions, TransportOptions,
 };
 use azure_mgmt_datafactory::package_2018_06::models;
+use azure_mgmt_datafactory::package_2018_06::Client;
 use serde_json::{Map, Value};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 const API_VERSION: &str = "2018-06-01";
+
+/// At most this many generated clients are kept (one per credential, so per principal); beyond it the
+/// cache starts afresh.
+const MAX_CLIENTS: usize = 1024;
 
 /// What we read of a pipeline run.
 #[derive(Clone, Debug, PartialEq)]
@@ -47,6 +53,12 @@ pub struct DataFactory {
     max_retries: u32,
     /// Pipeline for calls that must not be repeated on ambiguous failures (createRun).
     write_once: Pipeline,
+    /// Pipeline for the reads we build ourselves (`pipelines/{name}`).
+    reads: Pipeline,
+    /// The generated client of each credential, built on first use: a client is a whole SDK pipeline
+    /// (options, policies, user agent), process-wide work rather than per-call work. Keyed by the
+    /// credential's address, which stays taken while the client in the entry holds the credential.
+    clients: std::sync::Mutex<HashMap<usize, Client>>,
     /// ARM calls in flight from this process. Taken before a request is built, so a burst of a thousand
     /// Infant polls waits in small futures and shares a bounded set of upstream connections (memory stays
     /// flat, and ARM's per-principal throttling buckets are not emptied in one go).
@@ -55,19 +67,25 @@ pub struct DataFactory {
 
 impl DataFactory {
     pub fn new(http: Arc<dyn azure_core::HttpClient>, settings: &Settings) -> Self {
-        let write_once = Pipeline::new(
-            option_env!("CARGO_PKG_NAME"),
-            option_env!("CARGO_PKG_VERSION"),
-            Self::options(&http, RetryMode::ThrottledOnly, settings.arm_max_retries),
-            Vec::new(),
-            Vec::new(),
-        );
+        let pipeline = |mode| {
+            Pipeline::new(
+                option_env!("CARGO_PKG_NAME"),
+                option_env!("CARGO_PKG_VERSION"),
+                Self::options(&http, mode, settings.arm_max_retries),
+                Vec::new(),
+                Vec::new(),
+            )
+        };
+        let write_once = pipeline(RetryMode::ThrottledOnly);
+        let reads = pipeline(RetryMode::Idempotent);
         Self {
             http,
             endpoint: settings.arm_endpoint.clone(),
             scope: settings.arm_scope.clone(),
             max_retries: settings.arm_max_retries,
             write_once,
+            reads,
+            clients: std::sync::Mutex::new(HashMap::new()),
             permits: tokio::sync::Semaphore::new(settings.upstream_concurrency.max(1)),
         }
     }
@@ -85,17 +103,24 @@ impl DataFactory {
         options
     }
 
-    fn client(
-        &self,
-        credential: Arc<dyn TokenCredential>,
-    ) -> azure_mgmt_datafactory::package_2018_06::Client {
+    fn client(&self, credential: Arc<dyn TokenCredential>) -> Client {
+        let key = Arc::as_ptr(&credential) as *const () as usize;
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(client) = clients.get(&key) {
+            return client.clone();
+        }
+        if clients.len() >= MAX_CLIENTS {
+            clients.clear();
+        }
         let options = Self::options(&self.http, RetryMode::Idempotent, self.max_retries);
-        azure_mgmt_datafactory::package_2018_06::Client::new(
+        let client = Client::new(
             self.endpoint.clone(),
             credential,
             vec![self.scope.clone()],
             options,
-        )
+        );
+        clients.insert(key, client.clone());
+        client
     }
 
     async fn permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, UpstreamError> {
@@ -286,14 +311,7 @@ impl DataFactory {
         let url = self.factory_url(target, &["pipelines", pipeline.as_str()])?;
         let mut request = Request::new(url, Method::Get);
         request.insert_header("authorization", self.bearer(credential.as_ref()).await?);
-        let reads = Pipeline::new(
-            option_env!("CARGO_PKG_NAME"),
-            option_env!("CARGO_PKG_VERSION"),
-            Self::options(&self.http, RetryMode::Idempotent, self.max_retries),
-            Vec::new(),
-            Vec::new(),
-        );
-        let response = match reads.send(&Context::new(), &mut request).await {
+        let response = match self.reads.send(&Context::new(), &mut request).await {
             Ok(r) => r,
             Err(e) => {
                 let err = UpstreamError::from_azure(Service::Arm, &e);
@@ -430,6 +448,25 @@ mod tests {
         let e = activity_error(&bad);
         assert_eq!(e.as_ref().map(|e| e.error_code.as_str()), Some("2402"));
         assert_eq!(e.as_ref().map(|e| e.error_type.as_str()), Some("UserError"));
+    }
+
+    #[test]
+    fn one_generated_client_per_credential() {
+        let df = DataFactory::new(Arc::new(reqwest::Client::new()), &Settings::default());
+        let http: Arc<dyn azure_core::HttpClient> = Arc::new(reqwest::Client::new());
+        let principal = |secret: &str| -> Arc<dyn TokenCredential> {
+            Arc::new(azure_identity::ClientSecretCredential::new(
+                http.clone(),
+                Settings::default().authority_host,
+                "tenant".into(),
+                "client".into(),
+                secret.into(),
+            ))
+        };
+        let (a, b) = (principal("a"), principal("b"));
+        let _ = (df.client(a.clone()), df.client(a), df.client(b));
+        let cached = df.clients.lock().map(|c| c.len()).unwrap_or_default();
+        assert_eq!(cached, 2);
     }
 
     #[test]
