@@ -275,3 +275,32 @@ async fn bad_requests_name_the_field() {
     let (status, reply) = s.stack.invoke("VmPower", &json!({"action": "start"})).await;
     assert_eq!(status, 400, "{reply}");
 }
+
+#[tokio::test]
+async fn a_service_principal_in_the_body_is_used_and_never_logged() {
+    let s = vm_stack(&[]);
+    let mut start = body("start", "sp-run");
+    start["tenantId"] = json!(TENANT);
+    start["applicationId"] = json!(CLIENT_A);
+    start["authenticationKey"] = json!(SECRET_A);
+    let reply = s.power(&start).await;
+    assert_eq!(reply["Started"], true, "{reply}");
+    // A wrong secret is refused by Entra ID: 401, and the secret is not echoed.
+    start["authenticationKey"] = json!("wrong-secret-77aa");
+    let (status, reply) = s.stack.call("VmPower", &start).await;
+    assert_eq!(status, 401, "{reply}");
+    assert!(!reply.to_string().contains("wrong-secret-77aa"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let logs = s.stack.handler.output();
+    assert!(logs.contains("VmPower decision"), "trace logging is on");
+    for secret in [
+        SECRET_A,
+        "wrong-secret-77aa",
+        IDENTITY_HEADER,
+        "simtok.",
+        "Bearer ",
+        "client_secret=",
+    ] {
+        assert!(!logs.contains(secret), "{secret} reached the handler log");
+    }
+}
