@@ -56,6 +56,9 @@ pub fn main() -> anyhow::Result<()> {
         _ => "warn",
     };
     crate::telemetry::init(level);
+    if matches!(cli.command, Command::Serve(_)) {
+        crate::process::tune_malloc();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -18,6 +18,7 @@
 //! - [`config`]: typed settings with their defaults in one place. [`telemetry`]: tracing set-up.
 //! - [`secret`]: a wrapper that keeps secrets out of logs. [`cli`]: the `procfwk` command line.
 //! - [`package`]: `procfwk package`, the zip-deploy package for the Linux Functions host.
+//! - [`process`]: process-wide tuning of `procfwk serve` (glibc malloc arenas).
 
 pub mod adapters;
 pub mod bench;
@@ -31,6 +32,7 @@ pub mod host;
 pub mod leases;
 pub mod orchestration;
 pub mod package;
+pub mod process;
 pub mod runner;
 pub mod secret;
 pub mod sim;
