@@ -258,7 +258,12 @@ pub fn response(action: &str, holder: Option<&str>, report: &PoolReport, poll_se
         "Deferred": report.deferred,
         "RuntimeState": report.runtime_state,
         "NodesNeeded": report.nodes_needed,
-        "RetryAfterSeconds": if report.ready { 0 } else { poll_secs },
+        // ARM's Retry-After for an operation just started, if longer than our own poll interval.
+        "RetryAfterSeconds": if report.ready {
+            0
+        } else {
+            u64::from(poll_secs).max(report.retry_after_secs.unwrap_or(0))
+        },
         "Nodes": report.nodes.iter().map(|n| json!({
             "VmName": n.vm_name,
             "PowerState": n.power_state.as_str(),

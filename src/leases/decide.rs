@@ -74,6 +74,8 @@ pub struct PoolReport {
     pub nodes: Vec<NodeReport>,
     /// Lease events this decision wrote (for tests and logs).
     pub expired_leases: usize,
+    /// The longest `Retry-After` ARM gave for an operation this decision started.
+    pub retry_after_secs: Option<u64>,
 }
 
 /// A decision, ready to run against a store.
@@ -549,6 +551,7 @@ impl Transition for Decision {
                 deallocate_after: None,
                 runtime_state: None,
                 deferred: false,
+                retry_after_secs: None,
                 nodes: nodes
                     .iter()
                     .map(|n| NodeReport {
@@ -639,6 +642,7 @@ impl Transition for Decision {
         let mut started = false;
         let mut deallocated = false;
         let mut deferred = false;
+        let mut retry_after: Option<u64> = None;
         let mut effective: Vec<PowerState> = states.iter().map(|s| s.state).collect();
         for (i, node_plan) in plans.iter().enumerate() {
             let Some(vm) = spec.vm(i) else { continue };
@@ -652,7 +656,11 @@ impl Transition for Decision {
                 ),
             };
             match answer {
-                PowerRequest::Accepted { operation_url, .. } => {
+                PowerRequest::Accepted {
+                    operation_url,
+                    retry_after_secs,
+                } => {
+                    retry_after = retry_after.max(retry_after_secs);
                     if action == "Start" {
                         started = true;
                     } else {
@@ -753,6 +761,7 @@ impl Transition for Decision {
             deferred,
             nodes: reports,
             expired_leases,
+            retry_after_secs: retry_after,
         })
     }
 }
