@@ -214,21 +214,7 @@ async fn read_pool(
         })
     })?;
     let resource_group = name(&row.text("ResourceGroupName")?, "ResourceGroupName")?;
-    let runtime = match (
-        row.opt_text("FactoryName")?,
-        row.opt_text("IntegrationRuntimeName")?,
-    ) {
-        (Some(factory), Some(runtime)) => Some(RuntimeRef {
-            subscription,
-            resource_group: match row.opt_text("FactoryResourceGroupName")? {
-                Some(rg) => name(&rg, "FactoryResourceGroupName")?,
-                None => resource_group.clone(),
-            },
-            factory: name(&factory, "FactoryName")?,
-            name: name(&runtime, "IntegrationRuntimeName")?,
-        }),
-        _ => None,
-    };
+    let runtime = RuntimeRef::from_row(row, subscription, &resource_group)?;
     let to_u32 = |v: i64| u32::try_from(v.max(0)).unwrap_or(u32::MAX);
     let sizing = Sizing {
         jobs_per_node: to_u32(row.i64("JobsPerNode")?),

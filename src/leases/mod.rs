@@ -44,6 +44,38 @@ pub struct RuntimeRef {
     pub name: ResourceName,
 }
 
+impl RuntimeRef {
+    /// The runtime named by a row's `FactoryName`, `FactoryResourceGroupName` (default: the VMs'
+    /// resource group) and `IntegrationRuntimeName` columns; `None` when either name is NULL.
+    pub fn from_row(
+        row: &crate::store::Row,
+        subscription: Guid,
+        vm_resource_group: &ResourceName,
+    ) -> Result<Option<Self>, crate::store::StoreError> {
+        let name = |column: &str, text: &str| {
+            ResourceName::parse(text.trim()).map_err(|problem| crate::store::StoreError::Data {
+                column: column.into(),
+                problem,
+            })
+        };
+        let (Some(factory), Some(runtime)) = (
+            row.opt_text("FactoryName")?,
+            row.opt_text("IntegrationRuntimeName")?,
+        ) else {
+            return Ok(None);
+        };
+        Ok(Some(Self {
+            subscription,
+            resource_group: match row.opt_text("FactoryResourceGroupName")? {
+                Some(rg) => name("FactoryResourceGroupName", &rg)?,
+                None => vm_resource_group.clone(),
+            },
+            factory: name("FactoryName", &factory)?,
+            name: name("IntegrationRuntimeName", &runtime)?,
+        }))
+    }
+}
+
 /// A pool as a caller describes it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PoolSpec {

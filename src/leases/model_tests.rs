@@ -137,6 +137,44 @@ impl PowerControl for SimPower {
     }
 }
 
+/// One simulated VM (`shir-vm` in `rg`, on a virtual clock at time scale 1) behind the port.
+fn model_vm(def: VmDef, seed: u64, fault_ratio: f64) -> Result<Arc<SimPower>, String> {
+    let rg = def.resource_group.clone();
+    let mut config = SimConfig::sample();
+    config.time_scale = 1.0;
+    config.vms = vec![def];
+    config.runtimes = Vec::new();
+    let base = tokio::time::Instant::now();
+    let vms = VmStore::new(&config, base);
+    let id = vms
+        .lookup(crate::sim::SAMPLE_TENANT_ID, &rg, "shir-vm")
+        .ok_or("the model VM exists")?;
+    Ok(Arc::new(SimPower {
+        vms,
+        id,
+        base,
+        secs: Mutex::new(0.0),
+        rng: Mutex::new(StdRng::seed_from_u64(seed)),
+        fault_ratio,
+        deallocations: Mutex::new(Vec::new()),
+    }))
+}
+
+/// The pool of that one VM.
+fn model_pool(rg: &str, grace_secs: u32) -> Result<PoolSpec, String> {
+    Ok(PoolSpec {
+        subscription: Guid::parse(crate::sim::SAMPLE_TENANT_ID).ok_or("guid")?,
+        resource_group: ResourceName::parse(rg)?,
+        vms: vec![ResourceName::parse("shir-vm")?],
+        runtime: None,
+        sizing: Sizing {
+            jobs_per_node: 4,
+            min_nodes: 1,
+            grace_secs,
+        },
+    })
+}
+
 fn naive(secs: f64) -> NaiveDateTime {
     chrono::DateTime::from_timestamp(1_800_000_000, 0)
         .map(|d| d.naive_utc())
@@ -187,35 +225,10 @@ async fn run_schedule(store_path: &str, schedule: Schedule) -> Result<(usize, us
     } else {
         PowerState::Deallocated
     };
-    let mut config = SimConfig::sample();
-    config.time_scale = 1.0;
-    config.vms = vec![def];
-    config.runtimes = Vec::new();
-    let base = tokio::time::Instant::now();
-    let vms = VmStore::new(&config, base);
-    let id = vms
-        .lookup(crate::sim::SAMPLE_TENANT_ID, &rg, "shir-vm")
-        .ok_or("the model VM exists")?;
-    let power = Arc::new(SimPower {
-        vms,
-        id,
-        base,
-        secs: Mutex::new(0.0),
-        rng: Mutex::new(StdRng::seed_from_u64(schedule.seed ^ 0x5eed)),
-        fault_ratio: rng.gen_range(0.0..0.2),
-        deallocations: Mutex::new(Vec::new()),
-    });
-    let spec = PoolSpec {
-        subscription: Guid::parse(crate::sim::SAMPLE_TENANT_ID).ok_or("guid")?,
-        resource_group: ResourceName::parse(&rg)?,
-        vms: vec![ResourceName::parse("shir-vm")?],
-        runtime: None,
-        sizing: Sizing {
-            jobs_per_node: 4,
-            min_nodes: 1,
-            grace_secs: if rng.gen_bool(0.2) { 0 } else { GRACE_SECS },
-        },
-    };
+    let fault_ratio = rng.gen_range(0.0..0.2);
+    let power = model_vm(def, schedule.seed ^ 0x5eed, fault_ratio)?;
+    let grace = if rng.gen_bool(0.2) { 0 } else { GRACE_SECS };
+    let spec = model_pool(&rg, grace)?;
     let count = rng.gen_range(1..=8);
     let mut holders: Vec<Holder> = (0..count)
         .map(|i| {
@@ -548,35 +561,8 @@ async fn simulate_day(store: &Store, tag: &str, grace_secs: u32) -> Result<DayCo
     def.start_secs = 120.0;
     def.start_spread_secs = 0.0;
     def.deallocate_secs = 60.0;
-    let mut config = SimConfig::sample();
-    config.time_scale = 1.0;
-    config.vms = vec![def];
-    config.runtimes = Vec::new();
-    let base = tokio::time::Instant::now();
-    let vms = VmStore::new(&config, base);
-    let id = vms
-        .lookup(crate::sim::SAMPLE_TENANT_ID, &rg, "shir-vm")
-        .ok_or("the VM exists")?;
-    let power = Arc::new(SimPower {
-        vms,
-        id,
-        base,
-        secs: Mutex::new(0.0),
-        rng: Mutex::new(StdRng::seed_from_u64(1)),
-        fault_ratio: 0.0,
-        deallocations: Mutex::new(Vec::new()),
-    });
-    let spec = PoolSpec {
-        subscription: Guid::parse(crate::sim::SAMPLE_TENANT_ID).ok_or("guid")?,
-        resource_group: ResourceName::parse(&rg)?,
-        vms: vec![ResourceName::parse("shir-vm")?],
-        runtime: None,
-        sizing: Sizing {
-            jobs_per_node: 4,
-            min_nodes: 1,
-            grace_secs,
-        },
-    };
+    let power = model_vm(def, 1, 0.0)?;
+    let spec = model_pool(&rg, grace_secs)?;
     // Each pipeline: start, poll status every 30 s until ready, work, stop. The sweeper every 5 min.
     #[derive(Clone, Copy, PartialEq)]
     enum Step {
@@ -659,7 +645,10 @@ async fn simulate_day(store: &Store, tag: &str, grace_secs: u32) -> Result<DayCo
     if let Some((f, u)) = current {
         lease_union += u - f;
     }
-    let allocated = power.vms.allocated_secs(id, power.now()).unwrap_or(0.0);
+    let allocated = power
+        .vms
+        .allocated_secs(power.id, power.now())
+        .unwrap_or(0.0);
     let starts = power
         .vms
         .history(power.now())

@@ -66,21 +66,7 @@ impl Transition for ReadWorkerRuntime {
         if vms.is_empty() || vms.len() > MAX_NODES {
             return Err(bad("VmNames", format!("must name 1 to {MAX_NODES} VMs")));
         }
-        let runtime = match (
-            row.opt_text("FactoryName")?,
-            row.opt_text("IntegrationRuntimeName")?,
-        ) {
-            (Some(factory), Some(runtime)) => Some(RuntimeRef {
-                subscription,
-                resource_group: match row.opt_text("FactoryResourceGroupName")? {
-                    Some(rg) => name("FactoryResourceGroupName", &rg)?,
-                    None => resource_group.clone(),
-                },
-                factory: name("FactoryName", &factory)?,
-                name: name("IntegrationRuntimeName", &runtime)?,
-            }),
-            _ => None,
-        };
+        let runtime = RuntimeRef::from_row(row, subscription, &resource_group)?;
         let setting = |column: &str, default: u32| -> Result<u32, StoreError> {
             Ok(row
                 .opt_i64(column)?
