@@ -237,18 +237,22 @@ pub async fn dispatch(state: &AppState, function: Function, invocation: &Invocat
     let deadline = Instant::now() + state.settings.request_budget;
     let outcome = budget::within(deadline, async {
         let body = request_json(invocation)?;
+        // Each function's future on the heap: an invocation then holds its own function's state, not
+        // the largest of all of them (CheckPipelineStatus needs half of what the largest does).
         match function {
             Function::ExecutePipeline | Function::ExecutePipelineV2 => {
-                execute_pipeline::run(state, &body).await
+                Box::pin(execute_pipeline::run(state, &body)).await
             }
-            Function::CheckPipelineStatus => check_pipeline_status::run(state, &body).await,
-            Function::GetActivityErrors => get_activity_errors::run(state, &body).await,
-            Function::ValidatePipeline => validate_pipeline::run(state, &body).await,
-            Function::CancelPipeline => cancel_pipeline::run(state, &body).await,
-            Function::StartExecution => start_execution::run(state, &body).await,
-            Function::PrepareStage => prepare_stage::run(state, &body).await,
-            Function::FinishExecution => finish_execution::run(state, &body).await,
-            Function::VmPower => vm_power::run(state, &body).await,
+            Function::CheckPipelineStatus => {
+                Box::pin(check_pipeline_status::run(state, &body)).await
+            }
+            Function::GetActivityErrors => Box::pin(get_activity_errors::run(state, &body)).await,
+            Function::ValidatePipeline => Box::pin(validate_pipeline::run(state, &body)).await,
+            Function::CancelPipeline => Box::pin(cancel_pipeline::run(state, &body)).await,
+            Function::StartExecution => Box::pin(start_execution::run(state, &body)).await,
+            Function::PrepareStage => Box::pin(prepare_stage::run(state, &body)).await,
+            Function::FinishExecution => Box::pin(finish_execution::run(state, &body)).await,
+            Function::VmPower => Box::pin(vm_power::run(state, &body)).await,
         }
     })
     .await;
