@@ -12,9 +12,14 @@
 //!   parses its request into domain values and delegates.
 //! - [`domain`]: values that can only hold valid data (GUIDs, resource names, run statuses, the two request
 //!   dialects and their response shapes).
+//! - [`orchestration`]: procfwk's lifecycle (executions, stages, workers, failure handling), one store
+//!   transaction per transition. [`leases`]: VM pools, leases and power decisions for self-hosted
+//!   integration runtimes (VmPower), each decision one transaction under the pool's lock.
 //! - [`adapters`]: the outside world — one HTTP client, credentials and the token cache, Key Vault, ARM
-//!   retries with a time budget, and Data Factory through `azure_mgmt_datafactory`.
-//! - [`sim`]: `procfwk sim`, a loopback stand-in for Entra ID, managed identity, Key Vault and Data Factory.
+//!   retries with a time budget, Data Factory through `azure_mgmt_datafactory`, and Compute VMs.
+//! - [`store`]: the metadata store — SQLite embedded, Azure SQL through tiberius — one set of statements.
+//! - [`sim`]: `procfwk sim`, a loopback stand-in for Entra ID, managed identity, Key Vault, Data Factory
+//!   and Compute VMs with self-hosted runtime nodes.
 //! - [`config`]: typed settings with their defaults in one place. [`telemetry`]: tracing set-up.
 //! - [`secret`]: a wrapper that keeps secrets out of logs. [`cli`]: the `procfwk` command line.
 //! - [`package`]: `procfwk package`, the zip-deploy package for the Linux Functions host.
