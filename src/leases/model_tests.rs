@@ -25,7 +25,8 @@ use std::time::Duration as StdDuration;
 
 const LEASE_SECS: u32 = 600;
 const GRACE_SECS: u32 = 300;
-const SWEEP_EVERY: i64 = 300;
+/// The sweeper's period, as in `functions/VmIdleSweep/function.json`.
+const SWEEP_EVERY: i64 = 60;
 
 /// The simulator's VM engine behind the [`PowerControl`] port, on a virtual clock, with faults.
 struct SimPower {
