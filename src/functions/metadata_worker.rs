@@ -18,7 +18,7 @@ use crate::orchestration::{
     now, Applied, ApplyResult, Claim, ClaimWorker, InFlightWorkers, LifecycleError, ReadWorker,
     RecordCheck, RecordRunId, WorkerActivityFailed, WorkerKey, WorkerOutcome, WorkerPlan,
 };
-use crate::store::{Store, StoreError};
+use crate::store::{Store, Transition, Tx};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -125,23 +125,41 @@ fn reply(
     Reply::ok(Value::Object(body))
 }
 
-fn store_error(e: StoreError) -> FunctionError {
-    FunctionError::Lifecycle(e.into())
+/// A worker's plan and the runtime it needs (`procfwk.WorkerRuntimes`), read in one transaction: the
+/// runtime costs one more statement per call, not one more transaction.
+struct ReadWorkerAndRuntime {
+    key: WorkerKey,
+    defaults: crate::config::VmSettings,
 }
 
-/// The runtime the worker needs, if any (`procfwk.WorkerRuntimes`).
-async fn worker_runtime(
+#[async_trait::async_trait]
+impl Transition for ReadWorkerAndRuntime {
+    type Output = (WorkerPlan, Option<WorkerRuntime>);
+    type Error = LifecycleError;
+
+    async fn apply(&self, tx: &mut dyn Tx) -> Result<Self::Output, LifecycleError> {
+        let plan = ReadWorker { key: self.key }.apply(tx).await?;
+        let runtime = ReadWorkerRuntime {
+            pipeline_id: self.key.pipeline_id,
+            defaults: self.defaults.clone(),
+        }
+        .apply(tx)
+        .await?;
+        Ok((plan, runtime))
+    }
+}
+
+async fn read_worker(
     state: &AppState,
     store: &Store,
     key: WorkerKey,
-) -> Result<Option<WorkerRuntime>, FunctionError> {
-    store
-        .run(&ReadWorkerRuntime {
-            pipeline_id: key.pipeline_id,
+) -> Result<(WorkerPlan, Option<WorkerRuntime>), FunctionError> {
+    Ok(store
+        .run(&ReadWorkerAndRuntime {
+            key,
             defaults: state.settings.vm.clone(),
         })
-        .await
-        .map_err(store_error)
+        .await?)
 }
 
 /// One power decision about the worker's runtime, with the Function App's managed identity (the
@@ -196,15 +214,26 @@ fn waiting_reply(plan: &WorkerPlan, request: &PipelineRequest, report: &PoolRepo
 /// `ExecutePipelineV2` for a worker of an execution.
 pub async fn execute(state: &AppState, key: WorkerKey) -> Result<Reply, FunctionError> {
     let store = state.store().await?;
-    let plan = store.run(&ReadWorker { key }).await?;
-    let request = request_for(&plan)?;
+    let (plan, runtime) = read_worker(state, store, key).await?;
+    Ok(start(state, store, key, &plan, runtime.as_ref()).await?.0)
+}
+
+/// Start the worker's run (once its runtime, if it needs one, is ready). Also returns the worker's run
+/// id when it has one now.
+async fn start(
+    state: &AppState,
+    store: &Store,
+    key: WorkerKey,
+    plan: &WorkerPlan,
+    runtime: Option<&WorkerRuntime>,
+) -> Result<(Reply, Option<uuid::Uuid>), FunctionError> {
+    let request = request_for(plan)?;
     let credential = state
         .azure
         .identity
         .credential(&request.credentials)
         .await?;
-    let runtime = worker_runtime(state, store, key).await?;
-    if let (Some(runtime), None) = (&runtime, plan.run_id) {
+    if let (Some(runtime), None) = (runtime, plan.run_id) {
         // A worker on a self-hosted runtime: hold a lease, and start the run only once it is ready.
         let take = Change::Take {
             holder: holder(&key),
@@ -213,7 +242,7 @@ pub async fn execute(state: &AppState, key: WorkerKey) -> Result<Reply, Function
         let report = runtime_decision(state, store, runtime, take).await?;
         if !report.ready {
             tracing::info!(%key, pool = %report.pool_key, power_state = report.power_state.as_str(), "worker waits for its runtime");
-            return Ok(waiting_reply(&plan, &request, &report));
+            return Ok((waiting_reply(plan, &request, &report), None));
         }
     }
     let claim = store
@@ -232,13 +261,8 @@ pub async fn execute(state: &AppState, key: WorkerKey) -> Result<Reply, Function
                 .data_factory
                 .get_run(credential, &request.target, &run_id.to_string())
                 .await?;
-            return Ok(reply(
-                &plan,
-                &request,
-                &run.run_id,
-                &run.status,
-                Some("Running"),
-            ));
+            let reply = reply(plan, &request, &run.run_id, &run.status, Some("Running"));
+            return Ok((reply, Some(run_id)));
         }
         Claim::InFlight { since } => {
             let age = since
@@ -253,10 +277,14 @@ pub async fn execute(state: &AppState, key: WorkerKey) -> Result<Reply, Function
             tracing::warn!(%key, "a previous start of this worker died before recording a run id; starting it again");
         }
         Claim::NotStartable { status } => {
+            // The lease taken above is not needed after all.
+            if let Some(runtime) = runtime {
+                release_runtime(state, store, runtime, key).await;
+            }
             return Err(FunctionError::Conflict {
                 message: format!("the worker is {status} and cannot be started"),
                 details: json!({"WorkerStatus": status}),
-            })
+            });
         }
     }
     let created = state
@@ -284,7 +312,7 @@ pub async fn execute(state: &AppState, key: WorkerKey) -> Result<Reply, Function
                     now: now(),
                 })
                 .await?;
-            if let Some(runtime) = &runtime {
+            if let Some(runtime) = runtime {
                 release_runtime(state, store, runtime, key).await;
             }
             return Err(e.into());
@@ -304,7 +332,10 @@ pub async fn execute(state: &AppState, key: WorkerKey) -> Result<Reply, Function
         .await?;
     tracing::info!(%key, pipeline = %request.pipeline, %run_id, "worker run created");
     let status = super::wait_until_started(state, credential, &request, &run_id).await;
-    Ok(reply(&plan, &request, &run_id, &status, Some("Running")))
+    Ok((
+        reply(plan, &request, &run_id, &status, Some("Running")),
+        Some(run_uuid),
+    ))
 }
 
 /// `CheckPipelineStatus` for a worker of an execution: one status read; the check time is recorded and,
@@ -318,7 +349,7 @@ pub async fn check(
     run_id: Option<Guid>,
 ) -> Result<Reply, FunctionError> {
     let store = state.store().await?;
-    let plan = store.run(&ReadWorker { key }).await?;
+    let (plan, runtime) = read_worker(state, store, key).await?;
     let run_id = match (run_id.map(|r| r.as_uuid()), plan.run_id) {
         (Some(given), Some(recorded)) if given != recorded => {
             return Err(RequestError::new(
@@ -330,30 +361,26 @@ pub async fn check(
         (Some(given), _) => given,
         (None, Some(recorded)) => recorded,
         (None, None) => {
-            if worker_runtime(state, store, key).await?.is_none() {
+            if runtime.is_none() {
                 return Err(RequestError::new("runId", "is required").into());
             }
             // Still waiting for the runtime: try the start again. Once the run exists it is checked
             // right away, so a run that is already over has its result applied by this very call (the
             // Infant's loop ends on this answer).
-            let started = execute(state, key).await?;
-            match store.run(&ReadWorker { key }).await?.run_id {
-                Some(recorded) => recorded,
-                None => return Ok(started),
+            match start(state, store, key, &plan, runtime.as_ref()).await? {
+                (_, Some(created)) => created,
+                (waiting, None) => return Ok(waiting),
             }
         }
     };
-    let run_id = Guid::parse(&run_id.to_string())
-        .ok_or_else(|| RequestError::new("runId", "Expected Run Id to be a GUID."))?;
     let request = request_for(&plan)?;
     let credential = state
         .azure
         .identity
         .credential(&request.credentials)
         .await?;
-    let (status, worker_status) =
-        settle(state, store, &request, credential, key, run_id.as_uuid()).await?;
-    if let Some(runtime) = worker_runtime(state, store, key).await? {
+    let (status, worker_status) = settle(state, store, &request, credential, key, run_id).await?;
+    if let Some(runtime) = &runtime {
         if status.is_running() {
             // The run goes on: keep the lease alive (no power decision needed).
             let renew = RenewLease {
@@ -366,7 +393,7 @@ pub async fn check(
                 tracing::warn!(%key, error = %e, "worker's runtime lease not renewed this check");
             }
         } else {
-            release_runtime(state, store, &runtime, key).await;
+            release_runtime(state, store, runtime, key).await;
         }
     }
     Ok(reply(
