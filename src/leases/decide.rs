@@ -142,12 +142,57 @@ pub async fn pool_keys(store: &Store) -> Result<Vec<String>, LeaseError> {
     store.run(&Keys).await
 }
 
+/// A power operation this pool asked ARM for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PowerAction {
+    Start,
+    Deallocate,
+}
+
+impl PowerAction {
+    /// As stored in `VmPoolNodes.PendingAction`.
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Start => "Start",
+            Self::Deallocate => "Deallocate",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        [Self::Start, Self::Deallocate]
+            .into_iter()
+            .find(|a| a.as_str().eq_ignore_ascii_case(text.trim()))
+    }
+
+    /// The state the VM is in while the operation runs, and once it has landed.
+    fn during(self) -> PowerState {
+        match self {
+            Self::Start => PowerState::Starting,
+            Self::Deallocate => PowerState::Deallocating,
+        }
+    }
+
+    fn target(self) -> PowerState {
+        match self {
+            Self::Start => PowerState::Running,
+            Self::Deallocate => PowerState::Deallocated,
+        }
+    }
+}
+
+/// An operation asked for and not yet seen landed.
+#[derive(Clone, Debug, PartialEq)]
+struct Pending {
+    action: PowerAction,
+    since: Option<NaiveDateTime>,
+    /// `Azure-AsyncOperation` / `Location` to follow it.
+    url: Option<String>,
+}
+
 struct NodeRow {
     index: i64,
     vm_name: String,
-    pending_action: Option<String>,
-    pending_since: Option<NaiveDateTime>,
-    pending_url: Option<String>,
+    pending: Option<Pending>,
     idle_since: Option<NaiveDateTime>,
     last_state: Option<PowerState>,
 }
@@ -157,9 +202,18 @@ impl NodeRow {
         Ok(Self {
             index: row.i64("NodeIndex")?,
             vm_name: row.text("VmName")?,
-            pending_action: row.opt_text("PendingAction")?,
-            pending_since: row.opt_datetime("PendingSinceDateTime")?,
-            pending_url: row.opt_text("PendingOperationUrl")?,
+            pending: match row
+                .opt_text("PendingAction")?
+                .as_deref()
+                .and_then(PowerAction::parse)
+            {
+                Some(action) => Some(Pending {
+                    action,
+                    since: row.opt_datetime("PendingSinceDateTime")?,
+                    url: row.opt_text("PendingOperationUrl")?,
+                }),
+                None => None,
+            },
             idle_since: row.opt_datetime("IdleSinceDateTime")?,
             last_state: row
                 .opt_text("LastPowerState")?
@@ -324,34 +378,79 @@ impl Decision {
         Ok((stored, nodes))
     }
 
-    /// One power-log row (the columns of `VmPowerLog`, in order).
-    #[allow(clippy::too_many_arguments)]
-    async fn log(
-        &self,
-        tx: &mut dyn Tx,
-        vm: Option<&str>,
-        at: NaiveDateTime,
-        event: &str,
-        holder: Option<&str>,
-        state: Option<PowerState>,
-        active: usize,
-        detail: Option<String>,
-    ) -> Result<(), LeaseError> {
+    /// Write one power-log row.
+    async fn log(&self, tx: &mut dyn Tx, entry: LogEntry<'_>) -> Result<(), LeaseError> {
         tx.execute(
             &sql::VM_POWER_LOG_INSERT,
             &[
                 self.pool_key.as_str().into(),
-                vm.map(str::to_string).into(),
-                at.into(),
-                event.into(),
-                holder.map(str::to_string).into(),
-                state.map(|s| s.as_str().to_string()).into(),
-                (active as i64).into(),
-                detail.into(),
+                entry.vm.map(str::to_string).into(),
+                entry.at.into(),
+                entry.event.into(),
+                entry.holder.map(str::to_string).into(),
+                entry.state.map(|s| s.as_str().to_string()).into(),
+                (entry.active as i64).into(),
+                entry.detail.into(),
             ],
         )
         .await?;
         Ok(())
+    }
+}
+
+/// One row of `VmPowerLog` (the pool's key is the decision's).
+struct LogEntry<'a> {
+    at: NaiveDateTime,
+    event: &'a str,
+    /// Live leases after the event.
+    active: usize,
+    vm: Option<&'a str>,
+    holder: Option<&'a str>,
+    state: Option<PowerState>,
+    detail: Option<String>,
+}
+
+impl<'a> LogEntry<'a> {
+    /// A lease event of `holder`.
+    fn lease(at: NaiveDateTime, event: &'a str, holder: &'a str, active: usize) -> Self {
+        Self {
+            at,
+            event,
+            active,
+            vm: None,
+            holder: Some(holder),
+            state: None,
+            detail: None,
+        }
+    }
+
+    /// An event of one node's VM, seen in `state`.
+    fn node(
+        at: NaiveDateTime,
+        event: &'a str,
+        vm: &'a str,
+        state: PowerState,
+        active: usize,
+    ) -> Self {
+        Self {
+            at,
+            event,
+            active,
+            vm: Some(vm),
+            holder: None,
+            state: Some(state),
+            detail: None,
+        }
+    }
+
+    fn holder(mut self, holder: Option<&'a str>) -> Self {
+        self.holder = holder;
+        self
+    }
+
+    fn detail(mut self, detail: Option<String>) -> Self {
+        self.detail = detail;
+        self
     }
 }
 
@@ -415,17 +514,8 @@ impl Transition for Decision {
                         .await?;
                         lease.expires = expires;
                         let live = leases.iter().filter(|l| l.expires > now).count();
-                        self.log(
-                            tx,
-                            None,
-                            now,
-                            "LeaseRenewed",
-                            Some(holder),
-                            None,
-                            live,
-                            None,
-                        )
-                        .await?;
+                        self.log(tx, LogEntry::lease(now, "LeaseRenewed", holder, live))
+                            .await?;
                     }
                     Some(_) => {}
                     None if take => {
@@ -444,7 +534,7 @@ impl Transition for Decision {
                             expires,
                         });
                         let live = leases.iter().filter(|l| l.expires > now).count();
-                        self.log(tx, None, now, "LeaseTaken", Some(holder), None, live, None)
+                        self.log(tx, LogEntry::lease(now, "LeaseTaken", holder, live))
                             .await?;
                     }
                     None => {}
@@ -459,17 +549,8 @@ impl Transition for Decision {
                     // A lease released after it expired ended at its expiry.
                     let end = lease.expires.min(now);
                     mark_end(end);
-                    self.log(
-                        tx,
-                        None,
-                        end,
-                        "LeaseReleased",
-                        Some(holder),
-                        None,
-                        live,
-                        None,
-                    )
-                    .await?;
+                    self.log(tx, LogEntry::lease(end, "LeaseReleased", holder, live))
+                        .await?;
                 }
             }
             Change::Observe => {}
@@ -487,13 +568,8 @@ impl Transition for Decision {
                 mark_end(lease.expires);
                 self.log(
                     tx,
-                    None,
-                    lease.expires,
-                    "LeaseExpired",
-                    Some(&lease.holder),
-                    None,
-                    0,
-                    Some(format!("noticed at {now}")),
+                    LogEntry::lease(lease.expires, "LeaseExpired", &lease.holder, 0)
+                        .detail(Some(format!("noticed at {now}"))),
                 )
                 .await?;
             } else {
@@ -521,9 +597,9 @@ impl Transition for Decision {
         // A pool with no lease whose nodes were all seen deallocated, with nothing in flight, needs no
         // ARM call (the sweeper passes by such pools every few minutes).
         let quiet = live == 0
-            && nodes.iter().all(|n| {
-                n.last_state == Some(PowerState::Deallocated) && n.pending_action.is_none()
-            });
+            && nodes
+                .iter()
+                .all(|n| n.last_state == Some(PowerState::Deallocated) && n.pending.is_none());
         if quiet && matches!(self.change, Change::Observe | Change::Release { .. }) {
             return Ok(PoolReport {
                 pool_key: key.into(),
@@ -554,52 +630,35 @@ impl Transition for Decision {
 
         // Observe every node; follow operations we started that have not landed yet.
         let mut observed = Vec::with_capacity(nodes.len());
-        let mut pendings: Vec<(Option<String>, Option<NaiveDateTime>, Option<String>)> =
-            Vec::with_capacity(nodes.len());
+        let mut pendings: Vec<Option<Pending>> = Vec::with_capacity(nodes.len());
         for node in &nodes {
             let vm = spec.vm(node.index as usize).ok_or_else(|| {
                 LeaseError::Conflict(format!("node {} of pool {key} has no VM", node.index))
             })?;
             let state = self.power.power_state(&vm).await?;
             if node.last_state != Some(state) {
+                let was = node.last_state.map(|s| format!("was {}", s.as_str()));
                 self.log(
                     tx,
-                    Some(&node.vm_name),
-                    now,
-                    "Observed",
-                    None,
-                    Some(state),
-                    live,
-                    node.last_state.map(|s| format!("was {}", s.as_str())),
+                    LogEntry::node(now, "Observed", &node.vm_name, state, live).detail(was),
                 )
                 .await?;
             }
-            let mut pending = (
-                node.pending_action.clone(),
-                node.pending_since,
-                node.pending_url.clone(),
-            );
-            let landed = match pending.0.as_deref() {
-                Some("Deallocate") => state == PowerState::Deallocated,
-                Some("Start") => state == PowerState::Running,
-                _ => false,
-            };
-            if landed {
-                pending = (None, None, None);
-            } else if let (Some(action), Some(url)) = (pending.0.clone(), pending.2.clone()) {
-                if let OperationOutcome::Failed(said) = self.power.operation(&url).await? {
-                    self.log(
-                        tx,
-                        Some(&node.vm_name),
-                        now,
-                        "OperationFailed",
-                        None,
-                        Some(state),
-                        live,
-                        Some(format!("{action}: {said}")),
-                    )
-                    .await?;
-                    pending = (None, None, None);
+            let mut pending = node.pending.clone();
+            if let Some(p) = &node.pending {
+                if state == p.action.target() {
+                    pending = None;
+                } else if let Some(url) = &p.url {
+                    if let OperationOutcome::Failed(said) = self.power.operation(url).await? {
+                        let detail = format!("{}: {said}", p.action.as_str());
+                        self.log(
+                            tx,
+                            LogEntry::node(now, "OperationFailed", &node.vm_name, state, live)
+                                .detail(Some(detail)),
+                        )
+                        .await?;
+                        pending = None;
+                    }
                 }
             }
             observed.push(state);
@@ -612,10 +671,10 @@ impl Transition for Decision {
             .map(|((node, state), pending)| NodeState {
                 state: plan::effective_state(
                     *state,
-                    match pending.0.as_deref() {
-                        Some("Deallocate") => pending.1,
-                        _ => None,
-                    },
+                    pending
+                        .as_ref()
+                        .filter(|p| p.action == PowerAction::Deallocate)
+                        .and_then(|p| p.since),
                     now,
                     self.pending_trust,
                 ),
@@ -632,55 +691,46 @@ impl Transition for Decision {
         let mut effective: Vec<PowerState> = states.iter().map(|s| s.state).collect();
         for (i, node_plan) in plans.iter().enumerate() {
             let Some(vm) = spec.vm(i) else { continue };
-            let (answer, action, during) = match node_plan.action {
+            let action = match node_plan.action {
                 NodeAction::Nothing => continue,
-                NodeAction::Start => (self.power.start(&vm).await?, "Start", PowerState::Starting),
-                NodeAction::Deallocate => (
-                    self.power.deallocate(&vm).await?,
-                    "Deallocate",
-                    PowerState::Deallocating,
-                ),
+                NodeAction::Start => PowerAction::Start,
+                NodeAction::Deallocate => PowerAction::Deallocate,
             };
-            match answer {
+            let answer = match action {
+                PowerAction::Start => self.power.start(&vm).await?,
+                PowerAction::Deallocate => self.power.deallocate(&vm).await?,
+            };
+            let (event, detail) = match answer {
                 PowerRequest::Accepted {
                     operation_url,
                     retry_after_secs,
                 } => {
                     retry_after = retry_after.max(retry_after_secs);
-                    if action == "Start" {
-                        started = true;
-                    } else {
-                        deallocated = true;
+                    match action {
+                        PowerAction::Start => started = true,
+                        PowerAction::Deallocate => deallocated = true,
                     }
-                    effective[i] = during;
-                    pendings[i] = (Some(action.into()), Some(now), operation_url);
-                    self.log(
-                        tx,
-                        Some(&nodes[i].vm_name),
-                        now,
-                        &format!("{action}Requested"),
-                        self.change.holder(),
-                        Some(observed[i]),
-                        live,
-                        None,
-                    )
-                    .await?;
+                    effective[i] = action.during();
+                    pendings[i] = Some(Pending {
+                        action,
+                        since: Some(now),
+                        url: operation_url,
+                    });
+                    ("Requested", None)
                 }
                 PowerRequest::Conflict { code, message } => {
                     deferred = true;
-                    self.log(
-                        tx,
-                        Some(&nodes[i].vm_name),
-                        now,
-                        &format!("{action}Deferred"),
-                        self.change.holder(),
-                        Some(observed[i]),
-                        live,
-                        Some(format!("{code}: {message}")),
-                    )
-                    .await?;
+                    ("Deferred", Some(format!("{code}: {message}")))
                 }
-            }
+            };
+            let event = format!("{}{event}", action.as_str());
+            self.log(
+                tx,
+                LogEntry::node(now, &event, &nodes[i].vm_name, observed[i], live)
+                    .holder(self.change.holder())
+                    .detail(detail),
+            )
+            .await?;
         }
 
         // Ready: a needed node running, with its runtime node Online when a runtime was named.
@@ -716,15 +766,15 @@ impl Transition for Decision {
                 runtime_node_status: runtime_node,
                 ready,
             });
-            let (action, since, url) = &pendings[i];
+            let pending = pendings[i].as_ref();
             tx.execute(
                 &sql::VM_NODE_UPDATE,
                 &[
                     key.into(),
                     node.index.into(),
-                    action.clone().into(),
-                    SqlValue::from(*since),
-                    url.clone().into(),
+                    pending.map(|p| p.action.as_str().to_string()).into(),
+                    SqlValue::from(pending.and_then(|p| p.since)),
+                    pending.and_then(|p| p.url.clone()).into(),
                     SqlValue::from(plans[i].idle_since),
                     observed[i].as_str().into(),
                     now.into(),
