@@ -27,11 +27,17 @@ pub struct Compute {
     scope: String,
     api_version: String,
     pipeline: Pipeline,
-    permits: tokio::sync::Semaphore,
+    /// The process's ARM calls in flight, shared with Data Factory: one cap for all of ARM.
+    permits: Arc<tokio::sync::Semaphore>,
 }
 
 impl Compute {
-    pub fn new(http: Arc<dyn azure_core::HttpClient>, settings: &Settings) -> Self {
+    /// `permits`: the ARM calls in flight of the whole process ([`DataFactory::upstream_permits`]).
+    pub fn new(
+        http: Arc<dyn azure_core::HttpClient>,
+        settings: &Settings,
+        permits: Arc<tokio::sync::Semaphore>,
+    ) -> Self {
         let mut options =
             ClientOptions::new(TransportOptions::new(http)).retry(RetryOptions::none());
         // Start and deallocate are safe to repeat: asking again joins the operation in flight.
@@ -52,7 +58,7 @@ impl Compute {
                 Vec::new(),
                 Vec::new(),
             ),
-            permits: tokio::sync::Semaphore::new(settings.upstream_concurrency.max(1)),
+            permits,
         }
     }
 
@@ -206,7 +212,10 @@ pub fn power_state_of(view: &Value) -> Option<PowerState> {
     statuses.iter().find_map(|s| {
         s["code"]
             .as_str()
-            .filter(|c| c.len() > 11 && c[..11].eq_ignore_ascii_case("PowerState/"))
+            .filter(|c| {
+                c.get(..11)
+                    .is_some_and(|p| p.eq_ignore_ascii_case("PowerState/"))
+            })
             .and_then(PowerState::parse)
     })
 }
@@ -265,6 +274,7 @@ mod tests {
         let compute = Compute::new(
             crate::adapters::http::shared_client(&Settings::default()).expect("client"),
             &Settings::default(),
+            Arc::new(tokio::sync::Semaphore::new(1)),
         );
         assert!(compute.same_host("https://management.azure.com/subscriptions/x/operations/1"));
         assert!(!compute.same_host("https://evil.example/operations/1"));

@@ -62,7 +62,7 @@ pub struct DataFactory {
     /// ARM calls in flight from this process. Taken before a request is built, so a burst of a thousand
     /// Infant polls waits in small futures and shares a bounded set of upstream connections (memory stays
     /// flat, and ARM's per-principal throttling buckets are not emptied in one go).
-    permits: tokio::sync::Semaphore,
+    permits: Arc<tokio::sync::Semaphore>,
 }
 
 impl DataFactory {
@@ -86,7 +86,9 @@ impl DataFactory {
             write_once,
             reads,
             clients: std::sync::Mutex::new(HashMap::new()),
-            permits: tokio::sync::Semaphore::new(settings.upstream_concurrency.max(1)),
+            permits: Arc::new(tokio::sync::Semaphore::new(
+                settings.upstream_concurrency.max(1),
+            )),
         }
     }
 
@@ -121,6 +123,11 @@ impl DataFactory {
         );
         clients.insert(key, client.clone());
         client
+    }
+
+    /// The cap on ARM calls in flight, for the other ARM adapters to share.
+    pub fn upstream_permits(&self) -> Arc<tokio::sync::Semaphore> {
+        self.permits.clone()
     }
 
     async fn permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, UpstreamError> {

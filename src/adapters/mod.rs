@@ -61,7 +61,11 @@ impl Azure {
         let http = http::shared_client(settings)?;
         let identity = Arc::new(Identity::new(http.clone(), settings));
         let data_factory = Arc::new(DataFactory::new(http.clone(), settings));
-        let compute = Arc::new(compute::Compute::new(http, settings));
+        let compute = Arc::new(compute::Compute::new(
+            http,
+            settings,
+            data_factory.upstream_permits(),
+        ));
         Ok(Self {
             identity,
             data_factory,
