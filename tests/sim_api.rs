@@ -2,6 +2,8 @@
 //! reqwest and with the Azure SDK crates the function handler uses (`azure_identity`,
 //! `azure_mgmt_datafactory`), so the simulator is held to what real clients parse.
 
+mod support;
+
 use procfwk::sim::{Faults, Principal, RunningSim, SimConfig, Simulator};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -47,19 +49,15 @@ fn factory_url(sim: &RunningSim) -> String {
 }
 
 async fn token(http: &reqwest::Client, sim: &RunningSim, scope: &str) -> String {
-    let response = http
-        .post(format!("{}/{TENANT}/oauth2/v2.0/token", sim.url()))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", CLIENT_ID),
-            ("client_secret", CLIENT_SECRET),
-            ("scope", scope),
-        ])
-        .send()
-        .await
-        .expect("token request");
-    assert_eq!(response.status(), 200);
-    let body: Value = response.json().await.expect("token JSON");
+    let body = support::client_credentials_token(
+        http,
+        &sim.url(),
+        TENANT,
+        CLIENT_ID,
+        CLIENT_SECRET,
+        scope,
+    )
+    .await;
     assert_eq!(body["token_type"], "Bearer");
     assert!(body["expires_in"].is_u64());
     body["access_token"]

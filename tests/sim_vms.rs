@@ -4,6 +4,8 @@
 //! `Online` after its start-up delay → deallocate, with 409s on conflicting operations and 429s under
 //! fault injection.
 
+mod support;
+
 use procfwk::sim::{Faults, PowerState, Principal, RunningSim, SimConfig, Simulator, VmEvent};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -39,19 +41,15 @@ async fn start(config: SimConfig) -> RunningSim {
 }
 
 async fn token(http: &reqwest::Client, sim: &RunningSim) -> String {
-    let response = http
-        .post(format!("{}/{TENANT}/oauth2/v2.0/token", sim.url()))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", CLIENT_ID),
-            ("client_secret", CLIENT_SECRET),
-            ("scope", ARM_SCOPE),
-        ])
-        .send()
-        .await
-        .expect("token request");
-    assert_eq!(response.status(), 200);
-    let body: Value = response.json().await.expect("token JSON");
+    let body = support::client_credentials_token(
+        http,
+        &sim.url(),
+        TENANT,
+        CLIENT_ID,
+        CLIENT_SECRET,
+        ARM_SCOPE,
+    )
+    .await;
     body["access_token"]
         .as_str()
         .expect("access_token")
@@ -111,15 +109,10 @@ async fn post(http: &reqwest::Client, url: &str, token: &str) -> Answer {
     send(http, reqwest::Method::POST, url, token).await
 }
 
-/// The `PowerState/…` of an instance view, matched on the code, not the position.
+/// The `PowerState/…` of an instance view, as the VmPower adapter reads it (by code, not position).
 fn power_state(instance_view: &Value) -> String {
-    instance_view["statuses"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|s| s["code"].as_str())
-        .find_map(|code| code.strip_prefix("PowerState/"))
-        .unwrap_or_default()
+    procfwk::adapters::compute::power_state_of(instance_view)
+        .map_or("", |s| s.as_str())
         .to_string()
 }
 

@@ -328,3 +328,28 @@ impl Stack {
         self.sim_get("/_sim/stats").await["tokenRequests"].clone()
     }
 }
+
+/// A client-credentials token answer (`access_token`, `token_type`, `expires_in`, …) from the Entra ID
+/// token endpoint at `authority` (the simulator in tests); panics unless it is a 200.
+pub async fn client_credentials_token(
+    http: &reqwest::Client,
+    authority: &str,
+    tenant: &str,
+    client_id: &str,
+    client_secret: &str,
+    scope: &str,
+) -> Value {
+    let response = http
+        .post(format!("{authority}/{tenant}/oauth2/v2.0/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", client_id),
+            ("client_secret", client_secret),
+            ("scope", scope),
+        ])
+        .send()
+        .await
+        .expect("token request");
+    assert_eq!(response.status(), 200);
+    response.json().await.expect("token JSON")
+}

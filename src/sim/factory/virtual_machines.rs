@@ -644,14 +644,10 @@ mod tests {
             .to_string()
     }
 
+    /// What the VmPower adapter reads from the same answer.
     fn power_state(view: &Value) -> String {
-        view["statuses"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|s| s["code"].as_str())
-            .find_map(|c| c.strip_prefix("PowerState/"))
-            .unwrap_or_default()
+        crate::adapters::compute::power_state_of(view)
+            .map_or("", |s| s.as_str())
             .to_string()
     }
 
