@@ -170,6 +170,15 @@ fn route_not_found(path: &str) -> ArmError {
     )
 }
 
+/// ARM's answer to a method the route does not take.
+fn method_not_allowed(method: &Method) -> ArmError {
+    ArmError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "MethodNotAllowed",
+        format!("The requested resource does not support http method '{method}'."),
+    )
+}
+
 /// Parses the path after `/subscriptions/` into the factory and the operation.
 pub(crate) fn parse_route(
     tail: &str,
@@ -233,11 +242,7 @@ pub(crate) fn parse_route(
         _ => return Err(route_not_found(&full_path())),
     };
     if *method != allowed {
-        return Err(ArmError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "MethodNotAllowed",
-            format!("The requested resource does not support http method '{method}'."),
-        ));
+        return Err(method_not_allowed(method));
     }
     Ok((scope, operation))
 }

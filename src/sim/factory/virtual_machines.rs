@@ -16,7 +16,10 @@
 //! `Microsoft.Compute/virtualMachines/start/action`), injected faults (429/5xx), the VM's or the
 //! operation's existence (404), then the operation. Power states come from [`crate::sim::compute`].
 
-use super::{authenticate, authorization_failed, injected_fault, route_not_found, ArmRequest};
+use super::{
+    authenticate, authorization_failed, injected_fault, method_not_allowed, route_not_found,
+    ArmRequest,
+};
 use crate::sim::clock::format_timestamp;
 use crate::sim::compute::{
     Accepted, Conflict, OperationStatus, PowerState, VmAction, VmId, VmInfo, VmObservation,
@@ -158,11 +161,7 @@ fn parse_route(tail: &str, method: &Method) -> Result<Route, ArmError> {
         _ => return Err(route_not_found(&full_path())),
     };
     if *method != allowed {
-        return Err(ArmError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "MethodNotAllowed",
-            format!("The requested resource does not support http method '{method}'."),
-        ));
+        return Err(method_not_allowed(method));
     }
     Ok(route)
 }
