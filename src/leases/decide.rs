@@ -85,9 +85,11 @@ pub struct Decision {
     pub change: Change,
     pub now: NaiveDateTime,
     pub power: Arc<dyn PowerControl>,
-    /// How long a requested deallocation that the instance view does not show yet is believed.
-    pub pending_trust: Duration,
 }
+
+/// How long a requested deallocation that the instance view does not show yet is believed (longer than
+/// any deallocation takes; a stale mark past it gives way to what ARM shows).
+const PENDING_TRUST_MINUTES: i64 = 15;
 
 impl Decision {
     /// A decision for a pool a caller describes.
@@ -103,7 +105,6 @@ impl Decision {
             change,
             now,
             power,
-            pending_trust: Duration::minutes(15),
         }
     }
 
@@ -115,7 +116,6 @@ impl Decision {
             change: Change::Observe,
             now,
             power,
-            pending_trust: Duration::minutes(15),
         }
     }
 
@@ -676,7 +676,7 @@ impl Transition for Decision {
                         .filter(|p| p.action == PowerAction::Deallocate)
                         .and_then(|p| p.since),
                     now,
-                    self.pending_trust,
+                    Duration::minutes(PENDING_TRUST_MINUTES),
                 ),
                 idle_since: node.idle_since,
             })

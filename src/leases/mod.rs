@@ -93,17 +93,19 @@ pub const MAX_NODES: usize = 4;
 impl PoolSpec {
     /// The pool's key in the store: subscription, resource group and VM names, lower-cased.
     pub fn key(&self) -> String {
-        let vms: Vec<String> = self
-            .vms
-            .iter()
-            .map(|v| v.as_str().to_ascii_lowercase())
-            .collect();
+        let vms: Vec<&str> = self.vms.iter().map(ResourceName::as_str).collect();
+        self.scoped(&vms.join(","))
+    }
+
+    /// `{subscription}/{resource group}/{name}`, lower-cased.
+    fn scoped(&self, name: &str) -> String {
         format!(
             "{}/{}/{}",
-            self.subscription.to_string().to_ascii_lowercase(),
-            self.resource_group.as_str().to_ascii_lowercase(),
-            vms.join(",")
+            self.subscription,
+            self.resource_group.as_str(),
+            name
         )
+        .to_ascii_lowercase()
     }
 
     pub fn vm(&self, index: usize) -> Option<VmRef> {
@@ -116,14 +118,7 @@ impl PoolSpec {
 
     /// A VM's key (a VM belongs to one pool at most).
     pub fn vm_key(&self, index: usize) -> Option<String> {
-        self.vms.get(index).map(|name| {
-            format!(
-                "{}/{}/{}",
-                self.subscription.to_string().to_ascii_lowercase(),
-                self.resource_group.as_str().to_ascii_lowercase(),
-                name.as_str().to_ascii_lowercase()
-            )
-        })
+        self.vms.get(index).map(|name| self.scoped(name.as_str()))
     }
 }
 
