@@ -154,16 +154,16 @@ impl Settings {
         }
         s.function_key = get("PROCFWK_FUNCTION_KEY").map(crate::secret::Secret::new);
         if let Some(v) = get("PROCFWK_ARM_ENDPOINT") {
-            s.arm_endpoint = parse_url("PROCFWK_ARM_ENDPOINT", &v)?;
+            s.arm_endpoint = parse_token_url("PROCFWK_ARM_ENDPOINT", &v)?;
         }
         if let Some(v) = get("PROCFWK_ARM_SCOPE") {
             s.arm_scope = v;
         }
         if let Some(v) = get("AZURE_AUTHORITY_HOST") {
-            s.authority_host = parse_url("AZURE_AUTHORITY_HOST", &v)?;
+            s.authority_host = parse_token_url("AZURE_AUTHORITY_HOST", &v)?;
         }
         if let Some(v) = get("PROCFWK_KEYVAULT_ENDPOINT") {
-            s.keyvault_endpoint = Some(parse_url("PROCFWK_KEYVAULT_ENDPOINT", &v)?);
+            s.keyvault_endpoint = Some(parse_token_url("PROCFWK_KEYVAULT_ENDPOINT", &v)?);
         }
         let secs = |name: &'static str, default: Duration| -> Result<Duration, ConfigError> {
             match get(name) {
@@ -255,6 +255,19 @@ fn parse_secs(name: &'static str, v: &str) -> Result<Duration, ConfigError> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// An endpoint that will receive tokens or secrets: https, or plain http only to a loopback address.
+fn parse_token_url(name: &'static str, v: &str) -> Result<url::Url, ConfigError> {
+    let url = parse_url(name, v)?;
+    match crate::domain::transport::refusal(&url, crate::domain::transport::PlainHttp::Loopback) {
+        None => Ok(url),
+        Some(problem) => Err(ConfigError {
+            name,
+            value: v.into(),
+            problem: format!("it receives tokens, so it {problem}"),
+        }),
+    }
+}
+
 fn parse_url(name: &'static str, v: &str) -> Result<url::Url, ConfigError> {
     let url = url::Url::parse(v.trim()).map_err(|e| ConfigError {
         name,
@@ -316,5 +329,29 @@ mod tests {
         );
         assert!(from(&[("PROCFWK_REQUEST_BUDGET_SECS", "abc")]).is_err());
         assert!(from(&[("PROCFWK_EXECUTE_QUEUED_CAP_SECS", "300")]).is_err());
+    }
+
+    #[test]
+    fn token_endpoints_are_https_or_loopback() {
+        for name in [
+            "PROCFWK_ARM_ENDPOINT",
+            "AZURE_AUTHORITY_HOST",
+            "PROCFWK_KEYVAULT_ENDPOINT",
+        ] {
+            for bad in [
+                "http://10.0.0.1",
+                "http://169.254.169.254",
+                "http://vault.example",
+                "https://user:pw@vault.example",
+            ] {
+                assert_eq!(
+                    from(&[(name, bad)]).err().map(|e| e.name),
+                    Some(name),
+                    "{name}={bad}"
+                );
+            }
+            assert!(from(&[(name, "http://127.0.0.1:4000")]).is_ok());
+            assert!(from(&[(name, "https://proxy.example")]).is_ok());
+        }
     }
 }

@@ -168,6 +168,8 @@ impl Compute {
     fn same_host(&self, url: &str) -> bool {
         url::Url::parse(url).is_ok_and(|u| {
             u.scheme() == self.endpoint.scheme()
+                && u.username().is_empty()
+                && u.password().is_none()
                 && u.host_str() == self.endpoint.host_str()
                 && u.port_or_known_default() == self.endpoint.port_or_known_default()
         })
@@ -280,5 +282,8 @@ mod tests {
         assert!(!compute.same_host("https://evil.example/operations/1"));
         assert!(!compute.same_host("http://management.azure.com/operations/1"));
         assert!(!compute.same_host("not a url"));
+        assert!(!compute.same_host("https://x@management.azure.com/operations/1"));
+        assert!(!compute.same_host("https://management.azure.com:444/operations/1"));
+        assert!(!compute.same_host("https://management.azure.com.evil.example/operations/1"));
     }
 }

@@ -1,5 +1,5 @@
 //! The one HTTP client of the process (connection pool, TLS sessions), shared by token requests, Key
-//! Vault and ARM calls. (How many ARM calls may be in flight at once is decided by the Data Factory
+//! Vault and ARM calls. It follows no redirect: a 3xx is an answer, never a new destination for a token. (How many ARM calls may be in flight at once is decided by the Data Factory
 //! adapter, before a request is even built.)
 
 use super::upstream::{Service, UpstreamError};
@@ -15,6 +15,8 @@ pub fn shared_client(settings: &Settings) -> Result<Arc<dyn HttpClient>, Upstrea
         .pool_idle_timeout(std::time::Duration::from_secs(90))
         .pool_max_idle_per_host(settings.upstream_concurrency)
         .tcp_nodelay(true)
+        // No redirect is ever followed: a token goes only to the URL it was meant for.
+        .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("procfwk-rs/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| UpstreamError::Unreachable {

@@ -10,7 +10,7 @@
 use super::keyvault::KeyVault;
 use super::upstream::{Service, UpstreamError};
 use crate::config::Settings;
-use crate::domain::{Credentials, SecretSource};
+use crate::domain::{transport, Credentials, SecretSource};
 use crate::secret::Secret;
 use azure_core::auth::TokenCredential;
 use azure_identity::{
@@ -72,15 +72,23 @@ impl Identity {
     /// `IDENTITY_HEADER`).
     pub fn managed_identity(&self) -> Result<Arc<dyn TokenCredential>, UpstreamError> {
         let made = self.managed.get_or_init(|| {
-            if std::env::var("IDENTITY_ENDPOINT")
-                .map(|v| v.is_empty())
-                .unwrap_or(true)
-            {
+            let endpoint = std::env::var("IDENTITY_ENDPOINT").unwrap_or_default();
+            if endpoint.trim().is_empty() {
                 return Err(
                     "no service principal was given and this Function App has no managed identity \
                             (IDENTITY_ENDPOINT is not set)"
                         .to_string(),
                 );
+            }
+            // The identity header is a credential: it goes only to the local token service.
+            let refused = match url::Url::parse(endpoint.trim()) {
+                Ok(url) => transport::refusal(&url, transport::PlainHttp::LoopbackOrLinkLocal),
+                Err(e) => Some(format!("is not a URL ({e})")),
+            };
+            if let Some(problem) = refused {
+                return Err(format!(
+                    "the managed identity is not usable: IDENTITY_ENDPOINT {problem}"
+                ));
             }
             let options = TokenCredentialOptions::from(self.http.clone());
             AppServiceManagedIdentityCredential::create(options)

@@ -4,6 +4,7 @@
 
 use super::upstream::{Service, UpstreamError};
 use crate::config::Settings;
+use crate::domain::KeyVaultSecretRef;
 use crate::secret::Secret;
 use azure_core::auth::TokenCredential;
 use azure_core::{HttpClient, Method, Request};
@@ -11,7 +12,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const SCOPE: &str = "https://vault.azure.net/.default";
 const API_VERSION: &str = "7.4";
 
 pub struct KeyVault {
@@ -31,31 +31,17 @@ impl KeyVault {
         }
     }
 
-    /// Where to send the read for a secret URL `https://<vault>.vault.azure.net/secrets/<name>[/<version>]`.
-    pub fn request_url(&self, secret_url: &url::Url) -> Result<url::Url, UpstreamError> {
-        let segments: Vec<&str> = secret_url
-            .path_segments()
-            .map(|s| s.filter(|p| !p.is_empty()).collect())
-            .unwrap_or_default();
-        let (name, version) = match segments.as_slice() {
-            ["secrets", name] => (*name, None),
-            ["secrets", name, version] => (*name, Some(*version)),
-            _ => {
-                return Err(UpstreamError::Protocol {
-                    service: Service::KeyVault,
-                    message: "a Key Vault reference must look like https://<vault>.vault.azure.net/secrets/<name>"
-                        .into(),
-                })
-            }
-        };
+    /// Where to send the read for `secret`: its own vault host, or `PROCFWK_KEYVAULT_ENDPOINT` when that
+    /// is set (tests, the simulator). The reference's host was checked when it was parsed.
+    pub fn request_url(&self, secret: &KeyVaultSecretRef) -> Result<url::Url, UpstreamError> {
         let mut url = match &self.endpoint_override {
             Some(base) => base.clone(),
-            None => {
-                let mut u = secret_url.clone();
-                u.set_query(None);
-                u.set_fragment(None);
-                u
-            }
+            None => url::Url::parse(&format!("https://{}/", secret.host())).map_err(|e| {
+                UpstreamError::Protocol {
+                    service: Service::KeyVault,
+                    message: format!("bad vault host: {e}"),
+                }
+            })?,
         };
         {
             let mut path = url
@@ -64,11 +50,12 @@ impl KeyVault {
                     service: Service::KeyVault,
                     message: "the Key Vault endpoint cannot carry a path".into(),
                 })?;
-            path.clear().push("secrets").push(name);
-            if let Some(v) = version {
+            path.clear().push("secrets").push(secret.name());
+            if let Some(v) = secret.version() {
                 path.push(v);
             }
         }
+        url.set_fragment(None);
         url.query_pairs_mut()
             .clear()
             .append_pair("api-version", API_VERSION);
@@ -77,16 +64,16 @@ impl KeyVault {
 
     pub async fn secret(
         &self,
-        secret_url: &url::Url,
+        secret_ref: &KeyVaultSecretRef,
         reader: &dyn TokenCredential,
     ) -> Result<Secret, UpstreamError> {
-        let key = secret_url.as_str().to_string();
+        let key = secret_ref.to_string();
         if let Some(hit) = self.cached(&key) {
             return Ok(hit);
         }
-        let url = self.request_url(secret_url)?;
+        let url = self.request_url(secret_ref)?;
         let token = reader
-            .get_token(&[SCOPE])
+            .get_token(&[secret_ref.cloud().vault_scope()])
             .await
             .map_err(|e| UpstreamError::from_azure(Service::ManagedIdentity, &e))?;
         let mut request = Request::new(url, Method::Get);
@@ -147,25 +134,33 @@ mod tests {
         KeyVault::new(Arc::new(reqwest::Client::new()), &s)
     }
 
+    fn reference(text: &str) -> KeyVaultSecretRef {
+        match KeyVaultSecretRef::parse(text) {
+            Ok(Some(r)) => r,
+            other => panic!("{text}: {other:?}"),
+        }
+    }
+
     #[test]
     fn request_urls() {
-        let u = url::Url::parse("https://myvault.vault.azure.net/secrets/appsecret").ok();
-        let got = u
-            .as_ref()
-            .map(|u| kv(None).request_url(u).map(|x| x.to_string()));
+        let got = kv(None)
+            .request_url(&reference(
+                "https://myvault.vault.azure.net/secrets/appsecret",
+            ))
+            .map(|x| x.to_string());
         assert_eq!(
-            got.and_then(Result::ok).as_deref(),
+            got.ok().as_deref(),
             Some("https://myvault.vault.azure.net/secrets/appsecret?api-version=7.4")
         );
-        let u = url::Url::parse("https://myvault.vault.azure.net/secrets/appsecret/abc123").ok();
-        let got = u.as_ref().map(|u| {
-            kv(Some("http://127.0.0.1:9999"))
-                .request_url(u)
-                .map(|x| x.to_string())
-        });
+        let r = reference(
+            "https://myvault.vault.azure.net/secrets/appsecret/0123456789abcdef0123456789abcdef",
+        );
+        let got = kv(Some("http://127.0.0.1:9999"))
+            .request_url(&r)
+            .map(|x| x.to_string());
         assert_eq!(
-            got.and_then(Result::ok).as_deref(),
-            Some("http://127.0.0.1:9999/secrets/appsecret/abc123?api-version=7.4")
+            got.ok().as_deref(),
+            Some("http://127.0.0.1:9999/secrets/appsecret/0123456789abcdef0123456789abcdef?api-version=7.4")
         );
     }
 }

@@ -2,12 +2,15 @@
 //! vocabulary of pipeline-run statuses. Everything here is pure (no I/O): handlers parse raw JSON into
 //! these types at the edge ("parse, don't validate"), so the rest of the code never sees a half-valid input.
 
+pub mod keyvault;
 pub mod names;
 pub mod power;
 pub mod request;
 pub mod response;
 pub mod status;
+pub mod transport;
 
+pub use keyvault::{AzureCloud, KeyVaultSecretRef};
 pub use names::{Guid, PipelineName, ResourceName};
 pub use power::PowerState;
 pub use request::{

@@ -10,6 +10,7 @@
 //! Function App's managed identity is used. `applicationId` and `authenticationKey` may be Key Vault
 //! secret URLs (procfwk 1.8.2+).
 
+use super::keyvault::KeyVaultSecretRef;
 use super::names::{Guid, PipelineName, ResourceName};
 use crate::secret::Secret;
 use serde_json::{Map, Value};
@@ -53,7 +54,7 @@ impl OrchestratorType {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SecretSource {
     Value(Secret),
-    KeyVault(url::Url),
+    KeyVault(KeyVaultSecretRef),
 }
 
 /// Who we are when we call the worker's orchestrator.
@@ -277,34 +278,28 @@ pub(crate) fn parse_credentials(fields: &Fields<'_>) -> Result<Credentials, Requ
         .ok_or_else(|| RequestError::new("tenantId", "Expected Tenant Id to be a GUID."))?;
     let client_id = if Guid::parse(&app).is_some() {
         SecretSource::Value(Secret::new(app))
-    } else if let Some(url) = secret_url(&app) {
-        SecretSource::KeyVault(url)
     } else {
-        return Err(RequestError::new(
-            "applicationId",
-            "Expected Application Id to be a GUID or a Key Vault secret URL.",
-        ));
+        match KeyVaultSecretRef::parse(&app) {
+            Ok(Some(reference)) => SecretSource::KeyVault(reference),
+            Ok(None) => {
+                return Err(RequestError::new(
+                    "applicationId",
+                    "Expected Application Id to be a GUID or a Key Vault secret URL.",
+                ))
+            }
+            Err(problem) => return Err(RequestError::new("applicationId", problem)),
+        }
     };
-    let client_secret = match secret_url(&key) {
-        Some(url) => SecretSource::KeyVault(url),
-        None => SecretSource::Value(Secret::new(key)),
+    let client_secret = match KeyVaultSecretRef::parse(&key) {
+        Ok(Some(reference)) => SecretSource::KeyVault(reference),
+        Ok(None) => SecretSource::Value(Secret::new(key)),
+        Err(problem) => return Err(RequestError::new("authenticationKey", problem)),
     };
     Ok(Credentials::ServicePrincipal {
         tenant,
         client_id,
         client_secret,
     })
-}
-
-/// An absolute http(s) URL with a `/secrets/<name>` path is a Key Vault reference.
-fn secret_url(text: &str) -> Option<url::Url> {
-    let url = url::Url::parse(text.trim()).ok()?;
-    let is_http = matches!(url.scheme(), "http" | "https");
-    let has_secret = url
-        .path_segments()
-        .map(|mut s| s.next() == Some("secrets") && s.next().is_some_and(|n| !n.is_empty()))
-        .unwrap_or(false);
-    (is_http && url.host_str().is_some() && has_secret).then_some(url)
 }
 
 fn parse_parameters(value: Option<&Value>) -> Result<Map<String, Value>, RequestError> {
@@ -427,6 +422,23 @@ mod tests {
                 assert!(matches!(client_secret, SecretSource::KeyVault(_)));
             }
             Credentials::ManagedIdentity => panic!("expected a principal"),
+        }
+    }
+
+    #[test]
+    fn look_alike_vault_urls_are_refused_naming_the_field() {
+        for field in ["applicationId", "authenticationKey"] {
+            for url in [
+                "http://169.254.169.254/secrets/x",
+                "https://10.0.0.1/secrets/x",
+                "http://myvault.vault.azure.net/secrets/x",
+                "https://myvault.vault.azure.net@127.0.0.1/secrets/x",
+            ] {
+                let mut b = v2();
+                b[field] = json!(url);
+                let e = err(b);
+                assert_eq!(e.field, field, "{url}: {e}");
+            }
         }
     }
 

@@ -54,8 +54,14 @@ fn request_for(plan: &WorkerPlan) -> Result<PipelineRequest, FunctionError> {
             client_id_url,
             secret_url,
         }) => {
-            let url = |u: &str| {
-                url::Url::parse(u).map_err(|e| metadata(format!("Key Vault URL {u:?}: {e}")))
+            let url = |u: &str| match crate::domain::KeyVaultSecretRef::parse(u) {
+                Ok(Some(reference)) => Ok(reference),
+                Ok(None) => Err(metadata(format!(
+                    "the worker's Key Vault reference {u:?} is not a URL"
+                ))),
+                Err(problem) => Err(metadata(format!(
+                    "the worker's Key Vault reference {u:?} {problem}"
+                ))),
             };
             let client_id = match (client_id_url, client_id) {
                 (Some(u), _) => SecretSource::KeyVault(url(u)?),
