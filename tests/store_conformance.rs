@@ -75,10 +75,12 @@ async fn lifecycle_under_faults(server: &ServerHandle, store: &Store) -> Uuid {
         let plan = store.run(&ReadWorker { key: *key }).await.expect("plan");
         // Kill every connection between steps…
         server.kill_connections();
+        let token = Uuid::new_v4();
         store
             .run(&ClaimWorker {
                 key: *key,
                 params_used: plan.params_used(),
+                token,
                 now: now(),
             })
             .await
@@ -87,7 +89,11 @@ async fn lifecycle_under_faults(server: &ServerHandle, store: &Store) -> Uuid {
         // …fail the next statement with Azure SQL's "database not available"…
         server.fail_next(1, 40613);
         store
-            .run(&RecordRunId { key: *key, run_id })
+            .run(&RecordRunId {
+                key: *key,
+                run_id,
+                token,
+            })
             .await
             .expect("record");
         let outcome = if key.pipeline_id == 3 {

@@ -16,7 +16,8 @@ use crate::leases::{Change, Decision, PoolReport};
 use crate::orchestration::worker::StoredCredential;
 use crate::orchestration::{
     now, Applied, ApplyResult, Claim, ClaimWorker, InFlightWorkers, LifecycleError, ReadWorker,
-    RecordCheck, RecordRunId, WorkerActivityFailed, WorkerKey, WorkerOutcome, WorkerPlan,
+    RecordCheck, RecordRunId, TakeOverClaim, WorkerActivityFailed, WorkerKey, WorkerOutcome,
+    WorkerPlan,
 };
 use crate::store::{Store, Transition, Tx};
 use serde_json::{json, Value};
@@ -217,6 +218,13 @@ fn waiting_reply(plan: &WorkerPlan, request: &PipelineRequest, report: &PoolRepo
     reply
 }
 
+fn another_start(key: WorkerKey) -> FunctionError {
+    FunctionError::Conflict {
+        message: "another call is starting this worker right now".into(),
+        details: json!({"executionId": key.execution_id.to_string(), "stageId": key.stage_id, "pipelineId": key.pipeline_id}),
+    }
+}
+
 /// `ExecutePipelineV2` for a worker of an execution.
 pub async fn execute(state: &AppState, key: WorkerKey) -> Result<Reply, FunctionError> {
     let store = state.store().await?;
@@ -251,10 +259,13 @@ async fn start(
             return Ok((waiting_reply(plan, &request, &report), None));
         }
     }
+    // One token for this start: a replay of the claim (a lost COMMIT acknowledgement) is recognised.
+    let token = uuid::Uuid::new_v4();
     let claim = store
         .run(&ClaimWorker {
             key,
             params_used: plan.params_used(),
+            token,
             now: now(),
         })
         .await?;
@@ -270,15 +281,25 @@ async fn start(
             let reply = reply(plan, &request, &run.run_id, &run.status, Some("Running"));
             return Ok((reply, Some(run_id)));
         }
-        Claim::InFlight { since } => {
+        Claim::InFlight { since, token: seen } => {
             let age = since
                 .map(|s| (now() - s).to_std().unwrap_or_default())
                 .unwrap_or_default();
             if age < state.settings.request_budget + Duration::from_secs(30) {
-                return Err(FunctionError::Conflict {
-                    message: "another call is starting this worker right now".into(),
-                    details: json!({"executionId": key.execution_id.to_string(), "stageId": key.stage_id, "pipelineId": key.pipeline_id}),
-                });
+                return Err(another_start(key));
+            }
+            // The claim's holder died before recording a run id. Taking over is a compare-and-set on
+            // the claim seen: of two callers doing this at once, one gets it.
+            let took = store
+                .run(&TakeOverClaim {
+                    key,
+                    seen,
+                    token,
+                    now: now(),
+                })
+                .await?;
+            if !took {
+                return Err(another_start(key));
             }
             tracing::warn!(%key, "a previous start of this worker died before recording a run id; starting it again");
         }
@@ -330,12 +351,27 @@ async fn start(
             message: format!("createRun returned a run id that is not a GUID: {run_id:?}"),
         })
     })?;
-    store
+    let recorded = store
         .run(&RecordRunId {
             key,
             run_id: run_uuid,
+            token,
         })
         .await?;
+    if !recorded {
+        // Our claim was taken over while we created the run: the other start's run is the worker's.
+        // Ours would run the worker twice, so it is cancelled.
+        tracing::warn!(%key, %run_id, "claim lost while creating the run; cancelling the duplicate");
+        if let Err(e) = state
+            .azure
+            .data_factory
+            .cancel_run(credential.clone(), &request.target, &run_id)
+            .await
+        {
+            tracing::error!(%key, %run_id, error = %e, "the duplicate run could not be cancelled");
+        }
+        return Err(another_start(key));
+    }
     tracing::info!(%key, pipeline = %request.pipeline, %run_id, "worker run created");
     let status = super::wait_until_started(state, credential, &request, &run_id).await;
     Ok((
@@ -395,8 +431,23 @@ pub async fn check(
                 lease_secs: runtime.lease_secs,
                 now: super::vm_power::utc_now(),
             };
-            if let Err(e) = store.run(&renew).await {
-                tracing::warn!(%key, error = %e, "worker's runtime lease not renewed this check");
+            match store.run(&renew).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    // The lease is gone (it expired and a decision removed it): take it again through
+                    // a power decision, which also starts the VM again if it was deallocated meanwhile.
+                    tracing::warn!(%key, "worker's runtime lease had expired; taking it again");
+                    let take = Change::Take {
+                        holder: holder(&key),
+                        lease_secs: runtime.lease_secs,
+                    };
+                    if let Err(e) = runtime_decision(state, store, runtime, take).await {
+                        tracing::warn!(%key, error = %e, "worker's runtime lease not taken again this check");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(%key, error = %e, "worker's runtime lease not renewed this check");
+                }
             }
         } else {
             release_runtime(state, store, runtime, key).await;

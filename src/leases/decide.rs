@@ -557,13 +557,29 @@ impl Transition for Decision {
         }
         let mut expired_leases = 0;
         let mut kept = Vec::with_capacity(leases.len());
-        for lease in leases {
+        for mut lease in leases {
             if lease.expires <= now {
-                tx.execute(
-                    &sql::VM_LEASE_DELETE,
-                    &[key.into(), lease.holder.as_str().into()],
-                )
-                .await?;
+                // Re-checked by the DELETE itself: a renewal (which does not take the pool lock) may
+                // have committed after the leases were read; then the lease lives on.
+                let deleted = tx
+                    .execute(
+                        &sql::VM_LEASE_EXPIRE,
+                        &[key.into(), lease.holder.as_str().into(), now.into()],
+                    )
+                    .await?;
+                if deleted == 0 {
+                    let current = tx
+                        .query(
+                            &sql::VM_LEASE_GET,
+                            &[key.into(), lease.holder.as_str().into()],
+                        )
+                        .await?;
+                    if let Some(row) = current.first() {
+                        lease.expires = required_datetime(row, "ExpiresDateTime")?;
+                        kept.push(lease);
+                    }
+                    continue;
+                }
                 expired_leases += 1;
                 mark_end(lease.expires);
                 self.log(

@@ -223,6 +223,9 @@ impl Transition for StartExecution {
             _ => {}
         }
         let key = self.control_key();
+        // Lock the scope first: every read below then sees what a concurrent Parent committed.
+        tx.execute(&statements::CONTROL_LOCK, &[key.as_str().into()])
+            .await?;
         let control = tx
             .query(&statements::CONTROL_GET, &[key.as_str().into()])
             .await?
@@ -231,6 +234,11 @@ impl Transition for StartExecution {
         let previous_status = match &control {
             Some(c) => {
                 let status = c.text("ControlStatus")?;
+                if status == "Running" && self.is_own(c)? {
+                    // Our own earlier attempt (an ADF activity retry, or a replay after a COMMIT
+                    // whose acknowledgement was lost): answer with the execution it started.
+                    return self.resume_own(tx, c.guid("ExecutionId")?, props).await;
+                }
                 if status == "Running" {
                     let last = c.opt_datetime("LastActivityDateTime")?.unwrap_or(self.now);
                     let idle = (self.now - last).to_std().unwrap_or_default();
@@ -295,21 +303,7 @@ impl Transition for StartExecution {
                 }
             }
         }
-        let stages = tx
-            .query(&statements::STAGES_TO_RUN, &[execution_id.into()])
-            .await?
-            .iter()
-            .map(|r| {
-                Ok(StageToRun {
-                    stage_id: r.i32("StageId")?,
-                    stage_name: r.text("StageName")?,
-                    workers: r.i64("Workers")?,
-                })
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        if stages.is_empty() {
-            return Err(LifecycleError::NoWork);
-        }
+        let stages = stages_to_run(tx, execution_id).await?;
         Ok(Started {
             execution_id,
             mode,
@@ -318,6 +312,69 @@ impl Transition for StartExecution {
             properties: props,
         })
     }
+}
+
+impl StartExecution {
+    /// Whether the scope's control row was written by this very Parent run (same `parentRunId`).
+    fn is_own(&self, control: &Row) -> Result<bool, StoreError> {
+        let recorded = control.opt_text("ParentRunId")?;
+        Ok(match (&self.parent_run_id, recorded) {
+            (Some(ours), Some(theirs)) => {
+                !ours.trim().is_empty() && ours.eq_ignore_ascii_case(theirs.trim())
+            }
+            _ => false,
+        })
+    }
+
+    /// The answer our earlier attempt gave: the execution it started and the stages still to run. A
+    /// restart keeps its successful workers, so their presence tells the two modes apart.
+    async fn resume_own(
+        &self,
+        tx: &mut dyn Tx,
+        execution_id: Uuid,
+        props: Properties,
+    ) -> Result<Started, LifecycleError> {
+        let counts = tx
+            .query(&statements::EXECUTION_STATUS_COUNTS, &[execution_id.into()])
+            .await?;
+        let any_success = counts
+            .iter()
+            .any(|r| r.text("PipelineStatus").is_ok_and(|s| s == "Success"));
+        tracing::info!(%execution_id, "StartExecution repeated by the same Parent run; answering with its execution");
+        Ok(Started {
+            execution_id,
+            mode: if any_success {
+                StartMode::Restart
+            } else {
+                StartMode::New
+            },
+            batch: self.batch.clone(),
+            stages: stages_to_run(tx, execution_id).await?,
+            properties: props,
+        })
+    }
+}
+
+async fn stages_to_run(
+    tx: &mut dyn Tx,
+    execution_id: Uuid,
+) -> Result<Vec<StageToRun>, LifecycleError> {
+    let stages = tx
+        .query(&statements::STAGES_TO_RUN, &[execution_id.into()])
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(StageToRun {
+                stage_id: r.i32("StageId")?,
+                stage_name: r.text("StageName")?,
+                workers: r.i64("Workers")?,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    if stages.is_empty() {
+        return Err(LifecycleError::NoWork);
+    }
+    Ok(stages)
 }
 
 /// How an execution ended.

@@ -19,7 +19,7 @@ pub use properties::{FailureHandling, Properties};
 pub use stage::{PrepareStage, Prepared};
 pub use worker::{
     Applied, ApplyResult, Claim, ClaimWorker, InFlightWorkers, ReadWorker, RecordCheck,
-    RecordRunId, WorkerActivityFailed, WorkerKey, WorkerOutcome, WorkerPlan,
+    RecordRunId, TakeOverClaim, WorkerActivityFailed, WorkerKey, WorkerOutcome, WorkerPlan,
 };
 
 use crate::store::{StoreError, TransientCheck};

@@ -141,15 +141,22 @@ pub enum Claim {
     /// A run exists already (a retried Execute): answer with it.
     AlreadyStarted { run_id: Uuid },
     /// Another call claimed it and is creating the run right now (or died doing so).
-    InFlight { since: Option<NaiveDateTime> },
+    InFlight {
+        since: Option<NaiveDateTime>,
+        /// The other call's claim token (`None` for a claim made before tokens existed).
+        token: Option<Uuid>,
+    },
     /// Finished, blocked or failed: not to be started.
     NotStartable { status: String },
 }
 
-/// `SetLogPipelineRunning` as a compare-and-set: only a waiting worker becomes Running.
+/// `SetLogPipelineRunning` as a compare-and-set: only a waiting worker becomes Running, claimed with
+/// `token`. The caller makes the token once per start, so a replay of this transition (a COMMIT whose
+/// acknowledgement was lost, retried by [`crate::store::Store::run`]) finds its own claim and goes on.
 pub struct ClaimWorker {
     pub key: WorkerKey,
     pub params_used: String,
+    pub token: Uuid,
     pub now: NaiveDateTime,
 }
 
@@ -163,7 +170,11 @@ impl Transition for ClaimWorker {
         let claimed = tx
             .execute(
                 &statements::CLAIM_WORKER,
-                &key.with([self.now.into(), self.params_used.as_str().into()]),
+                &key.with([
+                    self.now.into(),
+                    self.params_used.as_str().into(),
+                    self.token.into(),
+                ]),
             )
             .await?;
         if claimed > 0 {
@@ -185,20 +196,70 @@ impl Transition for ClaimWorker {
         let status = row
             .opt_text("PipelineStatus")?
             .unwrap_or_else(|| "Not Started".into());
+        let token = row.opt_guid("ClaimToken")?;
         Ok(match (status.as_str(), row.opt_guid("PipelineRunId")?) {
             ("Running", Some(run_id)) => Claim::AlreadyStarted { run_id },
+            ("Running", None) if token == Some(self.token) => Claim::Claimed,
             ("Running", None) => Claim::InFlight {
-                since: row.opt_datetime("StartDateTime")?,
+                since: match row.opt_datetime("ClaimedDateTime")? {
+                    Some(at) => Some(at),
+                    None => row.opt_datetime("StartDateTime")?,
+                },
+                token,
             },
             _ => Claim::NotStartable { status },
         })
     }
 }
 
-/// `SetLogPipelineRunId`: record the run a claim produced. Returns false if another run id is recorded.
+/// Take over the claim of a start that died before recording its run: succeeds only if the claim is
+/// still `seen` (so of two callers taking over at once, exactly one gets it) — or is already ours (a
+/// replay of this transition).
+pub struct TakeOverClaim {
+    pub key: WorkerKey,
+    pub seen: Option<Uuid>,
+    pub token: Uuid,
+    pub now: NaiveDateTime,
+}
+
+#[async_trait::async_trait]
+impl Transition for TakeOverClaim {
+    type Output = bool;
+    type Error = LifecycleError;
+
+    async fn apply(&self, tx: &mut dyn Tx) -> Result<bool, LifecycleError> {
+        let took = tx
+            .execute(
+                &statements::CLAIM_TAKEOVER,
+                &self.key.with([
+                    self.token.into(),
+                    self.now.into(),
+                    self.seen.unwrap_or(Uuid::nil()).into(),
+                ]),
+            )
+            .await?;
+        if took > 0 {
+            return Ok(true);
+        }
+        let row = tx
+            .query(&statements::WORKER_ROW, &self.key.params())
+            .await?;
+        Ok(match row.first() {
+            Some(r) => {
+                r.opt_guid("ClaimToken")? == Some(self.token)
+                    && r.opt_guid("PipelineRunId")?.is_none()
+            }
+            None => false,
+        })
+    }
+}
+
+/// `SetLogPipelineRunId`: record the run a claim produced, only while `token` still holds the claim.
+/// Returns false if the claim was taken over or another run id is recorded.
 pub struct RecordRunId {
     pub key: WorkerKey,
     pub run_id: Uuid,
+    pub token: Uuid,
 }
 
 #[async_trait::async_trait]
@@ -210,13 +271,14 @@ impl Transition for RecordRunId {
         if tx
             .execute(
                 &statements::RECORD_RUN_ID,
-                &self.key.with([self.run_id.into()]),
+                &self.key.with([self.run_id.into(), self.token.into()]),
             )
             .await?
             > 0
         {
             return Ok(true);
         }
+        // A replay of this very transition finds its own run id recorded.
         let row = tx
             .query(&statements::WORKER_ROW, &self.key.params())
             .await?;

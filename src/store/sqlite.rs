@@ -93,12 +93,44 @@ impl Backend for SqliteBackend {
         conn.busy_timeout(Duration::from_secs(5))
             .map_err(db_error)?;
         conn.execute_batch(SCHEMA_SQL).map_err(db_error)?;
+        upgrade_in_place(&conn)?;
         Ok(())
     }
 
     fn describe(&self) -> String {
         format!("SQLite file {}", self.path)
     }
+}
+
+/// Columns added after a table was first shipped, with the schema version that added them: a file made
+/// by an older `db init` gets them here (`CREATE TABLE IF NOT EXISTS` leaves an existing table alone).
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    ("CurrentExecution", "ClaimToken", "UNIQUEIDENTIFIER NULL"),
+    ("CurrentExecution", "ClaimedDateTime", "DATETIME2 NULL"),
+];
+
+fn upgrade_in_place(conn: &Connection) -> Result<(), StoreError> {
+    for (table, column, definition) in ADDED_COLUMNS {
+        let present: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM pragma_table_info(?1) WHERE name = ?2",
+                [table, column],
+                |r| r.get(0),
+            )
+            .map_err(db_error)?;
+        if present == 0 {
+            conn.execute_batch(&format!(
+                "ALTER TABLE {table} ADD COLUMN {column} {definition}"
+            ))
+            .map_err(db_error)?;
+        }
+    }
+    conn.execute(
+        "INSERT OR IGNORE INTO SchemaVersion (Version, Description, AppliedDateTime) VALUES (3, 'worker claims (ClaimToken, ClaimedDateTime)', '2026-12-01 00:00:00.000')",
+        [],
+    )
+    .map_err(db_error)?;
+    Ok(())
 }
 
 struct SqliteTx {

@@ -98,6 +98,10 @@ pub const SCHEMA_SCRIPTS: &[(&str, &str)] = &[
         "002_vm_power.sql",
         include_str!("../../deploy/sql/002_vm_power.sql"),
     ),
+    (
+        "003_claims.sql",
+        include_str!("../../deploy/sql/003_claims.sql"),
+    ),
 ];
 
 /// Split a T-SQL script into batches at lines consisting only of `GO` (any case, surrounding blanks

@@ -30,6 +30,10 @@ statements! {
 
     // ---------------------------------------------------------------- execution control
     /// Who is running an execution scope (all stages, or one batch).
+    /// Lock a scope's row before deciding on it (an exclusive row lock on SQL Server and PostgreSQL, the
+    /// write lock on SQLite): a second Parent waits, then reads what the first committed. Without it,
+    /// snapshot reads (Azure SQL's READ_COMMITTED_SNAPSHOT) let two Parents take over one stale scope.
+    CONTROL_LOCK = "UPDATE procfwk.ExecutionControl SET LastActivityDateTime = LastActivityDateTime WHERE ControlKey = @P1";
     CONTROL_GET = "SELECT ControlKey, ExecutionId, ControlStatus, StartedDateTime, LastActivityDateTime, ParentRunId FROM procfwk.ExecutionControl WHERE ControlKey = @P1";
     CONTROL_INSERT = "INSERT INTO procfwk.ExecutionControl (ControlKey, ExecutionId, ControlStatus, StartedDateTime, LastActivityDateTime, ParentRunId, CallingOrchestratorName) VALUES (@P1, @P2, 'Running', @P3, @P3, @P4, @P5)";
     /// Take over a scope that is not running (compare-and-set on the status read before).
@@ -108,11 +112,17 @@ statements! {
         WHERE a.OrchestratorId = @P1 AND (a.PipelineId = @P2 OR a.PipelineId IS NULL) ORDER BY a.PipelineId DESC";
     WORKER_PARAMETERS = "SELECT ParameterName, ParameterValue FROM procfwk.PipelineParameters WHERE PipelineId = @P1 ORDER BY ParameterId";
     PARAMETERS_LAST_USED = "UPDATE procfwk.PipelineParameters SET ParameterValueLastUsed = ParameterValue WHERE PipelineId = @P1";
-    /// Claim a worker for starting: only a worker that is waiting (not started, not blocked) is claimed.
-    CLAIM_WORKER = "UPDATE procfwk.CurrentExecution SET PipelineStatus = 'Running', StartDateTime = COALESCE(StartDateTime, @P4), PipelineParamsUsed = @P5, LastStatusCheckDateTime = NULL, EndDateTime = NULL \
+    /// Claim a worker for starting: only a worker that is waiting (not started, not blocked) is claimed,
+    /// with the caller's token (@P6), so a replay of this very claim is recognised as its own.
+    CLAIM_WORKER = "UPDATE procfwk.CurrentExecution SET PipelineStatus = 'Running', StartDateTime = COALESCE(StartDateTime, @P4), PipelineParamsUsed = @P5, LastStatusCheckDateTime = NULL, EndDateTime = NULL, ClaimToken = @P6, ClaimedDateTime = @P4 \
         WHERE LocalExecutionId = @P1 AND StageId = @P2 AND PipelineId = @P3 AND IsBlocked = 0 AND (PipelineStatus IS NULL OR PipelineStatus IN ('Preparing', 'Validating'))";
-    /// `SetLogPipelineRunId`: only the first run id is recorded.
-    RECORD_RUN_ID = "UPDATE procfwk.CurrentExecution SET PipelineRunId = @P4 WHERE LocalExecutionId = @P1 AND StageId = @P2 AND PipelineId = @P3 AND PipelineStatus = 'Running' AND PipelineRunId IS NULL";
+    /// Take over a claim whose holder died before recording a run: compare-and-set on the token seen
+    /// (@P6; the nil GUID for a claim without one), so of two callers taking over at once one wins.
+    CLAIM_TAKEOVER = "UPDATE procfwk.CurrentExecution SET ClaimToken = @P4, ClaimedDateTime = @P5 \
+        WHERE LocalExecutionId = @P1 AND StageId = @P2 AND PipelineId = @P3 AND PipelineStatus = 'Running' AND PipelineRunId IS NULL \
+        AND COALESCE(ClaimToken, '00000000-0000-0000-0000-000000000000') = @P6";
+    /// `SetLogPipelineRunId`: only the holder of the claim (@P5) records, and only the first run id.
+    RECORD_RUN_ID = "UPDATE procfwk.CurrentExecution SET PipelineRunId = @P4 WHERE LocalExecutionId = @P1 AND StageId = @P2 AND PipelineId = @P3 AND PipelineStatus = 'Running' AND PipelineRunId IS NULL AND ClaimToken = @P5";
     /// `SetLogPipelineLastStatusCheck`.
     RECORD_CHECK = "UPDATE procfwk.CurrentExecution SET LastStatusCheckDateTime = @P4 WHERE LocalExecutionId = @P1 AND StageId = @P2 AND PipelineId = @P3";
     /// Set a worker's final status, only if it is still the run we think it is.
@@ -135,7 +145,7 @@ statements! {
     /// Workers whose run is in flight (for the clean-up before a restart).
     IN_FLIGHT_WORKERS = "SELECT c.LocalExecutionId, c.StageId, c.PipelineId, c.PipelineRunId FROM procfwk.CurrentExecution c \
         WHERE c.LocalExecutionId = @P1 AND c.PipelineRunId IS NOT NULL AND c.PipelineStatus NOT IN ('Success', 'Failed', 'Blocked', 'Cancelled')";
-    WORKER_ROW = "SELECT LocalExecutionId, StageId, PipelineId, PipelineName, PipelineStatus, PipelineRunId, IsBlocked, StartDateTime, EndDateTime, LastStatusCheckDateTime FROM procfwk.CurrentExecution \
+    WORKER_ROW = "SELECT LocalExecutionId, StageId, PipelineId, PipelineName, PipelineStatus, PipelineRunId, IsBlocked, StartDateTime, EndDateTime, LastStatusCheckDateTime, ClaimToken, ClaimedDateTime FROM procfwk.CurrentExecution \
         WHERE LocalExecutionId = @P1 AND StageId = @P2 AND PipelineId = @P3";
 
     // ---------------------------------------------------------------- metadata administration (seed-sample)
@@ -172,6 +182,10 @@ statements! {
     VM_LEASE_RENEW = "UPDATE procfwk.VmLeases SET RenewedDateTime = @P3, ExpiresDateTime = @P4 WHERE PoolKey = @P1 AND Holder = @P2";
     VM_LEASE_INSERT = "INSERT INTO procfwk.VmLeases (PoolKey, Holder, AcquiredDateTime, RenewedDateTime, ExpiresDateTime) VALUES (@P1, @P2, @P3, @P3, @P4)";
     VM_LEASE_DELETE = "DELETE FROM procfwk.VmLeases WHERE PoolKey = @P1 AND Holder = @P2";
+    /// Delete a lease only if it is still expired (@P3 = now): a renewal that committed after the
+    /// decision read the leases keeps its lease (the row count says so).
+    VM_LEASE_EXPIRE = "DELETE FROM procfwk.VmLeases WHERE PoolKey = @P1 AND Holder = @P2 AND ExpiresDateTime <= @P3";
+    VM_LEASE_GET = "SELECT Holder, AcquiredDateTime, RenewedDateTime, ExpiresDateTime FROM procfwk.VmLeases WHERE PoolKey = @P1 AND Holder = @P2";
     VM_POWER_LOG_INSERT = "INSERT INTO procfwk.VmPowerLog (PoolKey, VmName, EventDateTime, Event, Holder, PowerState, ActiveLeases, Detail) VALUES (@P1, @P2, @P3, @P4, @P5, @P6, @P7, @P8)";
     /// The runtime a worker needs: its own row first, else its orchestrator's.
     WORKER_RUNTIME = "SELECT r.PipelineId, r.SubscriptionId, r.ResourceGroupName, r.VmNames, r.FactoryName, r.FactoryResourceGroupName, r.IntegrationRuntimeName, r.JobsPerNode, r.MinNodes, r.LeaseSeconds, r.GraceSeconds \

@@ -109,10 +109,12 @@ pub fn start() -> StartExecution {
 /// Start, claim and settle one worker; returns its run id.
 pub async fn run_worker(store: &Store, key: WorkerKey, outcome: WorkerOutcome) -> Uuid {
     let plan = store.run(&ReadWorker { key }).await.expect("plan");
+    let token = Uuid::new_v4();
     let claim = store
         .run(&ClaimWorker {
             key,
             params_used: plan.params_used(),
+            token,
             now: now(),
         })
         .await
@@ -120,7 +122,7 @@ pub async fn run_worker(store: &Store, key: WorkerKey, outcome: WorkerOutcome) -
     assert_eq!(claim, Claim::Claimed, "{key}");
     let run_id = Uuid::new_v4();
     assert!(store
-        .run(&RecordRunId { key, run_id })
+        .run(&RecordRunId { key, run_id, token })
         .await
         .expect("record"));
     store
@@ -237,47 +239,70 @@ pub async fn suite(store: Store, init: bool) {
         by_status(&store, "CurrentExecution").await,
         map(&[("Preparing", 4), ("Not Started", 7)])
     );
-    let claim = store
-        .run(&ClaimWorker {
-            key: ie,
-            params_used: plan.params_used(),
-            now: now(),
-        })
-        .await
-        .expect("claim");
+    let token = Uuid::new_v4();
+    let claim_ie = |token: Uuid| ClaimWorker {
+        key: ie,
+        params_used: plan.params_used(),
+        token,
+        now: now(),
+    };
+    let claim = store.run(&claim_ie(token)).await.expect("claim");
     assert_eq!(claim, Claim::Claimed);
-    let again = store
-        .run(&ClaimWorker {
-            key: ie,
-            params_used: plan.params_used(),
-            now: now(),
-        })
-        .await
-        .expect("claim");
-    assert!(matches!(again, Claim::InFlight { .. }), "{again:?}");
+    let replay = store.run(&claim_ie(token)).await.expect("claim");
+    assert_eq!(
+        replay,
+        Claim::Claimed,
+        "a replay of the same claim is its own"
+    );
+    let other = Uuid::new_v4();
+    let again = store.run(&claim_ie(other)).await.expect("claim");
+    assert!(
+        matches!(again, Claim::InFlight { token: Some(t), .. } if t == token),
+        "{again:?}"
+    );
     let run_id = Uuid::new_v4();
-    assert!(store
-        .run(&RecordRunId { key: ie, run_id })
-        .await
-        .expect("record"));
     assert!(
         !store
             .run(&RecordRunId {
                 key: ie,
-                run_id: Uuid::new_v4()
+                run_id: Uuid::new_v4(),
+                token: other,
+            })
+            .await
+            .expect("not the claim's holder"),
+        "only the claim's holder records a run id"
+    );
+    assert!(store
+        .run(&RecordRunId {
+            key: ie,
+            run_id,
+            token
+        })
+        .await
+        .expect("record"));
+    assert!(
+        store
+            .run(&RecordRunId {
+                key: ie,
+                run_id,
+                token
+            })
+            .await
+            .expect("replayed record"),
+        "a replayed record finds its own run id"
+    );
+    assert!(
+        !store
+            .run(&RecordRunId {
+                key: ie,
+                run_id: Uuid::new_v4(),
+                token
             })
             .await
             .expect("second id"),
         "first run id wins"
     );
-    let again = store
-        .run(&ClaimWorker {
-            key: ie,
-            params_used: plan.params_used(),
-            now: now(),
-        })
-        .await
-        .expect("claim");
+    let again = store.run(&claim_ie(other)).await.expect("claim");
     assert_eq!(again, Claim::AlreadyStarted { run_id });
     for key in workers.iter().filter(|k| k.pipeline_id != 3) {
         run_worker(&store, *key, WorkerOutcome::Success).await;
@@ -397,6 +422,7 @@ pub async fn suite(store: Store, init: bool) {
                 .run(&ClaimWorker {
                     key,
                     params_used: plan.params_used(),
+                    token: Uuid::new_v4(),
                     now: now(),
                 })
                 .await
