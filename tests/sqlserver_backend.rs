@@ -70,6 +70,7 @@ impl TestDb {
             SqlServerOptions {
                 pool_size,
                 checkout_timeout: Duration::from_secs(5),
+                ..Default::default()
             },
         )
         .await

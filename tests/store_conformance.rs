@@ -46,6 +46,7 @@ async fn tds() -> (ServerHandle, Store, tempfile::TempDir) {
         SqlServerOptions {
             pool_size: 4,
             checkout_timeout: Duration::from_secs(5),
+            ..Default::default()
         },
     )
     .await

@@ -203,4 +203,10 @@ impl crate::store::TransientCheck for LeaseError {
             _ => false,
         }
     }
+    fn minimum_wait(&self) -> std::time::Duration {
+        match self {
+            Self::Store(e) => crate::store::TransientCheck::minimum_wait(e),
+            _ => std::time::Duration::ZERO,
+        }
+    }
 }

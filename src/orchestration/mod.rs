@@ -59,6 +59,12 @@ impl TransientCheck for LifecycleError {
     fn transient(&self) -> bool {
         matches!(self, Self::Store(e) if e.is_transient())
     }
+    fn minimum_wait(&self) -> std::time::Duration {
+        match self {
+            Self::Store(e) => e.minimum_wait(),
+            _ => std::time::Duration::ZERO,
+        }
+    }
 }
 
 /// Now, UTC, to the millisecond (what a `DATETIME` column keeps).

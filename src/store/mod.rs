@@ -104,18 +104,69 @@ pub trait Transition: Send + Sync {
 #[derive(Clone)]
 pub struct Store {
     backend: Arc<dyn Backend>,
-    attempts: u32,
-    backoff: Duration,
+    retry: RetryPolicy,
 }
 
-/// Statistics a caller can read to count round trips (benchmarks, tests).
+/// Whether a transition's error is worth running the transition again for, and how long to wait first.
 pub trait TransientCheck {
     fn transient(&self) -> bool;
+    /// The least wait before the next attempt that the error asks for (Azure SQL's 40501, "the service
+    /// is currently busy", says to retry after 10 seconds).
+    fn minimum_wait(&self) -> Duration {
+        Duration::ZERO
+    }
 }
+
+/// SQL Server's "The service is currently busy. Retry the request after 10 seconds."
+pub const SERVICE_BUSY: u32 = 40501;
 
 impl TransientCheck for StoreError {
     fn transient(&self) -> bool {
         self.is_transient()
+    }
+    fn minimum_wait(&self) -> Duration {
+        match self {
+            Self::Database {
+                number: SERVICE_BUSY,
+                ..
+            } => Duration::from_secs(10),
+            _ => Duration::ZERO,
+        }
+    }
+}
+
+/// How a transition is retried after transient failures: exponential back-off with jitter (each wait
+/// drawn from the upper half of `first_wait · 2^n`, capped at `max_wait`), for as long as the next
+/// attempt would still start within `budget` of the first — long enough to ride out an Azure SQL
+/// failover or a serverless database resuming (10–60 s), short of ADF's 230 s activity limit.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RetryPolicy {
+    pub budget: Duration,
+    pub first_wait: Duration,
+    pub max_wait: Duration,
+    /// At most this many attempts in all (1 = no retries).
+    pub max_attempts: u32,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            budget: Duration::from_secs(60),
+            first_wait: Duration::from_millis(250),
+            max_wait: Duration::from_secs(8),
+            max_attempts: 30,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait after failed attempt number `attempt` (1-based), `jitter` in [0, 1).
+    pub fn wait(&self, attempt: u32, jitter: f64, minimum: Duration) -> Duration {
+        let exp = self
+            .first_wait
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
+            .min(self.max_wait);
+        exp.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0)).max(minimum)
     }
 }
 
@@ -123,8 +174,7 @@ impl Store {
     pub fn new(backend: Arc<dyn Backend>) -> Self {
         Self {
             backend,
-            attempts: 4,
-            backoff: Duration::from_millis(200),
+            retry: RetryPolicy::default(),
         }
     }
 
@@ -146,7 +196,13 @@ impl Store {
 
     /// The same store with another number of attempts per transition (1 = no retries).
     pub fn with_attempts(mut self, attempts: u32) -> Self {
-        self.attempts = attempts.max(1);
+        self.retry.max_attempts = attempts.max(1);
+        self
+    }
+
+    /// The same store with another retry policy.
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
         self
     }
 
@@ -164,17 +220,29 @@ impl Store {
         T: Transition,
         T::Error: TransientCheck,
     {
+        let started = tokio::time::Instant::now();
         let mut attempt = 0;
         loop {
             attempt += 1;
             let outcome = self.attempt(transition).await;
             match outcome {
-                Err(e) if attempt < self.attempts && e.transient() => {
+                Err(e) if attempt < self.retry.max_attempts && e.transient() => {
+                    let wait = self
+                        .retry
+                        .wait(attempt, rand::random::<f64>(), e.minimum_wait());
+                    if started.elapsed() + wait > self.retry.budget {
+                        tracing::warn!(
+                            attempt,
+                            "transient metadata store failure; retry budget spent"
+                        );
+                        return Err(e);
+                    }
                     tracing::warn!(
                         attempt,
+                        wait_ms = wait.as_millis() as u64,
                         "transient metadata store failure; running the transition again"
                     );
-                    tokio::time::sleep(self.backoff * attempt).await;
+                    tokio::time::sleep(wait).await;
                 }
                 other => return other,
             }
@@ -193,5 +261,129 @@ impl Store {
                 Err(e)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// A backend whose transactions fail to begin with `error` the first `failures` times.
+    struct Flaky {
+        failures: u32,
+        number: u32,
+        begun: AtomicU32,
+    }
+
+    struct NoopTx;
+
+    #[async_trait::async_trait]
+    impl Tx for NoopTx {
+        async fn query(&mut self, _: &Statement, _: &[SqlValue]) -> Result<Vec<Row>, StoreError> {
+            Ok(Vec::new())
+        }
+        async fn execute(&mut self, _: &Statement, _: &[SqlValue]) -> Result<u64, StoreError> {
+            Ok(1)
+        }
+        async fn commit(self: Box<Self>) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn rollback(self: Box<Self>) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Backend for Flaky {
+        async fn begin(&self) -> Result<Box<dyn Tx>, StoreError> {
+            if self.begun.fetch_add(1, Ordering::SeqCst) < self.failures {
+                return Err(StoreError::Database {
+                    number: self.number,
+                    message: "injected".into(),
+                });
+            }
+            Ok(Box::new(NoopTx))
+        }
+        async fn init_schema(&self) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn describe(&self) -> String {
+            "flaky".into()
+        }
+    }
+
+    struct Nothing;
+
+    #[async_trait::async_trait]
+    impl Transition for Nothing {
+        type Output = ();
+        type Error = StoreError;
+        async fn apply(&self, _: &mut dyn Tx) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+
+    fn store(failures: u32, number: u32) -> (Store, Arc<Flaky>) {
+        let backend = Arc::new(Flaky {
+            failures,
+            number,
+            begun: AtomicU32::new(0),
+        });
+        (Store::new(backend.clone()), backend)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failover_of_half_a_minute_is_ridden_out() {
+        // 40613 "database not available" for ~30 s: back-off grows to 8 s and keeps going.
+        let (store, backend) = store(7, 40613);
+        let t0 = tokio::time::Instant::now();
+        assert!(store.run(&Nothing).await.is_ok());
+        assert_eq!(backend.begun.load(Ordering::SeqCst), 8);
+        let waited = t0.elapsed();
+        assert!(waited >= Duration::from_secs(10), "{waited:?}");
+        assert!(waited <= Duration::from_secs(60), "{waited:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn service_busy_waits_ten_seconds() {
+        let (store, backend) = store(1, SERVICE_BUSY);
+        let t0 = tokio::time::Instant::now();
+        assert!(store.run(&Nothing).await.is_ok());
+        assert_eq!(backend.begun.load(Ordering::SeqCst), 2);
+        assert!(t0.elapsed() >= Duration::from_secs(10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_budget_bounds_the_retries() {
+        let (store, backend) = store(u32::MAX, 40613);
+        let t0 = tokio::time::Instant::now();
+        assert!(store.run(&Nothing).await.is_err());
+        assert!(
+            t0.elapsed() <= Duration::from_secs(60),
+            "{:?}",
+            t0.elapsed()
+        );
+        assert!(backend.begun.load(Ordering::SeqCst) >= 5);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn other_errors_are_not_retried() {
+        let (store, backend) = store(1, 2627);
+        assert!(store.run(&Nothing).await.is_err());
+        assert_eq!(backend.begun.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn waits_grow_with_jitter_and_a_cap() {
+        let p = RetryPolicy::default();
+        assert_eq!(p.wait(1, 1.0, Duration::ZERO), Duration::from_millis(250));
+        assert_eq!(p.wait(1, 0.0, Duration::ZERO), Duration::from_millis(125));
+        assert_eq!(p.wait(3, 1.0, Duration::ZERO), Duration::from_secs(1));
+        assert_eq!(p.wait(30, 1.0, Duration::ZERO), Duration::from_secs(8));
+        assert_eq!(
+            p.wait(1, 0.5, Duration::from_secs(10)),
+            Duration::from_secs(10)
+        );
     }
 }

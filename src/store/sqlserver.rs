@@ -80,6 +80,14 @@ pub const POOL_SIZE_SETTING: &str = "PROCFWK_SQL_POOL_SIZE";
 const DEFAULT_POOL_SIZE: u32 = 10;
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 const DEFAULT_CHECKOUT_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(180);
+/// TCP keepalive on every connection: first probe after 30 s idle, then every 10 s, so the kernel
+/// notices a peer that is gone and Azure's NAT keeps the flow.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// The setting for the statement timeout.
+pub const STATEMENT_TIMEOUT_SETTING: &str = "PROCFWK_SQL_STATEMENT_TIMEOUT_SECS";
 /// Attempts at opening one connection when the login fails with a transient error.
 const CONNECT_ATTEMPTS: u32 = 3;
 const CONNECT_BACKOFF: Duration = Duration::from_millis(150);
@@ -139,6 +147,14 @@ pub struct SqlServerOptions {
     pub pool_size: u32,
     /// How long `begin` waits for a free connection when all are in use (default 30 s).
     pub checkout_timeout: Duration,
+    /// How long one statement may take (`PROCFWK_SQL_STATEMENT_TIMEOUT_SECS`, default 30 s). A statement
+    /// that runs past it marks its connection broken and fails as a connection error (transient: the
+    /// transition runs again on a fresh connection), so a connection that died without a FIN or RST is
+    /// noticed instead of waited on forever.
+    pub statement_timeout: Duration,
+    /// Idle connections are closed after this long (default 180 s), before Azure's load balancers drop
+    /// outbound connections idle for about 4 minutes.
+    pub idle_timeout: Duration,
 }
 
 impl Default for SqlServerOptions {
@@ -146,6 +162,8 @@ impl Default for SqlServerOptions {
         Self {
             pool_size: DEFAULT_POOL_SIZE,
             checkout_timeout: DEFAULT_CHECKOUT_TIMEOUT,
+            statement_timeout: DEFAULT_STATEMENT_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
         }
     }
 }
@@ -170,6 +188,19 @@ impl SqlServerOptions {
                         "{POOL_SIZE_SETTING} = {v:?} must be a whole number from 1 to 1000"
                     ))
                 })?;
+        }
+        if let Some(v) = lookup(STATEMENT_TIMEOUT_SETTING).filter(|v| !v.trim().is_empty()) {
+            let secs = v
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|n| (0.1..=3600.0).contains(n))
+                .ok_or_else(|| {
+                    StoreError::Config(format!(
+                        "{STATEMENT_TIMEOUT_SETTING} = {v:?} must be a number of seconds from 0.1 to 3600"
+                    ))
+                })?;
+            options.statement_timeout = Duration::from_secs_f64(secs);
         }
         Ok(options)
     }
@@ -799,6 +830,11 @@ impl SqlServerManager {
                     Err(_) => TcpStream::connect((host.as_str(), port)).await?,
                 };
                 tcp.set_nodelay(true)?;
+                socket2::SockRef::from(&tcp).set_tcp_keepalive(
+                    &socket2::TcpKeepalive::new()
+                        .with_time(KEEPALIVE_IDLE)
+                        .with_interval(KEEPALIVE_INTERVAL),
+                )?;
                 Client::connect(config.clone(), tcp.compat_write()).await
             })
             .await;
@@ -882,6 +918,7 @@ pub struct SqlServerBackend {
     pool_size: u32,
     failures: Arc<ConnectFailures>,
     checkout_timeout: Duration,
+    statement_timeout: Duration,
     description: String,
 }
 
@@ -969,7 +1006,9 @@ impl SqlServerBackend {
             .test_on_check_out(false)
             .retry_connection(false)
             .connection_timeout(options.checkout_timeout)
-            .idle_timeout(Some(Duration::from_secs(10 * 60)))
+            .idle_timeout(Some(options.idle_timeout))
+            // The reaper runs often enough that no connection idles much past the timeout.
+            .reaper_rate(Duration::from_secs(15).min(options.idle_timeout))
             .max_lifetime(Some(Duration::from_secs(30 * 60)))
             .error_sink(Box::new(LogSink))
             .build_unchecked(manager);
@@ -979,6 +1018,7 @@ impl SqlServerBackend {
             pool_size: options.pool_size,
             failures,
             checkout_timeout: options.checkout_timeout,
+            statement_timeout: options.statement_timeout,
             description,
         })
     }
@@ -1094,11 +1134,18 @@ impl Backend for SqlServerBackend {
         let mut last = None;
         for _ in 0..=self.pool_size {
             let mut conn = self.checkout().await?;
-            match conn.batch("SET XACT_ABORT ON; BEGIN TRANSACTION").await {
+            let begun = tokio::time::timeout(
+                self.statement_timeout,
+                conn.batch("SET XACT_ABORT ON; BEGIN TRANSACTION"),
+            )
+            .await
+            .unwrap_or_else(|_| Err(timed_out(&BEGIN, self.statement_timeout)));
+            match begun {
                 Ok(()) => {
                     return Ok(Box::new(SqlServerTx {
                         conn: Some(conn),
                         aborted: None,
+                        statement_timeout: self.statement_timeout,
                     }))
                 }
                 Err(e) => {
@@ -1146,6 +1193,7 @@ struct SqlServerTx {
     /// The error that ended the transaction on the server (XACT_ABORT): later statements would run
     /// outside any transaction, so they are refused.
     aborted: Option<StoreError>,
+    statement_timeout: Duration,
 }
 
 impl SqlServerTx {
@@ -1177,9 +1225,34 @@ impl SqlServerTx {
     }
 }
 
+const BEGIN: Statement = Statement {
+    name: "BEGIN TRANSACTION",
+    sql: "SET XACT_ABORT ON; BEGIN TRANSACTION",
+};
+const COMMIT: Statement = Statement {
+    name: "COMMIT TRANSACTION",
+    sql: "COMMIT TRANSACTION",
+};
+const ROLLBACK: Statement = Statement {
+    name: "ROLLBACK TRANSACTION",
+    sql: "ROLLBACK TRANSACTION",
+};
+
+/// A statement ran past the statement timeout: its connection's state is unknown.
+fn timed_out(statement: &Statement, limit: Duration) -> StoreError {
+    StoreError::Connection(format!(
+        "statement {} did not finish within {:.1} s",
+        statement.name,
+        limit.as_secs_f64()
+    ))
+}
+
 /// Roll back whatever is open; a connection whose state is then unknown is not reused.
-async fn roll_back(conn: &mut SqlConnection) -> Result<(), StoreError> {
-    match conn.batch("ROLLBACK TRANSACTION").await {
+async fn roll_back(conn: &mut SqlConnection, limit: Duration) -> Result<(), StoreError> {
+    let rolled = tokio::time::timeout(limit, conn.batch("ROLLBACK TRANSACTION"))
+        .await
+        .unwrap_or_else(|_| Err(timed_out(&ROLLBACK, limit)));
+    match rolled {
         Ok(()) => Ok(()),
         // Nothing open: XACT_ABORT (or a lost connection) already rolled it back.
         Err(StoreError::Database {
@@ -1200,8 +1273,15 @@ impl Tx for SqlServerTx {
         statement: &Statement,
         params: &[SqlValue],
     ) -> Result<Vec<Row>, StoreError> {
+        let limit = self.statement_timeout;
         let conn = self.live()?;
-        let rows = conn.query(statement.sql, params).await;
+        let rows = match tokio::time::timeout(limit, conn.query(statement.sql, params)).await {
+            Ok(rows) => rows,
+            Err(_) => {
+                conn.broken = true;
+                Err(timed_out(statement, limit))
+            }
+        };
         let rows = self.note(rows)?;
         rows.iter().map(to_row).collect()
     }
@@ -1211,8 +1291,15 @@ impl Tx for SqlServerTx {
         statement: &Statement,
         params: &[SqlValue],
     ) -> Result<u64, StoreError> {
+        let limit = self.statement_timeout;
         let conn = self.live()?;
-        let changed = conn.execute(statement.sql, params).await;
+        let changed = match tokio::time::timeout(limit, conn.execute(statement.sql, params)).await {
+            Ok(changed) => changed,
+            Err(_) => {
+                conn.broken = true;
+                Err(timed_out(statement, limit))
+            }
+        };
         self.note(changed)
     }
 
@@ -1223,10 +1310,14 @@ impl Tx for SqlServerTx {
             ));
         };
         if let Some(e) = self.aborted.take() {
-            let _ = roll_back(&mut conn).await;
+            let _ = roll_back(&mut conn, self.statement_timeout).await;
             return Err(e);
         }
-        match conn.batch("COMMIT TRANSACTION").await {
+        let committed =
+            tokio::time::timeout(self.statement_timeout, conn.batch("COMMIT TRANSACTION"))
+                .await
+                .unwrap_or_else(|_| Err(timed_out(&COMMIT, self.statement_timeout)));
+        match committed {
             Ok(()) => Ok(()),
             Err(e) => {
                 // The transaction may still be open: the connection goes, and the server rolls back.
@@ -1238,7 +1329,7 @@ impl Tx for SqlServerTx {
 
     async fn rollback(mut self: Box<Self>) -> Result<(), StoreError> {
         match self.conn.take() {
-            Some(mut conn) => roll_back(&mut conn).await,
+            Some(mut conn) => roll_back(&mut conn, self.statement_timeout).await,
             None => Ok(()),
         }
     }
