@@ -144,6 +144,7 @@ pub mod functions;
 pub mod lexer;
 pub mod login;
 pub mod packet;
+pub mod pg;
 pub mod prelogin;
 pub mod rpc;
 pub mod server;
@@ -155,4 +156,5 @@ pub mod types;
 pub mod wire;
 
 pub use error::{ServerError, SqlError};
-pub use server::{LoginRecord, ServerHandle, ServerOptions, TdsTestServer};
+pub use pg::PgTarget;
+pub use server::{Backend, LoginRecord, ServerHandle, ServerOptions, TdsTestServer};
