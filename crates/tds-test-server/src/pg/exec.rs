@@ -226,9 +226,21 @@ impl PgExecutor {
         };
         // Translate the whole batch first: an error anywhere means nothing
         // runs, as with a syntax error on SQL Server.
+        let mut sql = Vec::new();
         for stmt in &statements {
-            if let Err(e) = translate_pg(stmt, &self.ctx(params)) {
-                self.statement_error(w, kind, &e);
+            match translate_pg(stmt, &self.ctx(params)) {
+                Err(e) => {
+                    self.statement_error(w, kind, &e);
+                    return true;
+                }
+                Ok(PgStmt::Sql(s)) => sql.push(s.sql),
+                Ok(_) => {}
+            }
+        }
+        if sql.len() > 1 {
+            if let Err(e) = self.syntax_check(&sql) {
+                let (err, _) = self.map_error(&e);
+                self.statement_error(w, kind, &err);
                 return true;
             }
         }
@@ -260,6 +272,37 @@ impl PgExecutor {
             }
         }
         any_error
+    }
+
+    /// Parses every statement of a batch before any runs: a syntax error
+    /// (42601) anywhere means nothing runs. (Unknown names are not errors
+    /// yet: earlier statements may create them.)
+    fn syntax_check(&mut self, sql: &[String]) -> Result<(), postgres::Error> {
+        let in_tx = self.trancount > 0;
+        if in_tx {
+            self.client.batch_execute("SAVEPOINT tds_syntax")?;
+        }
+        let mut failed = None;
+        for s in sql {
+            if let Err(e) = self.client.prepare(s) {
+                if e.code().map(|c| c.code()) == Some("42601") {
+                    failed = Some(e);
+                    break;
+                }
+                if in_tx {
+                    self.client
+                        .batch_execute("ROLLBACK TO SAVEPOINT tds_syntax")?;
+                }
+            }
+        }
+        if in_tx {
+            self.client
+                .batch_execute("ROLLBACK TO SAVEPOINT tds_syntax; RELEASE SAVEPOINT tds_syntax")?;
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// Evaluates an IF condition; `Err` when it failed (the error is written).
@@ -867,15 +910,24 @@ impl PgExecutor {
         let (number, text, class) = match code {
             "23505" => {
                 let constraint = db.constraint().unwrap_or("?").to_string();
-                let contype = self
-                    .client
-                    .query_opt(
-                        "SELECT contype::text FROM pg_constraint WHERE conname = $1 LIMIT 1",
-                        &[&constraint],
-                    )
-                    .ok()
-                    .flatten()
-                    .and_then(|r| r.try_get::<_, String>(0).ok());
+                // PostgreSQL names PRIMARY KEY / UNIQUE constraints `t_pkey` /
+                // `t_a_key`, ours are PK_… / UQ_… / UK_…; other names are looked
+                // up (which fails inside an aborted transaction: an index).
+                let lower = constraint.to_ascii_lowercase();
+                let contype = if lower.ends_with("_pkey") || lower.starts_with("pk_") {
+                    Some("p".to_string())
+                } else if lower.ends_with("_key") || lower.starts_with("uq") || lower.starts_with("uk") {
+                    Some("u".to_string())
+                } else {
+                    self.client
+                        .query_opt(
+                            "SELECT contype::text FROM pg_constraint WHERE conname = $1 LIMIT 1",
+                            &[&constraint],
+                        )
+                        .ok()
+                        .flatten()
+                        .and_then(|r| r.try_get::<_, String>(0).ok())
+                };
                 let dup = detail
                     .map(|d| format!(" The duplicate key value is ({d})."))
                     .unwrap_or_default();
@@ -988,8 +1040,28 @@ fn literal(s: &str) -> String {
 
 /// Every identifier of a T-SQL statement: (lower case, as written).
 fn spellings(text: &str) -> Vec<(String, String)> {
+    let toks: Vec<_> = lex(text)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|t| !t.is_trivia())
+        .collect();
     let mut out: Vec<(String, String)> = Vec::new();
-    for t in lex(text).unwrap_or_default() {
+    // Column aliases (`AS name`, `name = expr`) first: they name result columns.
+    for (i, t) in toks.iter().enumerate() {
+        // (Not the type of `CAST(x AS type)`, which a `(` or `)` follows.)
+        let in_cast = toks.get(i + 1).is_some_and(|n| n.is_op(")") || n.is_op("("));
+        let alias = (i > 0 && toks[i - 1].is_kw("AS") && !in_cast)
+            || (toks.get(i + 1).is_some_and(|n| n.is_op("="))
+                && i > 0
+                && (toks[i - 1].is_kw("SELECT") || toks[i - 1].is_op(",")));
+        if let (true, Some(n)) = (alias, t.ident_name()) {
+            let l = n.to_lowercase();
+            if !out.iter().any(|(x, _)| *x == l) {
+                out.push((l, n.to_string()));
+            }
+        }
+    }
+    for t in &toks {
         if let Some(n) = t.ident_name() {
             let l = n.to_lowercase();
             if !out.iter().any(|(x, _)| *x == l) {
