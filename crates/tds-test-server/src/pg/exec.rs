@@ -1049,7 +1049,9 @@ fn spellings(text: &str) -> Vec<(String, String)> {
     // Column aliases (`AS name`, `name = expr`) first: they name result columns.
     for (i, t) in toks.iter().enumerate() {
         // (Not the type of `CAST(x AS type)`, which a `(` or `)` follows.)
-        let in_cast = toks.get(i + 1).is_some_and(|n| n.is_op(")") || n.is_op("("));
+        let in_cast = toks
+            .get(i + 1)
+            .is_some_and(|n| n.is_op(")") || n.is_op("("));
         let alias = (i > 0 && toks[i - 1].is_kw("AS") && !in_cast)
             || (toks.get(i + 1).is_some_and(|n| n.is_op("="))
                 && i > 0
