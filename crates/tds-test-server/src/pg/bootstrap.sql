@@ -214,3 +214,12 @@ CREATE OR REPLACE FUNCTION tds.object_name(p_id integer) RETURNS text LANGUAGE s
     SELECT coalesce((SELECT n.name FROM tds.names n WHERE n.lname = c.relname), c.relname::text)
     FROM pg_class c WHERE (c.oid::bigint & 2147483647)::integer = p_id
 $$;
+
+-- SUM keeps SQL Server's result types: int for int and smallint (overflow → 8115), bigint for bigint.
+CREATE OR REPLACE AGGREGATE tds.sum(integer) (sfunc = int4pl, stype = integer);
+CREATE OR REPLACE FUNCTION tds.sum_smallint(acc integer, v smallint) RETURNS integer LANGUAGE sql IMMUTABLE AS
+$$ SELECT CASE WHEN v IS NULL THEN acc WHEN acc IS NULL THEN v::integer ELSE acc + v END $$;
+CREATE OR REPLACE AGGREGATE tds.sum(smallint) (sfunc = tds.sum_smallint, stype = integer);
+CREATE OR REPLACE AGGREGATE tds.sum(bigint) (sfunc = int8pl, stype = bigint);
+CREATE OR REPLACE AGGREGATE tds.sum(double precision) (sfunc = float8pl, stype = double precision);
+CREATE OR REPLACE AGGREGATE tds.sum(numeric) (sfunc = numeric_add, stype = numeric);

@@ -706,6 +706,7 @@ fn rewrite_functions_pg(toks: Vec<Token>, ddl: bool) -> Result<Vec<Token>, SqlEr
         if next_is_open {
             let renamed = match upper.as_str() {
                 "ISNULL" => Some("COALESCE"),
+                "SUM" => Some("tds.sum"),
                 "COUNT_BIG" => Some("count"),
                 "LEN" => Some("tds.len"),
                 "CHARINDEX" => Some("tds.charindex"),
