@@ -90,7 +90,7 @@ struct Control {
 /// How sessions reach their backend.
 pub(crate) enum BackendState {
     Sqlite(PathBuf),
-    Postgres(postgres::Config),
+    Postgres(Box<postgres::Config>),
 }
 
 /// State shared by the accept loop, the sessions and the handle.
@@ -178,8 +178,12 @@ impl TdsTestServer {
             Backend::Sqlite => {
                 prepare_database(&path, &init).map(|()| (BackendState::Sqlite(path), None))
             }
-            Backend::Postgres(target) => crate::pg::prepare(&target, &init)
-                .map(|db| (BackendState::Postgres(db.config), db.drop_on_shutdown)),
+            Backend::Postgres(target) => crate::pg::prepare(&target, &init).map(|db| {
+                (
+                    BackendState::Postgres(Box::new(db.config)),
+                    db.drop_on_shutdown,
+                )
+            }),
         })
         .await;
         let (backend, drop_on_shutdown) = match prepared {
