@@ -88,8 +88,11 @@
 //! * `SET` options inside a transaction that rolls back are restored as
 //!   SQL Server keeps them (`LOCK_TIMEOUT`); SET options set inside
 //!   `sp_executesql` revert when it returns.
-//! * `ENCRYPTBYPASSPHRASE`/`DECRYPTBYPASSPHRASE` and the 900-byte index key
-//!   limit (1946) are not implemented yet.
+//! * Index key limits: a PRIMARY KEY (clustered by default) whose columns
+//!   can exceed 900 bytes, or a UNIQUE key that can exceed 1700, gets a
+//!   CHECK constraint named `tds1946_…`: a row with a longer key fails with
+//!   1946, as on SQL Server (`NVARCHAR` counts 2 bytes per character).
+//!   Indexes made by `CREATE INDEX` are not checked.
 //!
 //! # Protocol
 //!

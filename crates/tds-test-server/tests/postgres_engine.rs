@@ -376,3 +376,35 @@ async fn synonyms_are_not_views_for_object_id() {
     );
     s.shutdown().await;
 }
+
+#[tokio::test]
+async fn index_keys_over_900_bytes_are_error_1946() {
+    // procfwk.VmLeases' key can reach 1200 bytes (NVARCHAR(400) + NVARCHAR(200)): SQL Server creates
+    // the table with a warning and refuses the rows whose key is longer than 900 bytes.
+    let s = server(&[
+        "CREATE TABLE leases (PoolKey NVARCHAR(400) NOT NULL, Holder NVARCHAR(200) NOT NULL, PRIMARY KEY (PoolKey, Holder))",
+        "CREATE TABLE small (K NVARCHAR(100) NOT NULL PRIMARY KEY)",
+    ])
+    .await;
+    let mut c = connect(&s).await;
+    let short = format!(
+        "INSERT INTO leases (PoolKey, Holder) VALUES ('{}', '{}')",
+        "p".repeat(300),
+        "h".repeat(150)
+    );
+    run(&mut c, &short).await.expect("900 bytes fit");
+    let long = format!(
+        "INSERT INTO leases (PoolKey, Holder) VALUES ('{}', '{}')",
+        "p".repeat(300),
+        "h".repeat(151)
+    );
+    let err = run(&mut c, &long).await.expect_err("902 bytes");
+    assert_eq!(code(&err), Some(1946), "{err}");
+    run(
+        &mut c,
+        &format!("INSERT INTO small (K) VALUES ('{}')", "k".repeat(100)),
+    )
+    .await
+    .expect("a key that can never be too long");
+    s.shutdown().await;
+}

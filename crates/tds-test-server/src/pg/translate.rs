@@ -837,6 +837,132 @@ fn rewrite_column_types(toks: Vec<Token>) -> Result<(Vec<Token>, Vec<String>), S
     Ok((out, datetimes))
 }
 
+/// SQL Server's index key limits: 900 bytes for a clustered index (a
+/// PRIMARY KEY by default), 1700 for a nonclustered one (UNIQUE).
+const CLUSTERED_KEY_LIMIT: u32 = 900;
+const NONCLUSTERED_KEY_LIMIT: u32 = 1700;
+
+/// Bytes a column takes in an index key: (SQL expression, largest size).
+fn key_bytes(col: &str, ty: &str, len: Option<u32>) -> (String, u32) {
+    let q = qname(col);
+    match ty {
+        "NVARCHAR" | "NCHAR" => (
+            format!("2 * coalesce(length({q}), 0)"),
+            len.map_or(u32::MAX, |n| 2 * n),
+        ),
+        "VARCHAR" | "CHAR" | "VARBINARY" | "BINARY" => (
+            format!("coalesce(octet_length({q}), 0)"),
+            len.unwrap_or(u32::MAX),
+        ),
+        "BIGINT" | "FLOAT" | "DATETIME" | "DATETIME2" | "MONEY" => ("8".into(), 8),
+        "INT" | "INTEGER" | "REAL" | "SMALLDATETIME" => ("4".into(), 4),
+        "SMALLINT" => ("2".into(), 2),
+        "TINYINT" | "BIT" => ("1".into(), 1),
+        "UNIQUEIDENTIFIER" => ("16".into(), 16),
+        "DATE" => ("3".into(), 3),
+        "DATETIMEOFFSET" => ("10".into(), 10),
+        _ => ("17".into(), 17),
+    }
+}
+
+/// CHECK constraints that raise 1946 (via the `tds1946_` name) when a row's
+/// PRIMARY KEY / UNIQUE key is longer than SQL Server allows, for keys whose
+/// columns can be that long.
+fn key_length_checks(toks: &[Token], table: &str) -> Vec<String> {
+    let Some(open) = toks.iter().position(|t| t.is_op("(")) else {
+        return Vec::new();
+    };
+    let Some(close) = matching_paren(toks, open) else {
+        return Vec::new();
+    };
+    let elements = split_commas(&toks[open + 1..close]);
+    let mut columns: Vec<(String, String, Option<u32>)> = Vec::new();
+    let mut keys: Vec<(String, Vec<String>, u32)> = Vec::new();
+    let cols_in = |el: &[Token], from: usize| -> Vec<String> {
+        let Some(o) = el
+            .iter()
+            .skip(from)
+            .position(|t| t.is_op("("))
+            .map(|i| i + from)
+        else {
+            return Vec::new();
+        };
+        let c = matching_paren(el, o).unwrap_or(el.len());
+        split_commas(&el[o + 1..c])
+            .iter()
+            .filter_map(|part| part.first().and_then(Token::ident_name))
+            .map(str::to_lowercase)
+            .collect()
+    };
+    for el in elements {
+        let Some(first) = el.first() else { continue };
+        let (name, body) = if first.is_kw("CONSTRAINT") {
+            (
+                el.get(1).and_then(Token::ident_name).map(str::to_lowercase),
+                el.get(2..).unwrap_or(&[]),
+            )
+        } else {
+            (None, el)
+        };
+        let Some(head) = body.first() else { continue };
+        if head.is_kw("PRIMARY") || head.is_kw("UNIQUE") {
+            let limit = if head.is_kw("PRIMARY") {
+                CLUSTERED_KEY_LIMIT
+            } else {
+                NONCLUSTERED_KEY_LIMIT
+            };
+            let n = name.unwrap_or_else(|| format!("{table}_key{}", keys.len()));
+            keys.push((n, cols_in(body, 0), limit));
+            continue;
+        }
+        if head.is_kw("CHECK") || head.is_kw("FOREIGN") || head.is_kw("INDEX") {
+            continue;
+        }
+        let Some(col) = head.ident_name().map(str::to_lowercase) else {
+            continue;
+        };
+        let ty = body.get(1).map(Token::upper).unwrap_or_default();
+        let len = if body.get(2).is_some_and(|t| t.is_op("(")) {
+            body.get(3).and_then(|t| t.text.parse::<u32>().ok())
+        } else if matches!(ty.as_str(), "NVARCHAR" | "VARCHAR" | "NCHAR" | "CHAR") {
+            Some(1)
+        } else {
+            None
+        };
+        columns.push((col.clone(), ty, len));
+        let inline_pk = body.iter().any(|t| t.is_kw("PRIMARY"));
+        let inline_uq = body.iter().any(|t| t.is_kw("UNIQUE"));
+        if inline_pk || inline_uq {
+            let limit = if inline_pk {
+                CLUSTERED_KEY_LIMIT
+            } else {
+                NONCLUSTERED_KEY_LIMIT
+            };
+            keys.push((format!("{table}_{col}_key"), vec![col], limit));
+        }
+    }
+    let mut out = Vec::new();
+    for (name, cols, limit) in keys {
+        let mut exprs = Vec::new();
+        let mut largest: u64 = 0;
+        for c in &cols {
+            if let Some((_, ty, len)) = columns.iter().find(|(n, _, _)| n == c) {
+                let (e, max) = key_bytes(c, ty, *len);
+                exprs.push(e);
+                largest += u64::from(max);
+            }
+        }
+        if largest > u64::from(limit) && !exprs.is_empty() {
+            out.push(format!(
+                "CONSTRAINT {} CHECK ({} <= {limit})",
+                qname(&format!("tds1946_{name}")),
+                exprs.join(" + ")
+            ));
+        }
+    }
+    out
+}
+
 /// `CREATE TABLE a.b` / `CREATE TABLE b` → (schema, table), lower case.
 fn created_table(toks: &[Token]) -> Option<(String, String)> {
     if !(toks.first()?.is_kw("CREATE") && toks.get(1)?.is_kw("TABLE")) {
@@ -863,7 +989,24 @@ pub(crate) fn translate_sql_pg(
         Vec::new()
     };
     let created = created_table(&toks);
+    let key_checks = match &created {
+        Some((_, table)) => key_length_checks(&toks, table),
+        None => Vec::new(),
+    };
     let mut toks = apply_hints(substitute_pg(toks, ctx)?)?;
+    if !key_checks.is_empty() {
+        // Before the `)` that closes the table's element list.
+        if let Some(open) = toks.iter().position(|t| t.is_op("(")) {
+            if let Some(close) = matching_paren(&toks, open) {
+                let mut ins = Vec::new();
+                for c in &key_checks {
+                    ins.push(op(","));
+                    ins.push(raw(c.clone()));
+                }
+                toks.splice(close..close, ins);
+            }
+        }
+    }
     if kind == SqlKind::Query {
         if let Some(sel) = find_depth0(&toks, 0, |t| t.is_kw("SELECT")) {
             let (_, end) = crate::translate::select_list(&toks, sel);
