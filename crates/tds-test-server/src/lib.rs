@@ -88,6 +88,13 @@
 //! * `SET` options inside a transaction that rolls back are restored as
 //!   SQL Server keeps them (`LOCK_TIMEOUT`); SET options set inside
 //!   `sp_executesql` revert when it returns.
+//! * `ENCRYPTBYPASSPHRASE`/`DECRYPTBYPASSPHRASE` (pgcrypto) use SQL Server's
+//!   version-2 layout (`0x02000000`, 16-byte IV, AES-256-CBC under SHA-256 of
+//!   the UTF-16LE passphrase, `0xBAADF00D` header); version 1 is decrypted
+//!   too. The passphrase is always taken as NVARCHAR. The layout follows
+//!   SQL Server's documented behaviour but has not been checked against
+//!   bytes from a real SQL Server. `CAST(DECRYPTBYPASSPHRASE(…) AS
+//!   NVARCHAR(n))` decodes UTF-16LE.
 //! * Index key limits: a PRIMARY KEY (clustered by default) whose columns
 //!   can exceed 900 bytes, or a UNIQUE key that can exceed 1700, gets a
 //!   CHECK constraint named `tds1946_…`: a row with a longer key fails with

@@ -408,3 +408,39 @@ async fn index_keys_over_900_bytes_are_error_1946() {
     .expect("a key that can never be too long");
     s.shutdown().await;
 }
+
+#[tokio::test]
+async fn encrypt_and_decrypt_by_passphrase() {
+    let s = server(&["CREATE TABLE sp (Id INT PRIMARY KEY, OrchestratorName NVARCHAR(200), PrincipalSecret VARBINARY(256))"]).await;
+    let mut c = connect(&s).await;
+    run(
+        &mut c,
+        "INSERT INTO sp (Id, OrchestratorName, PrincipalSecret) VALUES (1, N'FrameworkFactory', ENCRYPTBYPASSPHRASE(CONCAT(N'FrameworkFactory', N'ADF'), N'sëcret-✓-𝄞'))",
+    )
+    .await
+    .expect("insert");
+    let row = c
+        .simple_query(
+            "SELECT CAST(DECRYPTBYPASSPHRASE(CONCAT(OrchestratorName, 'ADF'), PrincipalSecret) AS NVARCHAR(4000)) AS Secret, \
+             CAST(DECRYPTBYPASSPHRASE(N'wrong', PrincipalSecret) AS NVARCHAR(4000)) AS Wrong, \
+             PrincipalSecret FROM sp WHERE Id = 1",
+        )
+        .await
+        .expect("select")
+        .into_row()
+        .await
+        .expect("row")
+        .expect("a row");
+    assert_eq!(row.get::<&str, _>("Secret"), Some("sëcret-✓-𝄞"));
+    assert_eq!(
+        row.get::<&str, _>("Wrong"),
+        None,
+        "a wrong passphrase gives NULL"
+    );
+    let stored = row.get::<&[u8], _>("PrincipalSecret").expect("bytes");
+    assert_eq!(&stored[..4], &[2, 0, 0, 0], "SQL Server's version-2 header");
+    // 4 + 16-byte IV + AES blocks of (8-byte header + UTF-16LE text, padded).
+    let text_len = "sëcret-✓-𝄞".encode_utf16().count() * 2;
+    assert_eq!(stored.len(), 20 + (8 + text_len) / 16 * 16 + 16);
+    s.shutdown().await;
+}

@@ -223,3 +223,100 @@ CREATE OR REPLACE AGGREGATE tds.sum(smallint) (sfunc = tds.sum_smallint, stype =
 CREATE OR REPLACE AGGREGATE tds.sum(bigint) (sfunc = int8pl, stype = bigint);
 CREATE OR REPLACE AGGREGATE tds.sum(double precision) (sfunc = float8pl, stype = double precision);
 CREATE OR REPLACE AGGREGATE tds.sum(numeric) (sfunc = numeric_add, stype = numeric);
+
+-- NVARCHAR text as SQL Server holds it (UTF-16LE), and back.
+CREATE OR REPLACE FUNCTION tds.utf16le(s text) RETURNS bytea LANGUAGE plpgsql IMMUTABLE STRICT AS $$
+DECLARE
+    out bytea := ''::bytea;
+    cp integer; hi integer; lo integer;
+BEGIN
+    FOR i IN 1 .. char_length(s) LOOP
+        cp := ascii(substr(s COLLATE "C", i, 1));
+        IF cp >= 65536 THEN
+            cp := cp - 65536;
+            hi := 55296 + (cp >> 10);
+            lo := 56320 + (cp & 1023);
+            out := out || set_byte(set_byte('\x0000'::bytea, 0, hi & 255), 1, hi >> 8)
+                       || set_byte(set_byte('\x0000'::bytea, 0, lo & 255), 1, lo >> 8);
+        ELSE
+            out := out || set_byte(set_byte('\x0000'::bytea, 0, cp & 255), 1, cp >> 8);
+        END IF;
+    END LOOP;
+    RETURN out;
+END $$;
+
+CREATE OR REPLACE FUNCTION tds.utf16le_decode(b bytea) RETURNS text LANGUAGE plpgsql IMMUTABLE STRICT AS $$
+DECLARE
+    out text := '';
+    i integer := 0;
+    u integer; u2 integer;
+BEGIN
+    WHILE i + 1 < length(b) LOOP
+        u := get_byte(b, i) + 256 * get_byte(b, i + 1);
+        i := i + 2;
+        IF u BETWEEN 55296 AND 56319 AND i + 1 < length(b) THEN
+            u2 := get_byte(b, i) + 256 * get_byte(b, i + 1);
+            i := i + 2;
+            u := 65536 + ((u - 55296) << 10) + (u2 - 56320);
+        END IF;
+        IF u > 0 THEN
+            out := out || chr(u);
+        END IF;
+    END LOOP;
+    RETURN out;
+END $$;
+
+-- ENCRYPTBYPASSPHRASE / DECRYPTBYPASSPHRASE in SQL Server's version-2 layout (SQL Server 2017+):
+-- 0x02000000, a 16-byte IV, then AES-256-CBC (PKCS#7) under SHA-256 of the passphrase (as NVARCHAR:
+-- UTF-16LE) of: magic 0xBAADF00D (little-endian), 2 reserved bytes, the clear text's length (2 bytes,
+-- little-endian), the clear text. Version 1 (0x01000000: 8-byte IV, triple DES under the first 16 bytes
+-- of SHA-1) is decrypted too. A wrong passphrase gives NULL, like SQL Server. Needs pgcrypto.
+DO $$ BEGIN
+    CREATE EXTENSION IF NOT EXISTS pgcrypto SCHEMA tds;
+EXCEPTION WHEN OTHERS THEN
+    RAISE NOTICE 'pgcrypto is not available: ENCRYPTBYPASSPHRASE/DECRYPTBYPASSPHRASE will fail';
+END $$;
+
+CREATE OR REPLACE FUNCTION tds.encryptbypassphrase(pass text, clear bytea) RETURNS bytea
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE iv bytea; inner_text bytea; n integer;
+BEGIN
+    IF pass IS NULL OR clear IS NULL THEN RETURN NULL; END IF;
+    n := length(clear);
+    IF n > 8000 THEN RETURN NULL; END IF;
+    iv := tds.gen_random_bytes(16);
+    inner_text := '\x0df0adba0000'::bytea
+        || set_byte(set_byte('\x0000'::bytea, 0, n & 255), 1, n >> 8)
+        || clear;
+    RETURN '\x02000000'::bytea || iv
+        || tds.encrypt_iv(inner_text, tds.digest(tds.utf16le(pass), 'sha256'), iv, 'aes-cbc/pad:pkcs');
+END $$;
+
+CREATE OR REPLACE FUNCTION tds.encryptbypassphrase(pass text, clear text) RETURNS bytea
+LANGUAGE sql VOLATILE AS $$ SELECT tds.encryptbypassphrase(pass, tds.utf16le(clear)) $$;
+
+CREATE OR REPLACE FUNCTION tds.decryptbypassphrase(pass text, data bytea) RETURNS bytea
+LANGUAGE plpgsql STABLE AS $$
+DECLARE plain bytea; n integer; version bytea;
+BEGIN
+    IF pass IS NULL OR data IS NULL OR length(data) < 20 THEN RETURN NULL; END IF;
+    version := substring(data FROM 1 FOR 4);
+    BEGIN
+        IF version = '\x02000000'::bytea THEN
+            plain := tds.decrypt_iv(substring(data FROM 21), tds.digest(tds.utf16le(pass), 'sha256'),
+                                    substring(data FROM 5 FOR 16), 'aes-cbc/pad:pkcs');
+        ELSIF version = '\x01000000'::bytea THEN
+            plain := tds.decrypt_iv(substring(data FROM 13),
+                                    substring(tds.digest(tds.utf16le(pass), 'sha1') FROM 1 FOR 16)
+                                        || substring(tds.digest(tds.utf16le(pass), 'sha1') FROM 1 FOR 8),
+                                    substring(data FROM 5 FOR 8), '3des-cbc/pad:pkcs');
+        ELSE
+            RETURN NULL;
+        END IF;
+    EXCEPTION WHEN OTHERS THEN
+        RETURN NULL;
+    END;
+    IF length(plain) < 8 OR substring(plain FROM 1 FOR 4) <> '\x0df0adba'::bytea THEN RETURN NULL; END IF;
+    n := get_byte(plain, 6) + 256 * get_byte(plain, 7);
+    RETURN substring(plain FROM 9 FOR n);
+END $$;

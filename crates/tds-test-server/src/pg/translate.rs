@@ -615,7 +615,16 @@ fn cast_pg(inner: &str, ty: &[Token]) -> Result<String, SqlError> {
         .ok_or_else(|| SqlError::syntax("AS"))?
         .to_ascii_uppercase();
     let (args, _) = type_args(ty, 1);
+    // Decrypted secrets are bytes: as NVARCHAR they are UTF-16LE text.
+    let decrypted = inner.starts_with("tds.decryptbypassphrase(");
     Ok(match name.as_str() {
+        "NVARCHAR" | "NCHAR" if decrypted => match args.first() {
+            Some(n) if !n.eq_ignore_ascii_case("MAX") => {
+                format!("left(tds.utf16le_decode({inner}), {n})")
+            }
+            _ => format!("tds.utf16le_decode({inner})"),
+        },
+        "VARCHAR" | "CHAR" if decrypted => format!("convert_from({inner}, 'UTF8')"),
         "BIT" => format!("(CASE WHEN ({inner}) IS NULL THEN NULL WHEN CAST(({inner}) AS text) IN ('0', 'false', 'f') THEN 0 ELSE 1 END)::smallint"),
         "NVARCHAR" | "VARCHAR" | "NCHAR" | "CHAR" => match args.first() {
             Some(n) if !n.eq_ignore_ascii_case("MAX") => {
@@ -707,6 +716,8 @@ fn rewrite_functions_pg(toks: Vec<Token>, ddl: bool) -> Result<Vec<Token>, SqlEr
             let renamed = match upper.as_str() {
                 "ISNULL" => Some("COALESCE"),
                 "SUM" => Some("tds.sum"),
+                "ENCRYPTBYPASSPHRASE" => Some("tds.encryptbypassphrase"),
+                "DECRYPTBYPASSPHRASE" => Some("tds.decryptbypassphrase"),
                 "COUNT_BIG" => Some("count"),
                 "LEN" => Some("tds.len"),
                 "CHARINDEX" => Some("tds.charindex"),
