@@ -61,6 +61,17 @@ procfwk_pg_setup() {
         }
     fi
     export PROCFWK_TEST_POSTGRES="host=127.0.0.1 port=$procfwk_pg_port user=postgres dbname=postgres"
+    # Each test server makes a database named tds_<pid>_…; drop those whose test process is gone.
+    local db pid
+    for db in $(procfwk_pg_as "$bin/psql" -X -At -h 127.0.0.1 -p "$procfwk_pg_port" -U postgres -d postgres \
+            -c "SELECT datname FROM pg_database WHERE datname LIKE 'tds\_%'" 2>/dev/null); do
+        pid="${db#tds_}"
+        pid="${pid%%_*}"
+        if [ -n "$pid" ] && [ ! -e "/proc/$pid" ]; then
+            procfwk_pg_as "$bin/psql" -X -q -h 127.0.0.1 -p "$procfwk_pg_port" -U postgres -d postgres \
+                -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null 2>&1 || true
+        fi
+    done
     echo "20-postgres: PostgreSQL ready at 127.0.0.1:$procfwk_pg_port (PROCFWK_TEST_POSTGRES)"
 }
 
