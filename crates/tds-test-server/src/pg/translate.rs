@@ -30,8 +30,8 @@ use crate::lexer::{Kind, Token};
 use crate::rpc::BoundParam;
 use crate::translate::{
     extract_output, find_depth0, ident, matching_paren, op, raw, render, rewrite_dml_top,
-    rewrite_top_offset, select_items, sig_tokens, split_commas, sql_kind, target_table, translate,
-    SqlKind, Stmt, TranslateCtx, TABLE_HINTS,
+    rewrite_top_offset, select_items, sig_tokens, split_commas, sql_kind, translate, SqlKind, Stmt,
+    TranslateCtx, TABLE_HINTS,
 };
 use crate::types::ColType;
 use rusqlite::types::Value;
@@ -1027,7 +1027,6 @@ pub(crate) fn translate_sql_pg(
         }
     }
     let select = select_items(&mut toks, ctx);
-    let _ = target_table(&toks, kind);
     let mut toks = rewrite_top_offset(toks)?;
     for k in 1..toks.len() {
         if toks[k - 1].is_kw("LIMIT") && toks[k].kind == Kind::Num && toks[k].text == "-1" {
@@ -1125,6 +1124,58 @@ mod tests {
             sql("UPDATE t WITH (UPDLOCK) SET a = 1"),
             "UPDATE t SET a = 1"
         );
+    }
+
+    #[test]
+    fn top_with_readpast_and_lock_timeout() {
+        assert_eq!(
+            sql("SELECT TOP (1) Holder FROM [procfwk].[VmLeases] WITH (UPDLOCK, READPAST) WHERE PoolKey = 'p' ORDER BY Holder"),
+            "SELECT Holder FROM \"procfwk\".\"vmleases\" WHERE PoolKey = 'p' ORDER BY Holder FOR UPDATE OF \"vmleases\" SKIP LOCKED LIMIT (1)"
+        );
+        assert_eq!(
+            sql("SELECT a FROM (SELECT a FROM t WITH (UPDLOCK) WHERE b = 1) x"),
+            "SELECT a FROM (SELECT a FROM t WHERE b = 1 FOR UPDATE OF t) x"
+        );
+        assert_eq!(
+            translate_pg("SET LOCK_TIMEOUT 2000", &ctx(&[])).unwrap(),
+            PgStmt::LockTimeout(2000)
+        );
+        assert_eq!(
+            translate_pg("SET LOCK_TIMEOUT -1", &ctx(&[])).unwrap(),
+            PgStmt::LockTimeout(-1)
+        );
+        match translate_pg(
+            "IF NOT EXISTS (SELECT 1 FROM [procfwk].[SchemaVersion] WHERE [Version] = 1)",
+            &ctx(&[]),
+        )
+        .unwrap()
+        {
+            PgStmt::If { condition, body } => {
+                assert_eq!(condition.sql, "SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM \"procfwk\".\"schemaversion\" WHERE \"version\" = 1) THEN 1 ELSE 0 END");
+                assert_eq!(body, None, "the guarded statement is the next one");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn long_keys_get_a_1946_check() {
+        let s = match translate_pg(
+            "CREATE TABLE [procfwk].[VmLeases] ([PoolKey] NVARCHAR(400) NOT NULL, [Holder] NVARCHAR(200) NOT NULL, [N] INT, PRIMARY KEY ([PoolKey], [Holder]))",
+            &ctx(&[]),
+        )
+        .unwrap()
+        {
+            PgStmt::Sql(s) => s.sql,
+            other => panic!("{other:?}"),
+        };
+        assert!(
+            s.ends_with(", CONSTRAINT \"tds1946_vmleases_key0\" CHECK (2 * coalesce(length(\"poolkey\"), 0) + 2 * coalesce(length(\"holder\"), 0) <= 900))"),
+            "{s}"
+        );
+        let short =
+            sql("CREATE TABLE t (k NVARCHAR(300) NOT NULL PRIMARY KEY, u NVARCHAR(400) UNIQUE)");
+        assert!(!short.contains("tds1946"), "{short}");
     }
 
     #[test]
