@@ -33,6 +33,10 @@
 //!   `SCHEMA_ID`, `CREATE`/`DROP SYNONYM` (a view plus a row in
 //!   `tds.synonyms`, so `OBJECT_ID(…, 'V')` does not see it), `CREATE
 //!   VIEW`/`INDEX`, `IDENTITY`, `DEFAULT GETUTCDATE()`.
+//!   `SET TRANSACTION ISOLATION LEVEL`: `SNAPSHOT` and `REPEATABLE READ` run
+//!   as PostgreSQL's `REPEATABLE READ` (an update conflict under SNAPSHOT is
+//!   3960, rolled back), `SERIALIZABLE` as `SERIALIZABLE` (failures are
+//!   1205). `WAITFOR DELAY 'hh:mm:ss'` sleeps.
 //!   [`ServerOptions::init_sql`] is T-SQL here. With
 //!   [`pg::PgTarget::fresh_database`] every server gets a new database
 //!   (dropped by [`ServerHandle::shutdown`]); tests get their server from

@@ -444,3 +444,48 @@ async fn encrypt_and_decrypt_by_passphrase() {
     assert_eq!(stored.len(), 20 + (8 + text_len) / 16 * 16 + 16);
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_isolation_update_conflicts_are_error_3960() {
+    let s = server(COUNTER).await;
+    let mut a = connect(&s).await;
+    let mut b = connect(&s).await;
+    run(
+        &mut b,
+        "SET TRANSACTION ISOLATION LEVEL SNAPSHOT; BEGIN TRAN; SELECT v FROM counter WHERE id = 1",
+    )
+    .await
+    .expect("B's snapshot starts");
+    run(&mut a, "UPDATE counter SET v = 1 WHERE id = 1")
+        .await
+        .expect("A commits a change");
+    let err = run(&mut b, "UPDATE counter SET v = 2 WHERE id = 1")
+        .await
+        .expect_err("update conflict");
+    assert_eq!(code(&err), Some(3960), "{err}");
+    assert_eq!(scalar(&mut b, "SELECT @@TRANCOUNT").await, 0, "rolled back");
+    // READ COMMITTED again: the same update now waits, re-reads and succeeds.
+    run(
+        &mut b,
+        "SET TRANSACTION ISOLATION LEVEL READ COMMITTED; UPDATE counter SET v = v + 1 WHERE id = 1",
+    )
+    .await
+    .expect("read committed");
+    assert_eq!(
+        scalar(&mut a, "SELECT v FROM counter WHERE id = 1").await,
+        2
+    );
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn waitfor_delay_waits() {
+    let s = server(&[]).await;
+    let mut c = connect(&s).await;
+    let started = Instant::now();
+    run(&mut c, "WAITFOR DELAY '00:00:00.200'")
+        .await
+        .expect("waitfor");
+    assert!(started.elapsed() >= Duration::from_millis(190));
+    s.shutdown().await;
+}

@@ -14,7 +14,7 @@
 //! is off); `THROW` aborts the batch; a deadlock victim (1205) is rolled back
 //! and the batch ends; with `XACT_ABORT ON` any error rolls back and aborts.
 
-use super::translate::{translate_pg, PgSql, PgStmt};
+use super::translate::{translate_pg, Isolation, PgSql, PgStmt};
 use crate::error::SqlError;
 use crate::exec::SERVER_NAME;
 use crate::lexer::lex;
@@ -61,6 +61,8 @@ pub struct PgExecutor {
     rowcount: i64,
     /// `SET LOCK_TIMEOUT` in milliseconds (-1: wait for ever).
     lock_timeout_ms: i64,
+    /// `SET TRANSACTION ISOLATION LEVEL`.
+    isolation: Isolation,
     database: String,
     tx_seq: u32,
     tx_desc: [u8; 8],
@@ -106,6 +108,7 @@ impl PgExecutor {
             xact_abort: false,
             rowcount: 0,
             lock_timeout_ms: -1,
+            isolation: Isolation::ReadCommitted,
             database: database.to_string(),
             tx_seq: 0,
             tx_desc: [0; 8],
@@ -127,6 +130,9 @@ impl PgExecutor {
         if self.lock_timeout_ms != -1 {
             self.lock_timeout_ms = -1;
             let _ = self.client.batch_execute("SET lock_timeout = 0");
+        }
+        if self.isolation != Isolation::ReadCommitted {
+            self.set_isolation(Isolation::ReadCommitted);
         }
         w.env_reset_connection();
     }
@@ -356,6 +362,14 @@ impl PgExecutor {
                 self.set_lock_timeout(ms);
                 (Flow::Continue, false)
             }
+            PgStmt::Isolation(level) => {
+                self.set_isolation(level);
+                (Flow::Continue, false)
+            }
+            PgStmt::WaitFor(delay) => {
+                std::thread::sleep(delay);
+                (Flow::Continue, false)
+            }
             PgStmt::If { condition, body } => match self.condition(&condition, kind, w) {
                 Err(flow) => (flow, true),
                 Ok(false) => (Flow::Continue, false),
@@ -507,6 +521,14 @@ impl PgExecutor {
         let _ = self
             .client
             .batch_execute(&format!("SET lock_timeout = {pg}"));
+    }
+
+    fn set_isolation(&mut self, level: Isolation) {
+        self.isolation = level;
+        let _ = self.client.batch_execute(&format!(
+            "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL {}",
+            level.pg()
+        ));
     }
 
     /// After an error (already written): roll back / abort as SQL Server does.
@@ -972,6 +994,15 @@ impl PgExecutor {
             ),
             "22012" => (8134, "Divide by zero error encountered.".to_string(), ErrClass::Runtime),
             "55P03" => (1222, "Lock request time out period exceeded.".to_string(), ErrClass::Runtime),
+            "40001" if self.isolation == Isolation::Snapshot => (
+                3960,
+                format!(
+                    "Snapshot isolation transaction aborted due to update conflict. You cannot use snapshot isolation to access table '{}' directly or indirectly in database '{}' to update, delete, or insert the row that has been modified or deleted by another transaction. Retry the transaction or change the isolation level for the update/delete statement.",
+                    object(),
+                    self.database
+                ),
+                ErrClass::Deadlock,
+            ),
             "40P01" | "40001" => (
                 1205,
                 "Transaction was deadlocked on lock resources with another process and has been chosen as the deadlock victim. Rerun the transaction.".to_string(),

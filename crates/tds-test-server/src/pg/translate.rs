@@ -63,6 +63,10 @@ pub enum PgStmt {
     Control(Stmt),
     /// `SET LOCK_TIMEOUT n` (milliseconds; -1 waits for ever).
     LockTimeout(i64),
+    /// `SET TRANSACTION ISOLATION LEVEL …`.
+    Isolation(Isolation),
+    /// `WAITFOR DELAY 'hh:mm:ss[.fff]'`.
+    WaitFor(std::time::Duration),
     /// `IF <condition> <body>`: `condition` is a query returning 1 or 0;
     /// `body` the statement's text (`None`: the next statement of the batch).
     If {
@@ -93,6 +97,45 @@ pub enum PgStmt {
         /// `IF EXISTS`.
         if_exists: bool,
     },
+}
+
+/// SQL Server isolation levels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    /// READ UNCOMMITTED (runs as READ COMMITTED: PostgreSQL never reads
+    /// uncommitted rows).
+    ReadUncommitted,
+    /// READ COMMITTED (with READ_COMMITTED_SNAPSHOT ON, Azure SQL's default).
+    ReadCommitted,
+    /// REPEATABLE READ (PostgreSQL REPEATABLE READ).
+    RepeatableRead,
+    /// SNAPSHOT (PostgreSQL REPEATABLE READ; update conflicts are 3960).
+    Snapshot,
+    /// SERIALIZABLE (PostgreSQL SERIALIZABLE; failures are 1205).
+    Serializable,
+}
+
+impl Isolation {
+    /// The PostgreSQL level.
+    pub fn pg(self) -> &'static str {
+        match self {
+            Isolation::ReadUncommitted | Isolation::ReadCommitted => "READ COMMITTED",
+            Isolation::RepeatableRead | Isolation::Snapshot => "REPEATABLE READ",
+            Isolation::Serializable => "SERIALIZABLE",
+        }
+    }
+}
+
+/// `'hh:mm:ss[.fff]'` → a duration.
+fn parse_delay(text: &str) -> Option<std::time::Duration> {
+    let mut parts = text.trim().split(':');
+    let h: u64 = parts.next()?.trim().parse().ok()?;
+    let m: u64 = parts.next().unwrap_or("0").trim().parse().ok()?;
+    let s: f64 = parts.next().unwrap_or("0").trim().parse().ok()?;
+    if parts.next().is_some() || !(0.0..60.0).contains(&s) || m >= 60 || h > 23 {
+        return None;
+    }
+    Some(std::time::Duration::from_secs(h * 3600 + m * 60) + std::time::Duration::from_secs_f64(s))
 }
 
 /// Words that start a statement (the body of an `IF` starts at the first of
@@ -163,8 +206,23 @@ pub fn translate_pg(src: &str, ctx: &TranslateCtx<'_>) -> Result<PgStmt, SqlErro
         return Ok(PgStmt::Control(Stmt::NoOp));
     };
     match first.upper().as_str() {
+        "WAITFOR" => {
+            return match (toks.get(1), toks.get(2), toks.len()) {
+                (
+                    Some(d),
+                    Some(Token {
+                        kind: Kind::Str { value, .. },
+                        ..
+                    }),
+                    3,
+                ) if d.is_kw("DELAY") => parse_delay(value)
+                    .map(PgStmt::WaitFor)
+                    .ok_or_else(|| SqlError::syntax(value)),
+                _ => Err(SqlError::unsupported("WAITFOR other than DELAY 'hh:mm:ss'")),
+            }
+        }
         "BEGIN" | "COMMIT" | "ROLLBACK" | "SAVE" | "THROW" | "RAISERROR" | "PRINT" | "USE"
-        | "DECLARE" | "WHILE" | "GOTO" | "RETURN" | "WAITFOR" | "BREAK" | "CONTINUE" => {
+        | "DECLARE" | "WHILE" | "GOTO" | "RETURN" | "BREAK" | "CONTINUE" => {
             return translate(src, ctx).map(PgStmt::Control)
         }
         "SET" => {
@@ -178,6 +236,21 @@ pub fn translate_pg(src: &str, ctx: &TranslateCtx<'_>) -> Result<PgStmt, SqlErro
                 }
                 .ok_or_else(|| SqlError::syntax("LOCK_TIMEOUT"))?;
                 return Ok(PgStmt::LockTimeout(ms));
+            }
+            if toks.get(1).is_some_and(|t| t.is_kw("TRANSACTION"))
+                && toks.get(2).is_some_and(|t| t.is_kw("ISOLATION"))
+                && toks.get(3).is_some_and(|t| t.is_kw("LEVEL"))
+            {
+                let words: Vec<String> = toks[4..].iter().map(Token::upper).collect();
+                let level = match words.join(" ").as_str() {
+                    "READ UNCOMMITTED" => Isolation::ReadUncommitted,
+                    "READ COMMITTED" => Isolation::ReadCommitted,
+                    "REPEATABLE READ" => Isolation::RepeatableRead,
+                    "SNAPSHOT" => Isolation::Snapshot,
+                    "SERIALIZABLE" => Isolation::Serializable,
+                    _ => return Err(SqlError::syntax("ISOLATION LEVEL")),
+                };
+                return Ok(PgStmt::Isolation(level));
             }
             return translate(src, ctx).map(PgStmt::Control);
         }
