@@ -489,3 +489,25 @@ async fn waitfor_delay_waits() {
     assert!(started.elapsed() >= Duration::from_millis(190));
     s.shutdown().await;
 }
+
+#[tokio::test]
+async fn without_xact_abort_a_failed_statement_leaves_the_transaction_usable() {
+    let s = server(&["CREATE TABLE t (id INT PRIMARY KEY)"]).await;
+    let mut c = connect(&s).await;
+    // SQL Server: a duplicate key ends only its statement; the transaction goes on.
+    let err = run(
+        &mut c,
+        "BEGIN TRAN; INSERT INTO t (id) VALUES (1); INSERT INTO t (id) VALUES (1); INSERT INTO t (id) VALUES (2)",
+    )
+    .await
+    .expect_err("duplicate");
+    assert_eq!(code(&err), Some(2627));
+    assert_eq!(scalar(&mut c, "SELECT @@TRANCOUNT").await, 1);
+    let err = run(&mut c, "IF (SELECT 1 / 0) = 1 INSERT INTO t (id) VALUES (3)")
+        .await
+        .expect_err("divide by zero in a condition");
+    assert_eq!(code(&err), Some(8134), "{err}");
+    run(&mut c, "COMMIT").await.expect("commit");
+    assert_eq!(scalar(&mut c, "SELECT COUNT(*) FROM t").await, 2);
+    s.shutdown().await;
+}

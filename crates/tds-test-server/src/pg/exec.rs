@@ -318,7 +318,8 @@ impl PgExecutor {
         kind: DoneKind,
         w: &mut TokenWriter,
     ) -> Result<bool, Flow> {
-        match self.client.query(cond.sql.as_str(), &[]) {
+        let sql = cond.sql.clone();
+        match self.guarded(false, |c| c.query(sql.as_str(), &[])) {
             Ok(rows) => Ok(rows
                 .first()
                 .and_then(|r| r.try_get::<_, i32>(0).ok())
