@@ -503,9 +503,12 @@ async fn without_xact_abort_a_failed_statement_leaves_the_transaction_usable() {
     .expect_err("duplicate");
     assert_eq!(code(&err), Some(2627));
     assert_eq!(scalar(&mut c, "SELECT @@TRANCOUNT").await, 1);
-    let err = run(&mut c, "IF (SELECT 1 / 0) = 1 INSERT INTO t (id) VALUES (3)")
-        .await
-        .expect_err("divide by zero in a condition");
+    let err = run(
+        &mut c,
+        "IF (SELECT 1 / 0) = 1 INSERT INTO t (id) VALUES (3)",
+    )
+    .await
+    .expect_err("divide by zero in a condition");
     assert_eq!(code(&err), Some(8134), "{err}");
     run(&mut c, "COMMIT").await.expect("commit");
     assert_eq!(scalar(&mut c, "SELECT COUNT(*) FROM t").await, 2);
