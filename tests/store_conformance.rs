@@ -1,5 +1,5 @@
 //! The store conformance suite on the embedded SQLite store and on tiberius talking TDS to the project's
-//! test server (which executes the statements on SQLite); and the fault test: the store connection fails
+//! test server (which executes the statements on PostgreSQL, with the schema of deploy/sql); and the fault test: the store connection fails
 //! or is killed in the middle of lifecycle transitions, and no transition is ever half-applied or applied
 //! twice.
 
@@ -28,11 +28,13 @@ async fn sqlite_store_conforms() {
 
 async fn tds() -> (ServerHandle, Store, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
+    // PostgreSQL behind the TDS server: Azure SQL's concurrency semantics; the schema comes from
+    // deploy/sql as `procfwk db init` runs it.
     let server = TdsTestServer::start(ServerOptions {
+        backend: tds_test_server::Backend::postgres_for_tests().expect("PostgreSQL for the tests"),
         database_path: dir.path().join("procfwk.db"),
         users: vec![("procfwk".into(), "conformance-Pw1".into())],
-        accept_fedauth_tokens: Vec::new(),
-        init_sql: procfwk::store::sqlite::schema_statements(),
+        ..Default::default()
     })
     .await
     .expect("TDS test server");
@@ -51,7 +53,9 @@ async fn tds() -> (ServerHandle, Store, tempfile::TempDir) {
     )
     .await
     .expect("backend");
-    (server, Store::new(Arc::new(backend)), dir)
+    let store = Store::new(Arc::new(backend));
+    store.init_schema().await.expect("db init (deploy/sql)");
+    (server, store, dir)
 }
 
 #[tokio::test]

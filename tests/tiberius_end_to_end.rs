@@ -1,5 +1,5 @@
 //! The whole sample hierarchy with the metadata in "Azure SQL": `procfwk db seed-sample` and the handler
-//! talk TDS (tiberius) to the project's test server, `procfwk run` plays the pipelines. Also measures the
+//! talk TDS (tiberius) to the project's test server (on PostgreSQL, schema by `procfwk db init`), `procfwk run` plays the pipelines. Also measures the
 //! store round trips per worker lifecycle (printed with `--nocapture`).
 
 mod support;
@@ -10,11 +10,13 @@ use tds_test_server::{ServerOptions, TdsTestServer};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sample_hierarchy_on_tiberius_and_round_trips_per_worker() {
     let dir = tempfile::tempdir().expect("tempdir");
+    // PostgreSQL behind the TDS server (Azure SQL's concurrency semantics); the schema comes from
+    // `procfwk db init` (deploy/sql as written).
     let server = TdsTestServer::start(ServerOptions {
+        backend: tds_test_server::Backend::postgres_for_tests().expect("PostgreSQL for the tests"),
         database_path: dir.path().join("procfwk.db"),
         users: vec![("procfwk".into(), "e2e-Pw-9c1".into())],
-        accept_fedauth_tokens: Vec::new(),
-        init_sql: procfwk::store::sqlite::schema_statements(),
+        ..Default::default()
     })
     .await
     .expect("TDS server");
@@ -23,6 +25,21 @@ async fn sample_hierarchy_on_tiberius_and_round_trips_per_worker() {
         server.port()
     );
     // The TDS server lives in this process: run the commands off the async threads.
+    let init_db = db.clone();
+    let init = tokio::task::spawn_blocking(move || {
+        Command::new(binary())
+            .args(["db", "init"])
+            .env("PROCFWK_METADATA_DB", &init_db)
+            .output()
+    })
+    .await
+    .expect("join")
+    .expect("db init");
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
     let seed_db = db.clone();
     let seed = tokio::task::spawn_blocking(move || {
         Command::new(binary())

@@ -24,6 +24,26 @@ pub enum ServerError {
         #[source]
         source: rusqlite::Error,
     },
+    /// The PostgreSQL backend could not be prepared.
+    #[error("{what}: {source}")]
+    Postgres {
+        /// What was being done.
+        what: String,
+        /// The PostgreSQL error.
+        #[source]
+        source: postgres::Error,
+    },
+    /// A backend session could not be opened.
+    #[error("{0}")]
+    Backend(String),
+    /// One of `ServerOptions::init_sql` failed on the PostgreSQL backend.
+    #[error("init_sql batch #{index} failed: {error}")]
+    InitTsql {
+        /// Position of the batch in `init_sql`.
+        index: usize,
+        /// The error, as a client would see it.
+        error: SqlError,
+    },
     /// One of `ServerOptions::init_sql` failed.
     #[error("init_sql statement #{index} failed: {source}")]
     InitSql {

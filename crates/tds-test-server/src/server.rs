@@ -8,6 +8,7 @@
 
 use crate::error::ServerError;
 use crate::exec::open_connection;
+use crate::pg::PgTarget;
 use crate::session::Session;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -17,18 +18,45 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+/// Where statements run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite, on [`ServerOptions::database_path`]: one writer at a time.
+    #[default]
+    Sqlite,
+    /// PostgreSQL at `READ COMMITTED`: Azure SQL's default concurrency
+    /// semantics (see [`crate::pg`]).
+    Postgres(PgTarget),
+}
+
+impl Backend {
+    /// A fresh database on the test PostgreSQL server ([`crate::pg::test_postgres`]).
+    pub fn postgres_for_tests() -> Result<Backend, String> {
+        Ok(Backend::Postgres(PgTarget {
+            conninfo: crate::pg::test_postgres()?,
+            fresh_database: true,
+        }))
+    }
+}
+
 /// How to start a server.
 #[derive(Debug, Clone, Default)]
 pub struct ServerOptions {
-    /// The SQLite database file (use a fresh temporary file per test).
+    /// Where statements run (default: SQLite on `database_path`).
+    pub backend: Backend,
+    /// The SQLite database file (use a fresh temporary file per test);
+    /// unused by the PostgreSQL backend.
     pub database_path: PathBuf,
+    /// The address to listen on (default `127.0.0.1:0`).
+    pub listen: Option<SocketAddr>,
     /// Accepted SQL logins `(user, password)`; empty accepts any login.
     /// User names compare case-insensitively, passwords exactly.
     pub users: Vec<(String, String)>,
     /// Accepted Entra access tokens (FEDAUTH); empty accepts any token.
     pub accept_fedauth_tokens: Vec<String>,
-    /// SQLite statements (SQLite dialect, not translated) run once at start,
-    /// e.g. the schema.
+    /// Statements run once at start, e.g. the schema: SQLite dialect (not
+    /// translated) on SQLite, T-SQL batches (translated like client
+    /// requests) on PostgreSQL.
     pub init_sql: Vec<String>,
 }
 
@@ -59,9 +87,15 @@ struct Control {
     drop_after: Option<usize>,
 }
 
+/// How sessions reach their backend.
+pub(crate) enum BackendState {
+    Sqlite(PathBuf),
+    Postgres(Box<postgres::Config>),
+}
+
 /// State shared by the accept loop, the sessions and the handle.
 pub(crate) struct Shared {
-    pub(crate) database_path: PathBuf,
+    pub(crate) backend: BackendState,
     users: Vec<(String, String)>,
     tokens: Vec<String>,
     statements: Mutex<Vec<String>>,
@@ -139,21 +173,34 @@ impl TdsTestServer {
     pub async fn start(opts: ServerOptions) -> Result<ServerHandle, ServerError> {
         let path = opts.database_path.clone();
         let init = opts.init_sql.clone();
-        let prepared = tokio::task::spawn_blocking(move || prepare_database(&path, &init)).await;
-        match prepared {
+        let backend = opts.backend.clone();
+        let prepared = tokio::task::spawn_blocking(move || match backend {
+            Backend::Sqlite => {
+                prepare_database(&path, &init).map(|()| (BackendState::Sqlite(path), None))
+            }
+            Backend::Postgres(target) => crate::pg::prepare(&target, &init).map(|db| {
+                (
+                    BackendState::Postgres(Box::new(db.config)),
+                    db.drop_on_shutdown,
+                )
+            }),
+        })
+        .await;
+        let (backend, drop_on_shutdown) = match prepared {
             Ok(result) => result?,
             Err(join) => {
                 return Err(ServerError::Bind(std::io::Error::other(format!(
                     "database preparation task failed: {join}"
                 ))))
             }
-        }
-        let listener = TcpListener::bind(("127.0.0.1", 0))
-            .await
-            .map_err(ServerError::Bind)?;
+        };
+        let listen = opts
+            .listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+        let listener = TcpListener::bind(listen).await.map_err(ServerError::Bind)?;
         let addr = listener.local_addr().map_err(ServerError::Bind)?;
         let shared = Arc::new(Shared {
-            database_path: opts.database_path,
+            backend,
             users: opts.users,
             tokens: opts.accept_fedauth_tokens,
             statements: Mutex::new(Vec::new()),
@@ -168,6 +215,7 @@ impl TdsTestServer {
             addr,
             shared,
             accept: Some(accept),
+            drop_on_shutdown,
         })
     }
 }
@@ -221,6 +269,8 @@ pub struct ServerHandle {
     addr: SocketAddr,
     shared: Arc<Shared>,
     accept: Option<JoinHandle<()>>,
+    /// A PostgreSQL database made for this server.
+    drop_on_shutdown: Option<(postgres::Config, String)>,
 }
 
 impl std::fmt::Debug for ServerHandle {
@@ -258,6 +308,30 @@ impl ServerHandle {
         lock(&self.shared.statements).clone()
     }
 
+    /// The PostgreSQL connection string of the served database (PostgreSQL
+    /// backend only), e.g. to inspect it directly in a test.
+    pub fn postgres_conninfo(&self) -> Option<String> {
+        match &self.shared.backend {
+            BackendState::Postgres(config) => {
+                let mut parts = Vec::new();
+                if let Some(postgres::config::Host::Tcp(h)) = config.get_hosts().first() {
+                    parts.push(format!("host={h}"));
+                }
+                if let Some(p) = config.get_ports().first() {
+                    parts.push(format!("port={p}"));
+                }
+                if let Some(u) = config.get_user() {
+                    parts.push(format!("user={u}"));
+                }
+                if let Some(d) = config.get_dbname() {
+                    parts.push(format!("dbname={d}"));
+                }
+                Some(parts.join(" "))
+            }
+            BackendState::Sqlite(_) => None,
+        }
+    }
+
     /// Forgets the recorded statements.
     pub fn clear_statements(&self) {
         lock(&self.shared.statements).clear();
@@ -290,8 +364,9 @@ impl ServerHandle {
         lock(&self.shared.logins).clone()
     }
 
-    /// Stops accepting, closes every connection and waits for their SQLite
-    /// connections to close.
+    /// Stops accepting, closes every connection and waits for their backend
+    /// connections to close; a PostgreSQL database made for this server is
+    /// dropped.
     pub async fn shutdown(mut self) {
         if let Some(accept) = self.accept.take() {
             accept.abort();
@@ -301,9 +376,13 @@ impl ServerHandle {
             let _ = handle.await;
         }
         let workers: Vec<_> = lock(&self.shared.workers).drain(..).collect();
+        let drop_db = self.drop_on_shutdown.take();
         let _ = tokio::task::spawn_blocking(move || {
             for w in workers {
                 let _ = w.join();
+            }
+            if let Some((admin, name)) = drop_db {
+                crate::pg::drop_database(&admin, &name);
             }
         })
         .await;

@@ -16,9 +16,10 @@ use crate::error::{ProtocolError, SqlError};
 use crate::exec::{Executor, SERVER_NAME};
 use crate::login;
 use crate::packet::{frame_message, packet_type, read_message, Message};
+use crate::pg::exec::PgExecutor;
 use crate::prelogin;
 use crate::rpc::{self, ExecuteSql};
-use crate::server::{Gate, LoginRecord, Shared};
+use crate::server::{BackendState, Gate, LoginRecord, Shared};
 use crate::tokens::{cur_cmd, done_status, DoneKind, TokenWriter};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -48,7 +49,24 @@ struct Envelope {
     reply: oneshot::Sender<Vec<u8>>,
 }
 
-/// Handle to a connection's SQLite worker thread.
+/// A connection's executor, on either backend.
+enum AnyExecutor {
+    Sqlite(Executor),
+    Postgres(Box<PgExecutor>),
+}
+
+impl AnyExecutor {
+    fn run(&mut self, job: Job) -> Vec<u8> {
+        match (self, job) {
+            (AnyExecutor::Sqlite(e), Job::Batch { text, reset }) => e.run_batch(&text, reset),
+            (AnyExecutor::Sqlite(e), Job::Rpc { calls, reset }) => e.run_rpc(&calls, reset),
+            (AnyExecutor::Postgres(e), Job::Batch { text, reset }) => e.run_batch(&text, reset),
+            (AnyExecutor::Postgres(e), Job::Rpc { calls, reset }) => e.run_rpc(&calls, reset),
+        }
+    }
+}
+
+/// Handle to a connection's backend worker thread.
 struct Worker {
     tx: mpsc::Sender<Envelope>,
 }
@@ -58,26 +76,33 @@ impl Worker {
     async fn start(shared: &Arc<Shared>, spid: u16, database: &str) -> Result<Worker, String> {
         let (tx, rx) = mpsc::channel::<Envelope>();
         let (ready_tx, ready_rx) = oneshot::channel::<Result<(), String>>();
-        let path = shared.database_path.clone();
+        let backend = match &shared.backend {
+            BackendState::Sqlite(path) => BackendState::Sqlite(path.clone()),
+            BackendState::Postgres(config) => BackendState::Postgres(config.clone()),
+        };
         let db = database.to_string();
         let handle = std::thread::Builder::new()
-            .name(format!("tds-sqlite-{spid}"))
+            .name(format!("tds-worker-{spid}"))
             .spawn(move || {
-                let mut exec = match Executor::open(&path, spid, &db) {
+                let opened = match backend {
+                    BackendState::Sqlite(path) => Executor::open(&path, spid, &db)
+                        .map(AnyExecutor::Sqlite)
+                        .map_err(|e| e.to_string()),
+                    BackendState::Postgres(config) => PgExecutor::open(&config, spid, &db)
+                        .map(|e| AnyExecutor::Postgres(Box::new(e))),
+                };
+                let mut exec = match opened {
                     Ok(e) => {
                         let _ = ready_tx.send(Ok(()));
                         e
                     }
                     Err(e) => {
-                        let _ = ready_tx.send(Err(e.to_string()));
+                        let _ = ready_tx.send(Err(e));
                         return;
                     }
                 };
                 while let Ok(env) = rx.recv() {
-                    let bytes = match env.job {
-                        Job::Batch { text, reset } => exec.run_batch(&text, reset),
-                        Job::Rpc { calls, reset } => exec.run_rpc(&calls, reset),
-                    };
+                    let bytes = exec.run(env.job);
                     let _ = env.reply.send(bytes);
                 }
                 // `exec` (and its SQLite connection) is dropped here: an open

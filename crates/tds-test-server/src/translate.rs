@@ -116,7 +116,7 @@ pub enum Stmt {
     NoOp,
 }
 
-const TABLE_HINTS: &[&str] = &[
+pub(crate) const TABLE_HINTS: &[&str] = &[
     "NOLOCK",
     "UPDLOCK",
     "HOLDLOCK",
@@ -162,23 +162,23 @@ const IGNORED_SET_OPTIONS: &[&str] = &[
 
 const SCHEMAS: &[&str] = &["procfwk", "dbo"];
 
-fn sig_tokens(src: &str) -> Result<Vec<Token>, SqlError> {
+pub(crate) fn sig_tokens(src: &str) -> Result<Vec<Token>, SqlError> {
     Ok(lex(src)?.into_iter().filter(|t| !t.is_trivia()).collect())
 }
 
-fn op(text: &str) -> Token {
+pub(crate) fn op(text: &str) -> Token {
     Token::raw(Kind::Op, text)
 }
 
-fn ident(text: &str) -> Token {
+pub(crate) fn ident(text: &str) -> Token {
     Token::raw(Kind::Ident, text)
 }
 
-fn raw(text: impl Into<String>) -> Token {
+pub(crate) fn raw(text: impl Into<String>) -> Token {
     Token::raw(Kind::Raw, text)
 }
 
-fn str_tok(value: &str) -> Token {
+pub(crate) fn str_tok(value: &str) -> Token {
     Token::raw(
         Kind::Str {
             value: value.to_string(),
@@ -188,12 +188,12 @@ fn str_tok(value: &str) -> Token {
     )
 }
 
-fn quote_ident(name: &str) -> String {
+pub(crate) fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// Index of the `)` matching the `(` at `open`.
-fn matching_paren(toks: &[Token], open: usize) -> Option<usize> {
+pub(crate) fn matching_paren(toks: &[Token], open: usize) -> Option<usize> {
     let mut depth = 0i32;
     for (i, t) in toks.iter().enumerate().skip(open) {
         if t.is_op("(") {
@@ -209,7 +209,7 @@ fn matching_paren(toks: &[Token], open: usize) -> Option<usize> {
 }
 
 /// Splits `toks` at depth-0 commas.
-fn split_commas(toks: &[Token]) -> Vec<&[Token]> {
+pub(crate) fn split_commas(toks: &[Token]) -> Vec<&[Token]> {
     let mut out = Vec::new();
     let mut depth = 0i32;
     let mut start = 0;
@@ -359,7 +359,7 @@ pub fn translate(src: &str, ctx: &TranslateCtx<'_>) -> Result<Stmt, SqlError> {
     translate_sql(toks, ctx).map(Stmt::Sql)
 }
 
-fn translate_set(toks: &[Token]) -> Result<Stmt, SqlError> {
+pub(crate) fn translate_set(toks: &[Token]) -> Result<Stmt, SqlError> {
     let Some(opt) = toks.get(1) else {
         return Err(SqlError::syntax("SET"));
     };
@@ -390,7 +390,7 @@ fn translate_set(toks: &[Token]) -> Result<Stmt, SqlError> {
 }
 
 /// Evaluates a literal, a parameter, or a negated number to text.
-fn eval_scalar(toks: &[Token], ctx: &TranslateCtx<'_>) -> Option<String> {
+pub(crate) fn eval_scalar(toks: &[Token], ctx: &TranslateCtx<'_>) -> Option<String> {
     match toks {
         [t] => match &t.kind {
             Kind::Str { value, .. } => Some(value.clone()),
@@ -410,7 +410,7 @@ fn eval_scalar(toks: &[Token], ctx: &TranslateCtx<'_>) -> Option<String> {
     }
 }
 
-fn translate_throw(toks: &[Token], ctx: &TranslateCtx<'_>) -> Result<Stmt, SqlError> {
+pub(crate) fn translate_throw(toks: &[Token], ctx: &TranslateCtx<'_>) -> Result<Stmt, SqlError> {
     let args = split_commas(&toks[1..]);
     if args.len() != 3 || args[0].is_empty() {
         return Err(SqlError::unsupported(
@@ -431,7 +431,10 @@ fn translate_throw(toks: &[Token], ctx: &TranslateCtx<'_>) -> Result<Stmt, SqlEr
     })
 }
 
-fn translate_raiserror(toks: &[Token], ctx: &TranslateCtx<'_>) -> Result<Stmt, SqlError> {
+pub(crate) fn translate_raiserror(
+    toks: &[Token],
+    ctx: &TranslateCtx<'_>,
+) -> Result<Stmt, SqlError> {
     let open = 1;
     if !toks.get(open).is_some_and(|t| t.is_op("(")) {
         return Err(SqlError::syntax("RAISERROR"));
@@ -599,7 +602,11 @@ fn strip_hints(mut toks: Vec<Token>) -> Vec<Token> {
 }
 
 /// Index of the first depth-0 token satisfying `pred` at or after `from`.
-fn find_depth0(toks: &[Token], from: usize, pred: impl Fn(&Token) -> bool) -> Option<usize> {
+pub(crate) fn find_depth0(
+    toks: &[Token],
+    from: usize,
+    pred: impl Fn(&Token) -> bool,
+) -> Option<usize> {
     let mut depth = 0i32;
     for (i, t) in toks.iter().enumerate().skip(from) {
         if depth == 0 && pred(t) {
@@ -635,7 +642,7 @@ const SELECT_LIST_END: &[&str] = &[
 ];
 
 /// Range of the select list of the SELECT at `select_idx`.
-fn select_list(toks: &[Token], select_idx: usize) -> (usize, usize) {
+pub(crate) fn select_list(toks: &[Token], select_idx: usize) -> (usize, usize) {
     let mut start = select_idx + 1;
     while toks
         .get(start)
@@ -675,7 +682,7 @@ fn select_list(toks: &[Token], select_idx: usize) -> (usize, usize) {
     (start.min(end), end)
 }
 
-fn type_hint(type_toks: &[Token]) -> Option<ColType> {
+pub(crate) fn type_hint(type_toks: &[Token]) -> Option<ColType> {
     let name = type_toks.first()?.ident_name()?;
     ColType::from_decl(name)
 }
@@ -694,7 +701,7 @@ fn function_hint(name: &str) -> Option<ColType> {
 }
 
 /// Hint for a whole select-list expression (alias already removed).
-fn expr_hint(core: &[Token], ctx: &TranslateCtx<'_>) -> Option<ColType> {
+pub(crate) fn expr_hint(core: &[Token], ctx: &TranslateCtx<'_>) -> Option<ColType> {
     match core {
         [t] => match t.kind {
             Kind::Param { index } => ctx.params.get(index - 1).and_then(|p| p.ty),
@@ -721,7 +728,7 @@ fn expr_hint(core: &[Token], ctx: &TranslateCtx<'_>) -> Option<ColType> {
 
 /// Pass D: `alias = expr` select items become `expr AS alias`; computes
 /// per-column type hints of the statement's main SELECT.
-fn select_items(toks: &mut Vec<Token>, ctx: &TranslateCtx<'_>) -> SelectInfo {
+pub(crate) fn select_items(toks: &mut Vec<Token>, ctx: &TranslateCtx<'_>) -> SelectInfo {
     let starts_query = toks
         .first()
         .is_some_and(|t| t.is_kw("SELECT") || t.is_kw("WITH"));
@@ -792,8 +799,8 @@ fn select_items(toks: &mut Vec<Token>, ctx: &TranslateCtx<'_>) -> SelectInfo {
 
 /// Type hints and the type probe of a statement's main SELECT.
 #[derive(Debug, Default)]
-struct SelectInfo {
-    hints: Vec<Option<ColType>>,
+pub(crate) struct SelectInfo {
+    pub(crate) hints: Vec<Option<ColType>>,
     /// The statement with `MAX(x)`, `ISNULL(x, 0)`, … select items replaced
     /// by `x`, so SQLite reports the declared type of `x`.
     probe: Option<Vec<Token>>,
@@ -829,7 +836,7 @@ fn type_source(core: &[Token]) -> &[Token] {
 
 /// Pass H: `SELECT TOP (n)` → `LIMIT n`; `OFFSET x ROWS FETCH NEXT y ROWS
 /// ONLY` → `LIMIT y OFFSET x`.
-fn rewrite_top_offset(mut toks: Vec<Token>) -> Result<Vec<Token>, SqlError> {
+pub(crate) fn rewrite_top_offset(mut toks: Vec<Token>) -> Result<Vec<Token>, SqlError> {
     let mut i = 0;
     while i < toks.len() {
         if toks[i].is_kw("SELECT") {
@@ -916,7 +923,10 @@ fn rewrite_top_offset(mut toks: Vec<Token>) -> Result<Vec<Token>, SqlError> {
 }
 
 /// Pass F: `OUTPUT INSERTED.a, DELETED.b` → returning items.
-fn extract_output(toks: &mut Vec<Token>, kind: SqlKind) -> Result<Option<Vec<Token>>, SqlError> {
+pub(crate) fn extract_output(
+    toks: &mut Vec<Token>,
+    kind: SqlKind,
+) -> Result<Option<Vec<Token>>, SqlError> {
     if !matches!(kind, SqlKind::Insert | SqlKind::Update | SqlKind::Delete) {
         return Ok(None);
     }
@@ -959,7 +969,7 @@ fn extract_output(toks: &mut Vec<Token>, kind: SqlKind) -> Result<Option<Vec<Tok
     Ok(Some(items))
 }
 
-fn target_table(toks: &[Token], kind: SqlKind) -> Option<String> {
+pub(crate) fn target_table(toks: &[Token], kind: SqlKind) -> Option<String> {
     let mut i = 1;
     if toks.get(i).is_some_and(|t| t.is_kw("TOP")) {
         i += 1;
@@ -980,7 +990,7 @@ fn target_table(toks: &[Token], kind: SqlKind) -> Option<String> {
 
 /// Pass G: `UPDATE TOP (n) t SET … WHERE c` and `DELETE TOP (n) FROM t
 /// WHERE c` → rowid subquery with LIMIT.
-fn rewrite_dml_top(toks: Vec<Token>, kind: SqlKind) -> Result<Vec<Token>, SqlError> {
+pub(crate) fn rewrite_dml_top(toks: Vec<Token>, kind: SqlKind) -> Result<Vec<Token>, SqlError> {
     if !matches!(kind, SqlKind::Update | SqlKind::Delete)
         || !toks.get(1).is_some_and(|t| t.is_kw("TOP"))
     {
@@ -1229,7 +1239,7 @@ fn rewrite_functions(toks: Vec<Token>, ddl: bool) -> Result<Vec<Token>, SqlError
     Ok(out)
 }
 
-fn sql_kind(toks: &[Token]) -> SqlKind {
+pub(crate) fn sql_kind(toks: &[Token]) -> SqlKind {
     let Some(first) = toks.first() else {
         return SqlKind::Other;
     };
