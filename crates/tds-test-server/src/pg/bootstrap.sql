@@ -206,6 +206,22 @@ BEGIN
     RETURN (r::bigint & 2147483647)::integer;
 END $$;
 
+-- COL_LENGTH(table, column): the column's defined length in bytes (NULL when the table or column
+-- does not exist), enough for the `IF COL_LENGTH(...) IS NULL ALTER TABLE ... ADD ...` guards.
+CREATE OR REPLACE FUNCTION tds.col_length(p_table text, p_column text) RETURNS integer
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    s text; o text; r integer;
+BEGIN
+    IF p_table IS NULL OR p_column IS NULL THEN RETURN NULL; END IF;
+    SELECT schema_name, object_name INTO s, o FROM tds.split_name(p_table);
+    SELECT CASE WHEN a.atttypmod > 4 THEN a.atttypmod - 4 ELSE greatest(a.attlen::integer, -1) END INTO r
+    FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = s AND c.relname = o AND a.attname = lower(btrim(p_column, '[]" '))
+      AND a.attnum > 0 AND NOT a.attisdropped;
+    RETURN r;
+END $$;
+
 CREATE OR REPLACE FUNCTION tds.schema_id(p_name text DEFAULT 'dbo') RETURNS integer LANGUAGE sql STABLE AS $$
     SELECT (oid::bigint & 2147483647)::integer FROM pg_namespace WHERE nspname = lower(btrim(p_name, '[]" '))
 $$;

@@ -801,6 +801,7 @@ fn rewrite_functions_pg(toks: Vec<Token>, ddl: bool) -> Result<Vec<Token>, SqlEr
                 "SCOPE_IDENTITY" => Some("tds.scope_identity"),
                 "OBJECT_ID" => Some("tds.object_id"),
                 "SCHEMA_ID" => Some("tds.schema_id"),
+                "COL_LENGTH" => Some("tds.col_length"),
                 "OBJECT_NAME" => Some("tds.object_name"),
                 "DB_NAME" => Some("current_database"),
                 "SUSER_SNAME" | "SUSER_NAME" | "USER_NAME" => Some("current_user::text"),
@@ -1117,8 +1118,14 @@ pub(crate) fn translate_sql_pg(
             }
         })
         .collect();
+    let altered = toks.first().is_some_and(|t| t.is_kw("ALTER"))
+        && toks.get(1).is_some_and(|t| t.is_kw("TABLE"));
     let (toks, datetimes) = if created.is_some() {
         rewrite_column_types(toks)?
+    } else if altered {
+        // `ALTER TABLE … ADD <column> <type>`: the type is mapped as in CREATE TABLE (a DATETIME
+        // column added this way is not rounded to 1/300 s).
+        (rewrite_column_types(toks)?.0, Vec::new())
     } else {
         (toks, Vec::new())
     };
