@@ -1,0 +1,466 @@
+//! Forced interleavings on the multi-version engine (PostgreSQL at READ COMMITTED behind the TDS test
+//! server: snapshot reads that do not wait, row locks that do, as Azure SQL's READ_COMMITTED_SNAPSHOT).
+//! Each test drives the real transitions through tiberius, holding one transaction at a chosen
+//! statement while another runs, into the interleaving that used to break the store's promise.
+
+use chrono::NaiveDateTime;
+use procfwk::domain::{Guid, PowerState, ResourceName};
+use procfwk::leases::workers::RenewLease;
+use procfwk::leases::{
+    Change, Decision, OperationOutcome, PoolSpec, PowerControl, PowerRequest, RuntimeRef,
+    RuntimeStatus, Sizing, VmRef,
+};
+use procfwk::orchestration::sample::SeedSample;
+use procfwk::orchestration::stage::Prepared;
+use procfwk::orchestration::{
+    now, Claim, ClaimWorker, LifecycleError, PrepareStage, ReadWorker, StartExecution,
+    TakeOverClaim, WorkerKey,
+};
+use procfwk::store::sqlserver::{SqlServerBackend, SqlServerOptions};
+use procfwk::store::{Backend, Row, SqlValue, Statement, Store, StoreError, Transition, Tx};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tds_test_server::{ServerHandle, ServerOptions, TdsTestServer};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+struct Db {
+    _server: ServerHandle,
+    backend: Arc<SqlServerBackend>,
+    store: Store,
+}
+
+async fn db() -> Db {
+    let server = TdsTestServer::start(ServerOptions {
+        backend: tds_test_server::Backend::postgres_for_tests().expect("PostgreSQL for the tests"),
+        users: vec![("procfwk".into(), "Races-Pw1".into())],
+        ..Default::default()
+    })
+    .await
+    .expect("TDS test server");
+    let url = format!(
+        "Server=tcp:127.0.0.1,{};Database=procfwk;User ID=procfwk;Password=Races-Pw1;Encrypt=DANGER_PLAINTEXT",
+        server.port()
+    );
+    let backend = Arc::new(
+        SqlServerBackend::connect_with(
+            &url,
+            None,
+            SqlServerOptions {
+                pool_size: 6,
+                checkout_timeout: Duration::from_secs(10),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("backend"),
+    );
+    let store = Store::new(backend.clone());
+    store.init_schema().await.expect("db init");
+    store
+        .run(&SeedSample { now: now() })
+        .await
+        .expect("seed sample");
+    Db {
+        _server: server,
+        backend,
+        store,
+    }
+}
+
+/// A transaction that stops right after statement `after` has run, tells the test, and goes on only
+/// when the test says so.
+struct Held {
+    inner: Box<dyn Tx>,
+    after: &'static str,
+    reached: Option<oneshot::Sender<()>>,
+    go: Option<oneshot::Receiver<()>>,
+}
+
+impl Held {
+    async fn hold(&mut self, name: &str) {
+        if name == self.after {
+            if let Some(tx) = self.reached.take() {
+                let _ = tx.send(());
+            }
+            if let Some(rx) = self.go.take() {
+                let _ = rx.await;
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Tx for Held {
+    async fn query(&mut self, s: &Statement, p: &[SqlValue]) -> Result<Vec<Row>, StoreError> {
+        let rows = self.inner.query(s, p).await;
+        self.hold(s.name).await;
+        rows
+    }
+    async fn execute(&mut self, s: &Statement, p: &[SqlValue]) -> Result<u64, StoreError> {
+        let n = self.inner.execute(s, p).await;
+        self.hold(s.name).await;
+        n
+    }
+    async fn commit(self: Box<Self>) -> Result<(), StoreError> {
+        self.inner.commit().await
+    }
+    async fn rollback(self: Box<Self>) -> Result<(), StoreError> {
+        self.inner.rollback().await
+    }
+}
+
+/// Run `transition` in its own transaction, held after statement `after` until `go` is sent.
+/// Returns (reached, go, outcome).
+fn run_held<T>(
+    backend: Arc<SqlServerBackend>,
+    transition: T,
+    after: &'static str,
+) -> (
+    oneshot::Receiver<()>,
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<T::Output, T::Error>>,
+)
+where
+    T: Transition + 'static,
+    T::Output: 'static,
+    T::Error: 'static,
+{
+    let (reached_tx, reached_rx) = oneshot::channel();
+    let (go_tx, go_rx) = oneshot::channel();
+    let task = tokio::spawn(async move {
+        let inner = backend.begin().await?;
+        let mut held = Box::new(Held {
+            inner,
+            after,
+            reached: Some(reached_tx),
+            go: Some(go_rx),
+        });
+        match transition.apply(held.as_mut()).await {
+            Ok(out) => {
+                held.commit().await?;
+                Ok(out)
+            }
+            Err(e) => {
+                let _ = held.rollback().await;
+                Err(e)
+            }
+        }
+    });
+    (reached_rx, go_tx, task)
+}
+
+struct Sql(&'static str);
+
+#[async_trait::async_trait]
+impl Transition for Sql {
+    type Output = Vec<Row>;
+    type Error = StoreError;
+    async fn apply(&self, tx: &mut dyn Tx) -> Result<Vec<Row>, StoreError> {
+        tx.query(
+            &Statement {
+                name: "test",
+                sql: self.0,
+            },
+            &[],
+        )
+        .await
+    }
+}
+
+fn count(rows: &[Row]) -> i64 {
+    rows.first().and_then(|r| r.i64("N").ok()).unwrap_or(-1)
+}
+
+fn start_at(now: NaiveDateTime, parent: &str) -> StartExecution {
+    StartExecution {
+        batch: None,
+        calling_orchestrator: "FrameworkFactory".into(),
+        parent_run_id: Some(parent.into()),
+        now,
+    }
+}
+
+/// Item 1: two Parents take over the same stale scope at once. The first is held right after it read
+/// the scope; the second runs meanwhile. Before the scope lock, both took over (each saw a stale
+/// `Running` in its snapshot and each compare-and-set matched): two Parents drove one execution.
+#[tokio::test]
+async fn two_parents_never_take_over_one_stale_scope() {
+    let db = db().await;
+    let first = db
+        .store
+        .run(&start_at(now(), "parent-0"))
+        .await
+        .expect("first execution");
+    // Its Parent died; five hours later two new Parents arrive (the default stale window is 4 h).
+    let later = now() + chrono::Duration::hours(5);
+    let (reached, go, a) = run_held(
+        db.backend.clone(),
+        start_at(later, "parent-a"),
+        "CONTROL_GET",
+    );
+    reached.await.expect("A read the scope");
+    let b_store = db.store.clone();
+    let b = tokio::spawn(async move { b_store.run(&start_at(later, "parent-b")).await });
+    // B must not get ahead of A: it waits for A's lock on the scope.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let b_finished_while_a_held = b.is_finished();
+    let _ = go.send(());
+    let a = a.await.expect("A's task");
+    let b = b.await.expect("B's task");
+    assert!(
+        !b_finished_while_a_held,
+        "B decided on the scope while A held it"
+    );
+    let outcomes = [a.is_ok(), b.is_ok()];
+    assert_eq!(
+        outcomes.iter().filter(|ok| **ok).count(),
+        1,
+        "exactly one Parent takes over: A {a:?}, B {b:?}"
+    );
+    let loser = if a.is_ok() { &b } else { &a };
+    assert!(
+        matches!(loser, Err(LifecycleError::AlreadyRunning(_))),
+        "{loser:?}"
+    );
+    let control = db
+        .store
+        .run(&Sql(
+            "SELECT COUNT(0) AS N FROM procfwk.ExecutionControl WHERE ParentRunId = 'parent-a' OR ParentRunId = 'parent-b'",
+        ))
+        .await
+        .expect("control");
+    assert_eq!(count(&control), 1);
+    let executions = db
+        .store
+        .run(&Sql(
+            "SELECT COUNT(DISTINCT LocalExecutionId) AS N FROM procfwk.CurrentExecution",
+        ))
+        .await
+        .expect("executions");
+    assert_eq!(count(&executions), 1, "one execution in CurrentExecution");
+    let logged = db
+        .store
+        .run(&Sql(
+            "SELECT COUNT(0) AS N FROM procfwk.ExecutionLog WHERE PipelineStatus = 'Unknown'",
+        ))
+        .await
+        .expect("log");
+    assert!(
+        count(&logged) <= 11,
+        "unfinished rows logged once, not once per Parent: {}",
+        count(&logged)
+    );
+    let _ = first;
+}
+
+/// Item 4: a StartExecution replayed after its COMMIT was acknowledged to no one (or retried by ADF
+/// with the same Parent run) recognises its own execution instead of answering 409.
+#[tokio::test]
+async fn a_replayed_start_recognises_its_own_execution() {
+    let db = db().await;
+    let at = now();
+    let first = db
+        .store
+        .run(&start_at(at, "parent-7"))
+        .await
+        .expect("start");
+    let replay = db
+        .store
+        .run(&start_at(at, "parent-7"))
+        .await
+        .expect("the replay is not refused");
+    assert_eq!(replay.execution_id, first.execution_id);
+    assert_eq!(replay.stages, first.stages);
+    let other = db.store.run(&start_at(at, "parent-8")).await;
+    assert!(
+        matches!(other, Err(LifecycleError::AlreadyRunning(_))),
+        "another Parent is still refused: {other:?}"
+    );
+}
+
+/// Item 3: two callers take over the claim of a start that died, at the same moment. The takeover is
+/// a compare-and-set on the claim token: the second waits on the row, re-reads it and loses.
+#[tokio::test]
+async fn of_two_takeovers_one_wins() {
+    let db = db().await;
+    let started = db.store.run(&start_at(now(), "p")).await.expect("start");
+    let id = started.execution_id;
+    let stage = started.stages[0].stage_id;
+    let prepared = db
+        .store
+        .run(&PrepareStage {
+            execution_id: id,
+            stage_id: stage,
+            now: now(),
+        })
+        .await
+        .expect("prepare");
+    let pipeline_id = match prepared {
+        Prepared::Workers(w) => w[0].pipeline_id,
+        other => panic!("{other:?}"),
+    };
+    let key = WorkerKey {
+        execution_id: id,
+        stage_id: stage,
+        pipeline_id,
+    };
+    let plan = db.store.run(&ReadWorker { key }).await.expect("plan");
+    let dead = Uuid::new_v4();
+    let claim = db
+        .store
+        .run(&ClaimWorker {
+            key,
+            params_used: plan.params_used(),
+            token: dead,
+            now: now(),
+        })
+        .await
+        .expect("claim");
+    assert_eq!(claim, Claim::Claimed);
+    // The holder died. A and B both saw its claim and take it over.
+    let take = |token| TakeOverClaim {
+        key,
+        seen: Some(dead),
+        token,
+        now: now(),
+    };
+    let (a_token, b_token) = (Uuid::new_v4(), Uuid::new_v4());
+    let (reached, go, a) = run_held(db.backend.clone(), take(a_token), "CLAIM_TAKEOVER");
+    reached.await.expect("A took over, not committed yet");
+    let b_store = db.store.clone();
+    let b_take = take(b_token);
+    let b = tokio::spawn(async move { b_store.run(&b_take).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!b.is_finished(), "B waits on A's row lock");
+    let _ = go.send(());
+    assert!(a.await.expect("A").expect("A's takeover"), "A wins");
+    assert!(!b.await.expect("B").expect("B's takeover"), "B loses");
+    let again = db
+        .store
+        .run(&ClaimWorker {
+            key,
+            params_used: plan.params_used(),
+            token: b_token,
+            now: now(),
+        })
+        .await
+        .expect("claim");
+    assert!(
+        matches!(again, Claim::InFlight { token: Some(t), .. } if t == a_token),
+        "{again:?}"
+    );
+}
+
+/// The VMs of the lease test: always running, and every deallocation counted.
+#[derive(Default)]
+struct CountingPower {
+    deallocations: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl PowerControl for CountingPower {
+    async fn power_state(&self, _: &VmRef) -> Result<PowerState, procfwk::adapters::UpstreamError> {
+        Ok(PowerState::Running)
+    }
+    async fn start(&self, _: &VmRef) -> Result<PowerRequest, procfwk::adapters::UpstreamError> {
+        Ok(PowerRequest::Accepted {
+            operation_url: None,
+            retry_after_secs: None,
+        })
+    }
+    async fn deallocate(
+        &self,
+        _: &VmRef,
+    ) -> Result<PowerRequest, procfwk::adapters::UpstreamError> {
+        self.deallocations.fetch_add(1, Ordering::SeqCst);
+        Ok(PowerRequest::Accepted {
+            operation_url: None,
+            retry_after_secs: None,
+        })
+    }
+    async fn operation(
+        &self,
+        _: &str,
+    ) -> Result<OperationOutcome, procfwk::adapters::UpstreamError> {
+        Ok(OperationOutcome::Succeeded)
+    }
+    async fn runtime_status(
+        &self,
+        _: &RuntimeRef,
+    ) -> Result<RuntimeStatus, procfwk::adapters::UpstreamError> {
+        Ok(RuntimeStatus {
+            state: "Online".into(),
+            nodes: Vec::new(),
+        })
+    }
+}
+
+/// Item 2: a worker renews its lease (without the pool lock) while a power decision that read the
+/// lease as expired is about to remove it. The removal re-checks the expiry, so the renewed lease
+/// survives and the VM is not deallocated under the running worker.
+#[tokio::test]
+async fn a_renewal_that_commits_mid_decision_keeps_the_vm() {
+    let db = db().await;
+    let spec = PoolSpec {
+        subscription: Guid::parse("11111111-2222-3333-4444-555555555555").expect("guid"),
+        resource_group: ResourceName::parse("shir-rg").expect("rg"),
+        vms: vec![ResourceName::parse("shir-vm-01").expect("vm")],
+        runtime: None,
+        sizing: Sizing {
+            jobs_per_node: 4,
+            min_nodes: 1,
+            grace_secs: 0,
+        },
+    };
+    let power = Arc::new(CountingPower::default());
+    let t0 = now();
+    let holder = "worker-1".to_string();
+    let taken = Decision::new(
+        spec.clone(),
+        Change::Take {
+            holder: holder.clone(),
+            lease_secs: 60,
+        },
+        t0,
+        power.clone(),
+    )
+    .run(&db.store)
+    .await
+    .expect("take");
+    assert!(taken.ready);
+    // Two minutes on, the lease has expired — unless the renewal below lands first.
+    let t1 = t0 + chrono::Duration::seconds(120);
+    let (reached, go, sweep) = run_held(
+        db.backend.clone(),
+        Decision::observe(spec.key(), t1, power.clone()),
+        "VM_LEASES_OF_POOL",
+    );
+    reached.await.expect("the sweep read the leases");
+    let renewed = db
+        .store
+        .run(&RenewLease {
+            pool_key: spec.key(),
+            holder: holder.clone(),
+            lease_secs: 60,
+            now: t1,
+        })
+        .await
+        .expect("renew");
+    assert!(renewed, "the renewal does not wait for the pool lock");
+    let _ = go.send(());
+    let report = sweep.await.expect("sweep task").expect("sweep");
+    assert_eq!(
+        power.deallocations.load(Ordering::SeqCst),
+        0,
+        "no deallocation under a live lease: {report:?}"
+    );
+    assert_eq!(report.active_leases, 1, "{report:?}");
+    let leases = db
+        .store
+        .run(&Sql("SELECT COUNT(0) AS N FROM procfwk.VmLeases"))
+        .await
+        .expect("leases");
+    assert_eq!(count(&leases), 1, "the renewed lease is still there");
+}
