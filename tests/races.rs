@@ -111,17 +111,15 @@ impl Tx for Held {
     }
 }
 
-/// Run `transition` in its own transaction, held after statement `after` until `go` is sent.
-/// Returns (reached, go, outcome).
-fn run_held<T>(
-    backend: Arc<SqlServerBackend>,
-    transition: T,
-    after: &'static str,
-) -> (
+/// A held transaction: told when it reached its statement, told to go on, and its outcome.
+type HeldRun<T> = (
     oneshot::Receiver<()>,
     oneshot::Sender<()>,
-    tokio::task::JoinHandle<Result<T::Output, T::Error>>,
-)
+    tokio::task::JoinHandle<Result<<T as Transition>::Output, <T as Transition>::Error>>,
+);
+
+/// Run `transition` in its own transaction, held after statement `after` until `go` is sent.
+fn run_held<T>(backend: Arc<SqlServerBackend>, transition: T, after: &'static str) -> HeldRun<T>
 where
     T: Transition + 'static,
     T::Output: 'static,
