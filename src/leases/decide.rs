@@ -15,6 +15,12 @@ use crate::store::{Row, SqlValue, Store, Transition, Tx};
 use chrono::{Duration, NaiveDateTime};
 use std::sync::Arc;
 
+/// Holders are compared as Azure SQL's default collation compares them: case-insensitively (the
+/// primary key of `VmLeases` would otherwise refuse a second lease that differs only in case).
+fn same_holder(stored: &str, given: &str) -> bool {
+    stored == given || stored.to_lowercase() == given.to_lowercase()
+}
+
 /// What the caller does to its lease.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {
@@ -498,7 +504,7 @@ impl Transition for Decision {
         match &self.change {
             Change::Take { holder, lease_secs } | Change::Renew { holder, lease_secs } => {
                 let expires = now + Duration::seconds(i64::from(*lease_secs));
-                let held = leases.iter_mut().find(|l| l.holder == *holder);
+                let held = leases.iter_mut().find(|l| same_holder(&l.holder, holder));
                 let take = matches!(self.change, Change::Take { .. });
                 match held {
                     Some(lease) if lease.expires > now || take => {
@@ -541,7 +547,7 @@ impl Transition for Decision {
                 }
             }
             Change::Release { holder } => {
-                if let Some(pos) = leases.iter().position(|l| l.holder == *holder) {
+                if let Some(pos) = leases.iter().position(|l| same_holder(&l.holder, holder)) {
                     let lease = leases.remove(pos);
                     tx.execute(&sql::VM_LEASE_DELETE, &[key.into(), holder.as_str().into()])
                         .await?;
@@ -607,7 +613,7 @@ impl Transition for Decision {
         let lease_expires = self
             .change
             .holder()
-            .and_then(|h| leases.iter().find(|l| l.holder == h))
+            .and_then(|h| leases.iter().find(|l| same_holder(&l.holder, h)))
             .map(|l| l.expires);
 
         // A pool with no lease whose nodes were all seen deallocated, with nothing in flight, needs no

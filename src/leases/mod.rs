@@ -87,14 +87,27 @@ pub struct PoolSpec {
     pub sizing: Sizing,
 }
 
+/// Longest pool key stored (NVARCHAR: 2 bytes a character; with a 200-character holder the lease key
+/// is at most 900 bytes).
+pub const MAX_POOL_KEY_CHARS: usize = 250;
+
 /// Most node VMs of one self-hosted integration runtime.
 pub const MAX_NODES: usize = 4;
 
 impl PoolSpec {
-    /// The pool's key in the store: subscription, resource group and VM names, lower-cased.
+    /// The pool's key in the store: subscription, resource group and VM names, lower-cased. A key
+    /// longer than [`MAX_POOL_KEY_CHARS`] names its VMs by a hash instead, so that with a holder of up
+    /// to 200 characters the `VmLeases` key stays within SQL Server's 900 bytes.
     pub fn key(&self) -> String {
         let vms: Vec<&str> = self.vms.iter().map(ResourceName::as_str).collect();
-        self.scoped(&vms.join(","))
+        let key = self.scoped(&vms.join(","));
+        if key.chars().count() <= MAX_POOL_KEY_CHARS {
+            return key;
+        }
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(vms.join(",").to_ascii_lowercase().as_bytes());
+        let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+        self.scoped(&format!("sha256-{hex}"))
     }
 
     /// `{subscription}/{resource group}/{name}`, lower-cased.

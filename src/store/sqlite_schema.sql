@@ -32,3 +32,10 @@ CREATE TABLE IF NOT EXISTS VmLeases (PoolKey NVARCHAR(400) NOT NULL REFERENCES V
 CREATE TABLE IF NOT EXISTS VmPowerLog (LogId INTEGER PRIMARY KEY AUTOINCREMENT, PoolKey NVARCHAR(400) NOT NULL, VmName NVARCHAR(200) NULL, EventDateTime DATETIME NOT NULL, Event NVARCHAR(50) NOT NULL, Holder NVARCHAR(200) NULL, PowerState NVARCHAR(20) NULL, ActiveLeases INT NOT NULL, Detail NVARCHAR(4000) NULL);
 CREATE TABLE IF NOT EXISTS WorkerRuntimes (LinkId INTEGER PRIMARY KEY AUTOINCREMENT, PipelineId INT NULL REFERENCES Pipelines (PipelineId), OrchestratorId INT NULL REFERENCES Orchestrators (OrchestratorId), SubscriptionId UNIQUEIDENTIFIER NOT NULL, ResourceGroupName NVARCHAR(200) NOT NULL, VmNames NVARCHAR(1000) NOT NULL, FactoryName NVARCHAR(200) NULL, FactoryResourceGroupName NVARCHAR(200) NULL, IntegrationRuntimeName NVARCHAR(200) NULL, JobsPerNode INT NULL, MinNodes INT NULL, LeaseSeconds INT NULL, GraceSeconds INT NULL, CHECK (PipelineId IS NOT NULL OR OrchestratorId IS NOT NULL));
 INSERT OR IGNORE INTO SchemaVersion (Version, Description, AppliedDateTime) VALUES (2, 'VmPower pools, leases and power log', '2026-12-01 00:00:00.000');
+
+-- Schema version 3: indexes (the claim columns are in CurrentExecution above; older files get them
+-- from the in-place upgrade).
+CREATE INDEX IF NOT EXISTS IX_ExecutionControl_ExecutionId ON ExecutionControl (ExecutionId);
+CREATE INDEX IF NOT EXISTS IX_BatchExecution_ExecutionId ON BatchExecution (ExecutionId);
+CREATE INDEX IF NOT EXISTS IX_PipelineParameters_PipelineId ON PipelineParameters (PipelineId);
+CREATE INDEX IF NOT EXISTS IX_ExecutionLog_LocalExecutionId ON ExecutionLog (LocalExecutionId);

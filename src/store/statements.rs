@@ -44,7 +44,7 @@ statements! {
 
     // ---------------------------------------------------------------- batches
     BATCH_BY_NAME = "SELECT BatchId, BatchName, Enabled FROM procfwk.Batches WHERE UPPER(BatchName) = UPPER(@P1)";
-    BATCH_EXECUTIONS = "SELECT ExecutionId, BatchStatus, StartDateTime FROM procfwk.BatchExecution WHERE BatchId = @P1 AND BatchStatus IN ('Running', 'Stopping', 'Stopped')";
+    BATCH_EXECUTIONS = "SELECT ExecutionId, BatchStatus, StartDateTime FROM procfwk.BatchExecution WHERE BatchId = @P1 AND BatchStatus IN ('Running', 'Stopping', 'Stopped') ORDER BY StartDateTime DESC, ExecutionId";
     BATCH_EXECUTION_INSERT = "INSERT INTO procfwk.BatchExecution (BatchId, ExecutionId, BatchName, BatchStatus, StartDateTime) VALUES (@P1, @P2, @P3, 'Running', @P4)";
     BATCH_EXECUTION_STATUS = "UPDATE procfwk.BatchExecution SET BatchStatus = @P2 WHERE ExecutionId = @P1";
     BATCH_EXECUTION_END = "UPDATE procfwk.BatchExecution SET BatchStatus = @P2, EndDateTime = @P3 WHERE ExecutionId = @P1";

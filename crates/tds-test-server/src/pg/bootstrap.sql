@@ -222,6 +222,17 @@ BEGIN
     RETURN r;
 END $$;
 
+-- INDEXPROPERTY(object_id, index, property): 1 when an index of that name exists (any property),
+-- NULL otherwise; enough for `IF INDEXPROPERTY(...) IS NULL CREATE INDEX ...` guards.
+CREATE OR REPLACE FUNCTION tds.indexproperty(p_object integer, p_index text, p_property text) RETURNS integer
+LANGUAGE sql STABLE AS $$
+    SELECT 1 FROM pg_class c
+    WHERE c.relkind = 'i' AND c.relname = lower(btrim(p_index, '[]" '))
+      AND (p_object IS NULL OR EXISTS (SELECT 1 FROM pg_index i WHERE i.indexrelid = c.oid
+           AND (i.indrelid::bigint & 2147483647)::integer = p_object))
+    LIMIT 1
+$$;
+
 CREATE OR REPLACE FUNCTION tds.schema_id(p_name text DEFAULT 'dbo') RETURNS integer LANGUAGE sql STABLE AS $$
     SELECT (oid::bigint & 2147483647)::integer FROM pg_namespace WHERE nspname = lower(btrim(p_name, '[]" '))
 $$;

@@ -802,6 +802,7 @@ fn rewrite_functions_pg(toks: Vec<Token>, ddl: bool) -> Result<Vec<Token>, SqlEr
                 "OBJECT_ID" => Some("tds.object_id"),
                 "SCHEMA_ID" => Some("tds.schema_id"),
                 "COL_LENGTH" => Some("tds.col_length"),
+                "INDEXPROPERTY" => Some("tds.indexproperty"),
                 "OBJECT_NAME" => Some("tds.object_name"),
                 "DB_NAME" => Some("current_database"),
                 "SUSER_SNAME" | "SUSER_NAME" | "USER_NAME" => Some("current_user::text"),
