@@ -1012,6 +1012,8 @@ fn steps_of(factory: &Factory, list: &Value) -> Vec<Step> {
 
 #[derive(Clone, Debug, serde::Deserialize)]
 struct Call {
+    #[serde(default)]
+    action: Option<String>,
     function: String,
     status: u16,
     stage_id: Option<i64>,
@@ -1284,6 +1286,7 @@ fn the_call_replay_rejects_a_sequence_the_pipelines_would_not_make() {
         &factory.pipelines["02-Parent"]["properties"]["activities"],
     );
     let call = |function: &str, stage: Option<i64>, worker: Option<i64>| Call {
+        action: None,
         function: function.into(),
         status: 200,
         stage_id: stage,
@@ -1315,4 +1318,364 @@ fn the_call_replay_rejects_a_sequence_the_pipelines_would_not_make() {
     late_stage.insert(7, call("PrepareStage", Some(1), None));
     late_stage.insert(7, call("PrepareStage", Some(2), None));
     assert!(replay(&steps, &late_stage).is_err());
+}
+
+// ---- procfwk run playing 04-Infant-VmPower: a VM per stage, and each failure path ---------------------
+
+/// Rows of a query, every column as text.
+struct Rows(&'static str, &'static [&'static str]);
+
+#[async_trait::async_trait]
+impl procfwk::store::Transition for Rows {
+    type Output = Vec<Vec<Option<String>>>;
+    type Error = procfwk::store::StoreError;
+    async fn apply(&self, tx: &mut dyn procfwk::store::Tx) -> Result<Self::Output, Self::Error> {
+        let statement = procfwk::store::Statement {
+            name: "test",
+            sql: self.0,
+        };
+        let rows = tx.query(&statement, &[]).await?;
+        rows.iter()
+            .map(|r| {
+                self.1
+                    .iter()
+                    .map(|c| match r.opt_text(c) {
+                        Ok(t) => Ok(t),
+                        Err(_) => r.opt_i64(c).map(|n| n.map(|n| n.to_string())),
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+struct VmRun {
+    succeeded: bool,
+    stdout: String,
+    calls: Vec<Call>,
+    /// `(stage, pipeline) → PipelineStatus` of the execution's workers.
+    workers: BTreeMap<(i64, i64), String>,
+    /// Leases still held, by pool.
+    leases: Vec<String>,
+    /// `VmName Event` of the power log.
+    power_log: Vec<String>,
+}
+
+impl VmRun {
+    /// The calls about one worker, as `Function` or `VmPower:action`.
+    fn calls_of(&self, pipeline_id: i64) -> Vec<String> {
+        self.calls
+            .iter()
+            .filter(|c| c.pipeline_id == Some(pipeline_id))
+            .map(|c| match &c.action {
+                Some(a) => format!("{}:{a}", c.function),
+                None => c.function.clone(),
+            })
+            .collect()
+    }
+
+    fn statuses_of_stage(&self, stage: i64) -> BTreeSet<String> {
+        self.workers
+            .iter()
+            .filter(|((s, _), _)| *s == stage)
+            .map(|(_, status)| status.clone())
+            .collect()
+    }
+}
+
+/// The sample with one VM per stage (stage N's workers on `vm_of(N)`, grace 0 so that a stop
+/// deallocates at once), played by `procfwk run --simulate --infant vm-power`.
+async fn vm_run(vm_of: fn(i64) -> String, sim_config: Option<Value>) -> VmRun {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = format!("sqlite:{}", dir.path().join("procfwk.db").display());
+    for args in [&["db", "init"][..], &["db", "seed-sample"][..]] {
+        let out = procfwk(args, &db);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let store = procfwk::store::Store::open(&db, None).await.expect("store");
+    let stages = store
+        .run(&Rows(
+            "SELECT DISTINCT StageId FROM procfwk.Pipelines WHERE StageId <= 4",
+            &["StageId"],
+        ))
+        .await
+        .expect("stages");
+    for stage in stages
+        .iter()
+        .filter_map(|r| r[0].as_deref()?.parse::<i64>().ok())
+    {
+        let sql = format!(
+            "INSERT INTO procfwk.WorkerRuntimes (PipelineId, SubscriptionId, ResourceGroupName, VmNames, GraceSeconds, LeaseSeconds) \
+             SELECT PipelineId, '12345678-1234-1234-1234-012345678910', 'ADF.procfwk', '{}', 0, 600 FROM procfwk.Pipelines WHERE StageId = {stage}",
+            vm_of(stage)
+        );
+        store
+            .run(&Exec(Box::leak(sql.into_boxed_str())))
+            .await
+            .expect("runtime rows");
+    }
+    let record = dir.path().join("calls.json");
+    let mut args: Vec<String> = [
+        "run",
+        "--simulate",
+        "--time-scale",
+        "0.01",
+        "--quiet",
+        "--infant",
+        "vm-power",
+        "--db",
+        &db,
+        "--record",
+        record.to_str().expect("path"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if let Some(config) = sim_config {
+        let path = dir.path().join("sim.json");
+        std::fs::write(&path, config.to_string()).expect("sim config");
+        args.extend(["--sim-config".to_string(), path.display().to_string()]);
+    }
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = procfwk(&argv, &db);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let calls: Vec<Call> = serde_json::from_slice(&std::fs::read(&record).unwrap_or_else(|e| {
+        panic!(
+            "no call record ({e}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }))
+    .expect("call record");
+    // A failed execution stays in CurrentExecution (for a restart); a finished one is in the log, where
+    // the last entry of each worker is its final state.
+    let mut workers: BTreeMap<(i64, i64), String> = BTreeMap::new();
+    for sql in [
+        "SELECT StageId, PipelineId, PipelineStatus FROM procfwk.ExecutionLog ORDER BY LogId",
+        "SELECT StageId, PipelineId, PipelineStatus FROM procfwk.CurrentExecution",
+    ] {
+        let rows = store
+            .run(&Rows(sql, &["StageId", "PipelineId", "PipelineStatus"]))
+            .await
+            .expect("workers");
+        if sql.contains("CurrentExecution") && !rows.is_empty() {
+            workers.clear();
+        }
+        for r in rows {
+            let n = |i: usize| r[i].as_deref().and_then(|t| t.parse().ok()).unwrap_or(-1);
+            workers.insert((n(0), n(1)), r[2].clone().unwrap_or_default());
+        }
+    }
+    let leases = store
+        .run(&Rows("SELECT PoolKey FROM procfwk.VmLeases", &["PoolKey"]))
+        .await
+        .expect("leases")
+        .into_iter()
+        .filter_map(|r| r[0].clone())
+        .collect();
+    let power_log = store
+        .run(&Rows(
+            "SELECT VmName, Event FROM procfwk.VmPowerLog ORDER BY LogId",
+            &["VmName", "Event"],
+        ))
+        .await
+        .expect("power log")
+        .into_iter()
+        .map(|r| {
+            format!(
+                "{} {}",
+                r[0].clone().unwrap_or_default(),
+                r[1].clone().unwrap_or_default()
+            )
+        })
+        .collect();
+    VmRun {
+        succeeded: out.status.success(),
+        stdout,
+        calls,
+        workers,
+        leases,
+        power_log,
+    }
+}
+
+fn vm_per_stage(stage: i64) -> String {
+    format!("shir-vm-{stage}")
+}
+
+/// The simulator's sample VMs, `refused` answering 403 to one of its power actions.
+fn sim_refusing(vm: &str, action: &str) -> Value {
+    let vms: Vec<Value> = (1..=4)
+        .map(|n| {
+            let name = format!("shir-vm-{n}");
+            let refused: Vec<&str> = if name == vm { vec![action] } else { vec![] };
+            serde_json::json!({"name": name, "refused_actions": refused})
+        })
+        .collect();
+    serde_json::json!({ "vms": vms })
+}
+
+/// Start, status until ready, the worker, stop: what 04-Infant-VmPower calls for a worker that runs.
+fn ran_with_its_vm(calls: &[String]) -> bool {
+    let Some(first) = calls.first() else {
+        return false;
+    };
+    let after_status = calls.iter().skip(1).skip_while(|c| *c == "VmPower:status");
+    let rest: Vec<&String> = after_status.collect();
+    first == "VmPower:start"
+        && calls.get(1).map(String::as_str) == Some("VmPower:status")
+        && rest.first().map(|c| c.as_str()) == Some("ExecutePipelineV2")
+        && rest
+            .iter()
+            .filter(|c| c.as_str() == "CheckPipelineStatus")
+            .count()
+            >= 1
+        && rest.last().map(|c| c.as_str()) == Some("VmPower:stop")
+}
+
+#[tokio::test]
+async fn procfwk_run_plays_the_vm_power_infant_with_a_vm_per_stage() {
+    let run = vm_run(vm_per_stage, None).await;
+    assert!(run.succeeded, "{}", run.stdout);
+    assert_eq!(run.workers.len(), 11);
+    assert!(
+        run.workers.values().all(|s| s == "Success"),
+        "{:?}",
+        run.workers
+    );
+    for pipeline in run.workers.keys().map(|(_, p)| *p) {
+        let calls = run.calls_of(pipeline);
+        assert!(ran_with_its_vm(&calls), "worker {pipeline}: {calls:?}");
+    }
+    // Each stage started its own VM, and each was deallocated once its workers were done.
+    for n in 1..=4 {
+        for event in ["StartRequested", "DeallocateRequested"] {
+            assert!(
+                run.power_log.contains(&format!("shir-vm-{n} {event}")),
+                "shir-vm-{n} {event}: {:?}",
+                run.power_log
+            );
+        }
+    }
+    assert_eq!(run.leases, Vec::<String>::new(), "every lease given back");
+}
+
+#[tokio::test]
+async fn a_missing_vm_fails_its_workers_cleanly_blocks_later_stages_and_is_never_stopped() {
+    fn missing_in_stage_2(stage: i64) -> String {
+        if stage == 2 {
+            "shir-vm-missing".into()
+        } else {
+            vm_per_stage(stage)
+        }
+    }
+    let run = vm_run(missing_in_stage_2, None).await;
+    assert!(!run.succeeded, "the run fails: {}", run.stdout);
+    assert_eq!(
+        run.statuses_of_stage(1),
+        BTreeSet::from(["Success".to_string()])
+    );
+    assert_eq!(
+        run.statuses_of_stage(2),
+        BTreeSet::from(["StartRuntimeVmError".to_string()]),
+        "{:?}",
+        run.workers
+    );
+    for stage in [3, 4] {
+        assert_eq!(
+            run.statuses_of_stage(stage),
+            BTreeSet::from(["Blocked".to_string()])
+        );
+    }
+    for ((stage, pipeline), _) in run.workers.iter().filter(|((s, _), _)| *s == 2) {
+        assert_eq!(
+            run.calls_of(*pipeline),
+            ["VmPower:start"],
+            "stage {stage} worker {pipeline}: no stop for a VM never started, no worker run"
+        );
+    }
+    assert!(
+        run.calls.iter().all(|c| !(c.function == "VmPower"
+            && c.status == 404
+            && c.action.as_deref() != Some("start"))),
+        "only the start met the missing VM"
+    );
+    assert!(run
+        .calls
+        .iter()
+        .any(|c| c.function == "VmPower" && c.status == 404));
+    assert!(
+        run.leases.is_empty(),
+        "no lease left on the missing VM: {:?}",
+        run.leases
+    );
+    assert!(
+        run.stdout.contains("could not be started") || run.stdout.contains("VmNotStarted"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[tokio::test]
+async fn a_refused_start_fails_the_worker_without_a_stop_and_a_refused_stop_fails_nothing() {
+    // Stage 3's VM refuses to start: its workers fail (recorded), stage 4 is blocked, no stop is tried.
+    let run = vm_run(vm_per_stage, Some(sim_refusing("shir-vm-3", "start"))).await;
+    assert!(!run.succeeded, "{}", run.stdout);
+    for stage in [1, 2] {
+        assert_eq!(
+            run.statuses_of_stage(stage),
+            BTreeSet::from(["Success".to_string()])
+        );
+    }
+    assert_eq!(
+        run.statuses_of_stage(3),
+        BTreeSet::from(["StartRuntimeVmError".to_string()])
+    );
+    assert_eq!(
+        run.statuses_of_stage(4),
+        BTreeSet::from(["Blocked".to_string()])
+    );
+    for ((_, pipeline), _) in run.workers.iter().filter(|((s, _), _)| *s == 3) {
+        assert_eq!(run.calls_of(*pipeline), ["VmPower:start"]);
+    }
+    assert!(run
+        .calls
+        .iter()
+        .any(|c| c.function == "VmPower" && c.status == 403));
+
+    // Stage 4's VM refuses to deallocate: the worker still succeeds, and so does the run; the lease
+    // stays until it expires (the idle sweep deallocates the VM later).
+    let run = vm_run(vm_per_stage, Some(sim_refusing("shir-vm-4", "deallocate"))).await;
+    assert!(run.succeeded, "a failed stop fails nothing: {}", run.stdout);
+    assert!(
+        run.workers.values().all(|s| s == "Success"),
+        "{:?}",
+        run.workers
+    );
+    let (_, pipeline) = *run
+        .workers
+        .keys()
+        .find(|(s, _)| *s == 4)
+        .expect("a stage-4 worker");
+    let calls = run.calls_of(pipeline);
+    assert!(ran_with_its_vm(&calls), "{calls:?}");
+    let stops: Vec<u16> = run
+        .calls
+        .iter()
+        .filter(|c| c.pipeline_id == Some(pipeline) && c.action.as_deref() == Some("stop"))
+        .map(|c| c.status)
+        .collect();
+    assert_eq!(
+        stops,
+        [403, 403, 403],
+        "Stop VM and its two retries, all refused"
+    );
+    assert!(
+        run.leases.iter().all(|p| p.ends_with("/shir-vm-4")) && !run.leases.is_empty(),
+        "only shir-vm-4's lease is left: {:?}",
+        run.leases
+    );
 }
