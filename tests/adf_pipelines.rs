@@ -1679,3 +1679,359 @@ async fn a_refused_start_fails_the_worker_without_a_stop_and_a_refused_stop_fail
         run.leases
     );
 }
+
+// ---- evaluating the pipelines' expressions: bodies are JSON whatever the values ---------------------
+
+/// A small interpreter of ADF's expression language, enough for the shipped request bodies: string
+/// interpolation (`@{…}`), literals (`'…'` with `''` for a quote; a backslash is an ordinary character),
+/// `pipeline()`, `activity('…')`, `item()`, `variables('…')`, property access (`.x`, `?.x`, `['x']`) and
+/// the functions the bodies use.
+struct Adf {
+    pipeline: Value,
+    activities: BTreeMap<String, Value>,
+    item: Value,
+    variables: BTreeMap<String, Value>,
+}
+
+impl Adf {
+    /// A JSON string value of a pipeline: an expression when it starts with `@`, interpolated
+    /// otherwise (ADF's rules; `@@` is a literal `@`).
+    fn evaluate_text(&self, text: &str) -> Result<Value, String> {
+        if let Some(expr) = text.strip_prefix('@') {
+            if !expr.starts_with('{') && !expr.starts_with('@') {
+                return self.expression(expr);
+            }
+        }
+        let mut out = String::new();
+        let mut rest = text;
+        while let Some(at) = rest.find("@{") {
+            out.push_str(&rest[..at]);
+            let chars: Vec<(usize, char)> = rest[at + 2..].char_indices().collect();
+            let (mut depth, mut quoted, mut end) = (0i32, false, None);
+            for (i, c) in chars {
+                match c {
+                    '\'' => quoted = !quoted,
+                    '{' if !quoted => depth += 1,
+                    '}' if !quoted && depth == 0 => {
+                        end = Some(at + 2 + i);
+                        break;
+                    }
+                    '}' if !quoted => depth -= 1,
+                    _ => {}
+                }
+            }
+            let end = end.ok_or(format!("unterminated @{{ in {text}"))?;
+            let value = self.expression(&rest[at + 2..end])?;
+            out.push_str(&match value {
+                Value::String(s) => s,
+                other => other.to_string(),
+            });
+            rest = &rest[end + 1..];
+        }
+        out.push_str(rest);
+        Ok(Value::String(out))
+    }
+
+    fn expression(&self, expr: &str) -> Result<Value, String> {
+        let chars: Vec<char> = expr.chars().collect();
+        let mut at = 0;
+        let v = self.parse(&chars, &mut at)?;
+        skip_spaces(&chars, &mut at);
+        if at != chars.len() {
+            return Err(format!("trailing text at {at} in {expr}"));
+        }
+        Ok(v)
+    }
+
+    fn parse(&self, c: &[char], at: &mut usize) -> Result<Value, String> {
+        skip_spaces(c, at);
+        let mut value = match c.get(*at) {
+            Some('\'') => {
+                let mut s = String::new();
+                *at += 1;
+                loop {
+                    match c.get(*at) {
+                        None => return Err("unterminated string".into()),
+                        Some('\'') if c.get(*at + 1) == Some(&'\'') => {
+                            s.push('\'');
+                            *at += 2;
+                        }
+                        Some('\'') => {
+                            *at += 1;
+                            break;
+                        }
+                        Some(ch) => {
+                            s.push(*ch);
+                            *at += 1;
+                        }
+                    }
+                }
+                Value::String(s)
+            }
+            Some(ch) if ch.is_ascii_digit() || *ch == '-' => {
+                let start = *at;
+                *at += 1;
+                while c.get(*at).is_some_and(|d| d.is_ascii_digit()) {
+                    *at += 1;
+                }
+                let text: String = c[start..*at].iter().collect();
+                Value::from(text.parse::<i64>().map_err(|e| e.to_string())?)
+            }
+            Some(ch) if ch.is_ascii_alphabetic() => {
+                let start = *at;
+                while c
+                    .get(*at)
+                    .is_some_and(|d| d.is_ascii_alphanumeric() || *d == '_')
+                {
+                    *at += 1;
+                }
+                let name: String = c[start..*at].iter().collect();
+                match name.as_str() {
+                    "true" => Value::Bool(true),
+                    "false" => Value::Bool(false),
+                    "null" => Value::Null,
+                    _ => {
+                        skip_spaces(c, at);
+                        if c.get(*at) != Some(&'(') {
+                            return Err(format!("{name} is not called"));
+                        }
+                        *at += 1;
+                        let mut args = Vec::new();
+                        skip_spaces(c, at);
+                        if c.get(*at) == Some(&')') {
+                            *at += 1;
+                        } else {
+                            loop {
+                                args.push(self.parse(c, at)?);
+                                skip_spaces(c, at);
+                                match c.get(*at) {
+                                    Some(',') => *at += 1,
+                                    Some(')') => {
+                                        *at += 1;
+                                        break;
+                                    }
+                                    other => return Err(format!("{name}(…): got {other:?}")),
+                                }
+                            }
+                        }
+                        self.call(&name, &args)?
+                    }
+                }
+            }
+            other => return Err(format!("unexpected {other:?}")),
+        };
+        loop {
+            let optional = c.get(*at) == Some(&'?');
+            let step = if optional { *at + 1 } else { *at };
+            match c.get(step) {
+                Some('.') => {
+                    *at = step + 1;
+                    let start = *at;
+                    while c
+                        .get(*at)
+                        .is_some_and(|d| d.is_ascii_alphanumeric() || *d == '_')
+                    {
+                        *at += 1;
+                    }
+                    let name: String = c[start..*at].iter().collect();
+                    value = property(&value, &name, optional)?;
+                }
+                Some('[') => {
+                    *at = step + 1;
+                    let index = self.parse(c, at)?;
+                    skip_spaces(c, at);
+                    if c.get(*at) != Some(&']') {
+                        return Err("expected ]".into());
+                    }
+                    *at += 1;
+                    value = match index {
+                        Value::String(k) => property(&value, &k, optional)?,
+                        Value::Number(n) => n
+                            .as_u64()
+                            .and_then(|i| value.get(i as usize).cloned())
+                            .ok_or("index out of range")?,
+                        other => return Err(format!("bad index {other}")),
+                    };
+                }
+                _ => return Ok(value),
+            }
+        }
+    }
+
+    fn call(&self, name: &str, args: &[Value]) -> Result<Value, String> {
+        let text = |i: usize| -> Result<String, String> {
+            match args.get(i) {
+                Some(Value::String(s)) => Ok(s.clone()),
+                Some(other) => Err(format!("{name}: argument {i} is {other}, not a string")),
+                None => Err(format!("{name}: no argument {i}")),
+            }
+        };
+        Ok(match name {
+            "pipeline" => self.pipeline.clone(),
+            "activity" => {
+                self.activities.get(&text(0)?).cloned().ok_or_else(|| {
+                    format!("activity {} has not run", text(0).unwrap_or_default())
+                })?
+            }
+            "item" => self.item.clone(),
+            "variables" => self
+                .variables
+                .get(&text(0)?)
+                .cloned()
+                .ok_or("no such variable")?,
+            "replace" => Value::String(text(0)?.replace(&text(1)?, &text(2)?)),
+            "concat" => Value::String(
+                args.iter()
+                    .map(|a| match a {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    })
+                    .collect(),
+            ),
+            "string" => Value::String(match &args[0] {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            }),
+            "json" => serde_json::from_str(&text(0)?).map_err(|e| format!("json(): {e}"))?,
+            "equals" => Value::Bool(args.first() == args.get(1)),
+            other => return Err(format!("the test's interpreter does not know {other}()")),
+        })
+    }
+}
+
+fn skip_spaces(c: &[char], at: &mut usize) {
+    while c.get(*at).is_some_and(|ch| ch.is_whitespace()) {
+        *at += 1;
+    }
+}
+
+fn property(value: &Value, name: &str, optional: bool) -> Result<Value, String> {
+    match value.get(name) {
+        Some(v) => Ok(v.clone()),
+        None if optional => Ok(Value::Null),
+        None => Err(format!("no property {name} in {value}")),
+    }
+}
+
+/// A value with every character JSON must escape in a string: quote, backslash, and a backslash
+/// sequence that would mean something else if pasted raw.
+const AWKWARD: &str = r#"Daily "EU" \ batch \" \\n \u0041"#;
+
+/// Every Azure Function activity body of every pipeline, evaluated with `AWKWARD` as each string
+/// parameter, activity output and item field: `(pipeline, activity, template, evaluated body)`.
+fn evaluated_bodies(factory: &Factory) -> Vec<(String, String, String, Result<Value, String>)> {
+    let mut out = Vec::new();
+    for (name, pipeline) in &factory.pipelines {
+        let declared = pipeline["properties"]["parameters"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        let parameters: serde_json::Map<String, Value> = declared
+            .iter()
+            .map(|(p, d)| {
+                let v = if d["type"] == "int" {
+                    Value::from(7)
+                } else {
+                    Value::from(AWKWARD)
+                };
+                (p.clone(), v)
+            })
+            .collect();
+        let acts = factory.activities(name);
+        // Every output field an activity is read for is the awkward value.
+        let mut activities: BTreeMap<String, Value> = BTreeMap::new();
+        for a in &acts {
+            let mut strings = Vec::new();
+            own_strings(&a.json, true, &mut strings);
+            for (target, field) in strings.iter().flat_map(|s| activity_refs(s)) {
+                let entry = activities
+                    .entry(target)
+                    .or_insert_with(|| serde_json::json!({"output": {}}));
+                if let Some(f) = field {
+                    entry["output"][f] = Value::from(AWKWARD);
+                }
+            }
+        }
+        let adf = Adf {
+            pipeline: serde_json::json!({
+                "parameters": parameters,
+                "RunId": AWKWARD,
+                "DataFactory": AWKWARD,
+            }),
+            activities,
+            item: serde_json::json!({}),
+            variables: BTreeMap::new(),
+        };
+        for a in acts.iter().filter(|a| a.kind == "AzureFunctionActivity") {
+            let template = a.json["typeProperties"]["body"]["value"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let body = adf.evaluate_text(&template).and_then(|v| match v {
+                Value::String(s) => serde_json::from_str(&s).map_err(|e| format!("{e}: {s}")),
+                other => Ok(other),
+            });
+            out.push((name.clone(), a.name.clone(), template, body));
+        }
+    }
+    out
+}
+
+#[test]
+fn every_request_body_is_json_and_carries_quotes_and_backslashes_intact() {
+    let factory = Factory::shipped();
+    let bodies = evaluated_bodies(&factory);
+    assert_eq!(bodies.len(), 10, "the ten Azure Function activities");
+    for (pipeline, activity, template, body) in &bodies {
+        let body = body
+            .as_ref()
+            .unwrap_or_else(|e| panic!("{pipeline} / {activity}: not JSON: {e}"));
+        // Every field the template fills from an expression inside quotes arrives as the value itself;
+        // literal fields keep their literal.
+        let shape = body_as_json(template).expect("template shape");
+        for (field, placeholder) in shape.as_object().into_iter().flatten() {
+            let got = &body[field];
+            match placeholder {
+                Value::String(s) if s == "0" => assert_eq!(
+                    got,
+                    &Value::from(AWKWARD),
+                    "{pipeline} / {activity}: {field}"
+                ),
+                Value::Number(_) => assert!(got.is_number(), "{pipeline} / {activity}: {field}"),
+                literal => assert_eq!(got, literal, "{pipeline} / {activity}: {field}"),
+            }
+        }
+    }
+    // What the handler reads: StartExecution's batch name, through the handler's own field reader.
+    let (_, _, _, start) = bodies
+        .iter()
+        .find(|(p, a, _, _)| p == "02-Parent" && a == "Start Execution")
+        .expect("Start Execution");
+    let start = start.as_ref().expect("JSON");
+    let fields = procfwk::domain::request::Fields::new(start).expect("an object");
+    assert_eq!(
+        fields.text("batchName").expect("text").as_deref(),
+        Some(AWKWARD)
+    );
+}
+
+#[test]
+fn the_interpreter_catches_a_body_that_pastes_values_raw() {
+    let adf = Adf {
+        pipeline: serde_json::json!({"parameters": {"BatchName": AWKWARD}}),
+        activities: BTreeMap::new(),
+        item: Value::Null,
+        variables: BTreeMap::new(),
+    };
+    // The Parent's body before it escaped its values.
+    let raw = adf
+        .evaluate_text("{\"batchName\": \"@{pipeline().parameters.BatchName}\"}")
+        .expect("evaluates");
+    assert!(serde_json::from_str::<Value>(raw.as_str().unwrap_or_default()).is_err());
+    // ADF's literals: '' is a quote, a backslash is itself.
+    assert_eq!(
+        adf.expression("'it''s \\ fine'"),
+        Ok(Value::from("it's \\ fine"))
+    );
+    assert_eq!(adf.expression("concat('a', 'b')"), Ok(Value::from("ab")));
+}
