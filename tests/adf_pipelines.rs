@@ -2035,3 +2035,29 @@ fn the_interpreter_catches_a_body_that_pastes_values_raw() {
     );
     assert_eq!(adf.expression("concat('a', 'b')"), Ok(Value::from("ab")));
 }
+
+#[test]
+fn the_managed_identity_linked_service_variant_replaces_the_key_one() {
+    let default = &resources("linkedService")["FrameworkFunctions"];
+    let path = repo().join("deploy/adf-msi/linkedService/FrameworkFunctions.json");
+    let msi = read_json(&path);
+    // The same resource, so the pipelines use it unchanged when it is deployed instead.
+    assert_eq!(msi["name"], default["name"]);
+    assert_eq!(msi["type"], default["type"]);
+    assert_eq!(msi["properties"]["type"], "AzureFunction");
+    let tp = &msi["properties"]["typeProperties"];
+    assert_eq!(tp["authentication"], "MSI");
+    assert!(tp["resourceId"].as_str().is_some_and(|r| !r.is_empty()));
+    assert!(tp["functionAppUrl"]
+        .as_str()
+        .is_some_and(|u| u.starts_with("https://")));
+    assert!(
+        tp.get("functionKey").is_none(),
+        "no shared secret in the factory"
+    );
+    // The default keeps the function key (from Key Vault).
+    assert!(default["properties"]["typeProperties"]["functionKey"].is_object());
+    assert!(default["properties"]["typeProperties"]
+        .get("authentication")
+        .is_none());
+}
