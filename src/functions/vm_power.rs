@@ -20,14 +20,11 @@
 use super::{AppState, FunctionError, Reply};
 use crate::domain::request::{parse_credentials, Fields};
 use crate::domain::{RequestError, ResourceName};
-use crate::leases::workers::{holder as worker_holder, ReadWorkerRuntime};
+use crate::leases::workers::{holder as worker_holder, ReadWorkerRuntime, WorkerRuntimeFailed};
 use crate::leases::{
     Change, Decision, LeaseError, PoolReport, PoolSpec, RuntimeRef, Sizing, MAX_NODES,
 };
-use crate::orchestration::{
-    now, Claim, ClaimWorker, LifecycleError, ReadWorker, WorkerActivityFailed, WorkerKey,
-};
-use crate::store::{Transition, Tx};
+use crate::orchestration::{now, LifecycleError};
 use serde_json::{json, Value};
 
 /// What the caller asks for.
@@ -287,44 +284,6 @@ pub fn response(action: &str, holder: Option<&str>, report: &PoolReport, poll_se
     })
 }
 
-/// The worker status recorded when its VM could not be started or made ready.
-pub const RUNTIME_FAILED_ACTIVITY: &str = "StartRuntimeVm";
-
-/// Record a worker whose VM could not be started as failed: claimed (so it has a start time) and set to
-/// `StartRuntimeVmError`, with the failure-handling rule applied, in one transaction. A worker that
-/// already started (or is over) is left as it is; returns whether the failure was recorded.
-struct RuntimeFailed {
-    key: WorkerKey,
-    now: chrono::NaiveDateTime,
-}
-
-#[async_trait::async_trait]
-impl Transition for RuntimeFailed {
-    type Output = bool;
-    type Error = LifecycleError;
-
-    async fn apply(&self, tx: &mut dyn Tx) -> Result<bool, LifecycleError> {
-        let plan = ReadWorker { key: self.key }.apply(tx).await?;
-        let claim = ClaimWorker {
-            key: self.key,
-            params_used: plan.params_used(),
-            now: self.now,
-        }
-        .apply(tx)
-        .await?;
-        if claim != Claim::Claimed {
-            return Ok(false);
-        }
-        WorkerActivityFailed {
-            key: self.key,
-            activity: RUNTIME_FAILED_ACTIVITY,
-            now: self.now,
-        }
-        .apply(tx)
-        .await
-    }
-}
-
 /// VmPower for a worker of an execution (see the module documentation).
 async fn run_for_worker(state: &AppState, fields: &Fields<'_>) -> Result<Reply, FunctionError> {
     let action_text = fields.required_text("action")?;
@@ -376,7 +335,7 @@ async fn run_for_worker(state: &AppState, fields: &Fields<'_>) -> Result<Reply, 
         Err(e) => {
             let e = FunctionError::from(e);
             if action != Action::Stop && matches!(e, FunctionError::Upstream(_)) {
-                match store.run(&RuntimeFailed { key, now: now() }).await {
+                match store.run(&WorkerRuntimeFailed { key, now: now() }).await {
                     Ok(true) => {
                         tracing::warn!(%key, pool = %runtime.spec.key(), error = %e, "the worker's VM could not be started; worker recorded as failed")
                     }
