@@ -1550,6 +1550,12 @@ async fn procfwk_run_plays_the_vm_power_infant_with_a_vm_per_stage() {
         let calls = run.calls_of(pipeline);
         assert!(ran_with_its_vm(&calls), "worker {pipeline}: {calls:?}");
     }
+    let outcomes = replay_vm_infant(&run);
+    assert_eq!(outcomes.len(), 11);
+    for (pipeline, o) in &outcomes {
+        assert_eq!(o["Stop VM"], Outcome::Succeeded, "worker {pipeline}");
+        assert_eq!(o["VM Not Started"], Outcome::Skipped, "worker {pipeline}");
+    }
     // Each stage started its own VM, and each was deallocated once its workers were done.
     for n in 1..=4 {
         for event in ["StartRequested", "DeallocateRequested"] {
@@ -2060,4 +2066,160 @@ fn the_managed_identity_linked_service_variant_replaces_the_key_one() {
     assert!(default["properties"]["typeProperties"]
         .get("authentication")
         .is_none());
+}
+
+// ---- one worker's calls replayed against an Infant pipeline with ADF's dependency rules --------------
+
+/// How an activity ended, for its dependants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    Succeeded,
+    Failed,
+    Skipped,
+}
+
+/// `Function` or `Function:action` for an Azure Function activity (VmPower's literal action).
+fn call_label(activity: &Value) -> String {
+    let tp = &activity["typeProperties"];
+    let function = tp["functionName"].as_str().unwrap_or_default();
+    let body = tp["body"]["value"].as_str().unwrap_or_default();
+    match body_as_json(body)
+        .ok()
+        .and_then(|b| b["action"].as_str().map(String::from))
+    {
+        Some(action) => format!("{function}:{action}"),
+        None => function.to_string(),
+    }
+}
+
+fn label_of(call: &Call) -> String {
+    match &call.action {
+        Some(a) => format!("{}:{a}", call.function),
+        None => call.function.clone(),
+    }
+}
+
+/// Replay `calls` against one container of activities: each activity runs when all its dependencies
+/// are met (`Completed` = succeeded or failed; a skipped activity's dependants see `Skipped`), an
+/// Azure Function activity consumes its call and retries, an Until repeats its body while the next call
+/// is the body's first. Returns the calls consumed and every activity's outcome.
+fn replay_container(
+    list: &Value,
+    calls: &[Call],
+) -> Result<(usize, BTreeMap<String, Outcome>), String> {
+    let acts: Vec<Value> = list.as_array().cloned().unwrap_or_default();
+    let mut outcome: BTreeMap<String, Outcome> = BTreeMap::new();
+    let mut i = 0;
+    while outcome.len() < acts.len() {
+        let ready = acts.iter().find(|a| {
+            let name = a["name"].as_str().unwrap_or_default();
+            !outcome.contains_key(name)
+                && a["dependsOn"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .all(|d| outcome.contains_key(d["activity"].as_str().unwrap_or_default()))
+        });
+        let a = ready.ok_or("dependency cycle")?;
+        let name = a["name"].as_str().unwrap_or_default().to_string();
+        let runs = a["dependsOn"].as_array().into_iter().flatten().all(|d| {
+            let o = outcome[d["activity"].as_str().unwrap_or_default()];
+            d["dependencyConditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| match (c.as_str().unwrap_or_default(), o) {
+                    ("Succeeded", Outcome::Succeeded) | ("Failed", Outcome::Failed) => true,
+                    ("Completed", Outcome::Succeeded | Outcome::Failed) => true,
+                    ("Skipped", Outcome::Skipped) => true,
+                    _ => false,
+                })
+        });
+        if !runs {
+            outcome.insert(name, Outcome::Skipped);
+            continue;
+        }
+        let result = match a["type"].as_str().unwrap_or_default() {
+            "AzureFunctionActivity" => {
+                let label = call_label(a);
+                let retries = a["policy"]["retry"].as_u64().unwrap_or(0);
+                let mut ok = false;
+                for _ in 0..=retries {
+                    let call = calls.get(i).ok_or(format!(
+                        "{name}: expected {label}, the worker's calls ended"
+                    ))?;
+                    if label_of(call) != label {
+                        return Err(format!("{name}: expected {label}, got {}", label_of(call)));
+                    }
+                    i += 1;
+                    if call.status == 200 {
+                        ok = true;
+                        break;
+                    }
+                    if calls.get(i).map(label_of) != Some(label.clone()) {
+                        break;
+                    }
+                }
+                if ok {
+                    Outcome::Succeeded
+                } else {
+                    Outcome::Failed
+                }
+            }
+            "Until" => {
+                let body = &a["typeProperties"]["activities"];
+                let first = body
+                    .as_array()
+                    .and_then(|b| b.iter().find(|x| x["type"] == "AzureFunctionActivity"))
+                    .map(call_label)
+                    .ok_or("an Until without a call")?;
+                let mut result = Outcome::Succeeded;
+                loop {
+                    let (n, inner) = replay_container(body, &calls[i..])?;
+                    i += n;
+                    if inner.values().any(|o| *o == Outcome::Failed) {
+                        result = Outcome::Failed;
+                        break;
+                    }
+                    if calls.get(i).map(label_of) != Some(first.clone()) {
+                        break;
+                    }
+                }
+                result
+            }
+            "Fail" => Outcome::Failed,
+            // Wait, SetVariable; an IfCondition here holds no call (its outcome is the run's, checked
+            // by the caller).
+            _ => Outcome::Succeeded,
+        };
+        outcome.insert(name, result);
+    }
+    Ok((i, outcome))
+}
+
+/// Every worker's calls in a VmPower Infant run are exactly those 04-Infant-VmPower makes, given the
+/// answers they got; returns each worker's activity outcomes.
+fn replay_vm_infant(run: &VmRun) -> BTreeMap<i64, BTreeMap<String, Outcome>> {
+    let factory = Factory::shipped();
+    let activities = &factory.pipelines["04-Infant-VmPower"]["properties"]["activities"];
+    let mut out = BTreeMap::new();
+    let workers: BTreeSet<i64> = run.calls.iter().filter_map(|c| c.pipeline_id).collect();
+    for pipeline in workers {
+        let calls: Vec<Call> = run
+            .calls
+            .iter()
+            .filter(|c| c.pipeline_id == Some(pipeline))
+            .cloned()
+            .collect();
+        let (n, outcome) = replay_container(activities, &calls)
+            .unwrap_or_else(|e| panic!("worker {pipeline}: {e}\n{:?}", run.calls_of(pipeline)));
+        assert_eq!(
+            n,
+            calls.len(),
+            "worker {pipeline}: calls the pipeline would not make: {:?}",
+            &run.calls_of(pipeline)[n..]
+        );
+        out.insert(pipeline, outcome);
+    }
+    out
 }
