@@ -2128,11 +2128,14 @@ fn replay_container(
                 .as_array()
                 .into_iter()
                 .flatten()
-                .any(|c| match (c.as_str().unwrap_or_default(), o) {
-                    ("Succeeded", Outcome::Succeeded) | ("Failed", Outcome::Failed) => true,
-                    ("Completed", Outcome::Succeeded | Outcome::Failed) => true,
-                    ("Skipped", Outcome::Skipped) => true,
-                    _ => false,
+                .any(|c| {
+                    matches!(
+                        (c.as_str().unwrap_or_default(), o),
+                        ("Succeeded", Outcome::Succeeded)
+                            | ("Failed", Outcome::Failed)
+                            | ("Completed", Outcome::Succeeded | Outcome::Failed)
+                            | ("Skipped", Outcome::Skipped)
+                    )
                 })
         });
         if !runs {
