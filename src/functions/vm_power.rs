@@ -334,7 +334,9 @@ async fn run_for_worker(state: &AppState, fields: &Fields<'_>) -> Result<Reply, 
         Ok(report) => report,
         Err(e) => {
             let e = FunctionError::from(e);
-            if action != Action::Stop && matches!(e, FunctionError::Upstream(_)) {
+            if action == Action::Stop {
+                tracing::warn!(%key, pool = %runtime.spec.key(), error = %e, "VmPower stop failed for the worker; its lease expires by itself and the idle sweep deallocates the VM");
+            } else if matches!(e, FunctionError::Upstream(_)) {
                 match store.run(&WorkerRuntimeFailed { key, now: now() }).await {
                     Ok(true) => {
                         tracing::warn!(%key, pool = %runtime.spec.key(), error = %e, "the worker's VM could not be started; worker recorded as failed")
