@@ -669,6 +669,10 @@ impl Render<'_> {
                 Value::String(out)
             }
             "toLower" => Value::String(text(&args[0])?.to_lowercase()),
+            "take" => {
+                let n = json(&args[1])?.as_u64().ok_or("take() count")? as usize;
+                Value::String(text(&args[0])?.chars().take(n).collect())
+            }
             "environment" => serde_json::json!({
                 "suffixes": {"storage": "core.windows.net"},
                 "authentication": {"loginEndpoint": "https://login.microsoftonline.com/"}
@@ -920,6 +924,20 @@ fn consumption_problems(t: &Value) -> Vec<String> {
             }
         }
     }
+    // Azure Files share names: 3–63 lower-case letters, digits and hyphens.
+    let share = settings
+        .get("WEBSITE_CONTENTSHARE")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if !(3..=63).contains(&share.len())
+        || !share
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        out.push(format!(
+            "WEBSITE_CONTENTSHARE {share:?} is not a valid share name"
+        ));
+    }
     if !settings
         .get("WEBSITE_CONTENTAZUREFILECONNECTIONSTRING")
         .and_then(Value::as_str)
@@ -968,7 +986,11 @@ fn broken_plan_variants_are_detected() {
             "{expected}: {problems:?}"
         );
     }
-    let consumption: [(&str, Break); 3] = [
+    let consumption: [(&str, Break); 4] = [
+        ("is not a valid share name", |t| {
+            t["variables"]["contentShare"] =
+                "[format('{0}-Content-{0}-{0}', parameters('appName'))]".into()
+        }),
         ("WEBSITE_CONTENTSHARE is missing from appsettings", |t| {
             if let Some(o) = t["variables"]["platformSettings"]["Consumption"].as_object_mut() {
                 o.remove("WEBSITE_CONTENTSHARE");
