@@ -5,7 +5,13 @@
 //! final summary. Exits non-zero when the execution does not succeed, like the Parent pipeline.
 //!
 //! Without `--functions-url` the handler runs in this process; `--simulate` also starts the Azure
-//! simulator in-process and wires handler, simulator and the metadata store together.
+//! simulator in-process and wires handler, simulator and the metadata store together (`--sim-config`
+//! gives it a JSON config instead of the sample's, e.g. to refuse a VM's power actions).
+//!
+//! `--infant vm-power` plays `04-Infant-VmPower` for every worker instead: VmPower `start` (worker mode:
+//! the VM comes from the worker's `procfwk.WorkerRuntimes` row), `status` until ready, the worker as in
+//! the plain Infant, then VmPower `stop` — not after a failed start, and a failed stop does not change
+//! the worker's result.
 
 use crate::config::Settings;
 use crate::functions::AppState;
@@ -50,6 +56,21 @@ pub struct RunArgs {
     /// Write every function call made (in order, with the fields each answer had) to this JSON file.
     #[arg(long)]
     pub record: Option<std::path::PathBuf>,
+    /// Which Infant pipeline to play for each worker.
+    #[arg(long, value_enum, default_value_t = Infant::Plain)]
+    pub infant: Infant,
+    /// With --simulate: the simulator's JSON config (keys left out keep the sample's values).
+    #[arg(long)]
+    pub sim_config: Option<std::path::PathBuf>,
+}
+
+/// The Infant pipeline `procfwk run` plays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Infant {
+    /// `04-Infant`: execute, then check until over.
+    Plain,
+    /// `04-Infant-VmPower`: start the worker's VM, wait until ready, the worker, stop the VM.
+    VmPower,
 }
 
 /// One call the run made, in order (tests compare this with the shipped pipelines).
@@ -60,6 +81,9 @@ pub struct Call {
     /// The stage and worker the call was about, when its body named them.
     pub stage_id: Option<i64>,
     pub pipeline_id: Option<i64>,
+    /// VmPower's `action`, when the body had one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
     /// The top-level fields of the answer.
     pub fields: Vec<String>,
 }
@@ -73,6 +97,8 @@ pub struct WorkerReport {
     pub run_id: Option<String>,
     pub status: String,
     pub seconds: f64,
+    /// With the VmPower Infant: what happened to the VM (`started`, `not started: …`, `stop failed: …`).
+    pub vm: Option<String>,
 }
 
 /// The outcome of a run.
@@ -117,6 +143,7 @@ impl Caller {
                 status,
                 stage_id: body["stageId"].as_i64(),
                 pipeline_id: body["pipelineId"].as_i64(),
+                action: body["action"].as_str().map(String::from),
                 fields: out
                     .as_object()
                     .map(|o| o.keys().cloned().collect())
@@ -151,13 +178,137 @@ async fn infant(
         run_id: None,
         status: "Unknown".into(),
         seconds: 0.0,
+        vm: None,
     };
+    worker(
+        &caller,
+        &item,
+        &mut report,
+        started,
+        time_scale,
+        quiet,
+        &stage_name,
+    )
+    .await;
+    report
+}
+
+/// Call `function` as an ADF activity with `retries` retries would: until it answers 200 or the
+/// attempts are used up (the retry interval is the caller's business: none here).
+async fn with_retries(
+    caller: &Caller,
+    function: &str,
+    body: &Value,
+    retries: u32,
+) -> Result<Value, String> {
+    let mut problem = String::new();
+    for _ in 0..=retries {
+        match caller.call(function, body).await {
+            Ok((200, out)) => return Ok(out),
+            Ok((status, out)) => problem = format!("{status}: {}", error_text(&out)),
+            Err(e) => problem = e.to_string(),
+        }
+    }
+    Err(problem)
+}
+
+/// `04-Infant-VmPower`: start the worker's VM (no stop if that fails), wait until ready, the worker as
+/// in the plain Infant, then stop the VM whatever happened since the start; a failed stop is reported
+/// and does not change the worker's result.
+async fn vm_infant(
+    caller: Arc<Caller>,
+    item: Value,
+    time_scale: f64,
+    quiet: bool,
+    stage_name: String,
+) -> WorkerReport {
+    let started = Instant::now();
+    let name = item["PipelineName"].as_str().unwrap_or("?").to_string();
+    let mut report = WorkerReport {
+        stage_id: item["stageId"].as_i64().unwrap_or(0),
+        pipeline_id: item["pipelineId"].as_i64().unwrap_or(0),
+        pipeline_name: name.clone(),
+        run_id: None,
+        status: "Unknown".into(),
+        seconds: 0.0,
+        vm: None,
+    };
+    let power = |action: &str| json!({"action": action, "executionId": item["executionId"], "stageId": item["stageId"], "pipelineId": item["pipelineId"]});
+    // Start VM (retry 0); on failure the Infant fails at "VM Not Started" and Stop VM is skipped.
+    if let Err(problem) = with_retries(&caller, "VmPower", &power("start"), 0).await {
+        report.status = format!("VmNotStarted: {problem}");
+        report.vm = Some(format!("not started: {problem}"));
+        report.seconds = started.elapsed().as_secs_f64();
+        if !quiet {
+            println!("  [{stage_name}] {name}: its VM could not be started: {problem}");
+        }
+        return report;
+    }
+    report.vm = Some("started".into());
+    // Wait Until VM Ready: Get VM Status (retry 3), then Wait For VM.
+    let ready = loop {
+        match with_retries(&caller, "VmPower", &power("status"), 3).await {
+            Ok(out) if out["Ready"] == true => break Ok(()),
+            Ok(out) => {
+                let secs = out["RetryAfterSeconds"].as_f64().unwrap_or(1.0).max(1.0);
+                tokio::time::sleep(Duration::from_secs_f64(secs * time_scale)).await;
+            }
+            Err(problem) => break Err(problem),
+        }
+    };
+    match ready {
+        Ok(()) => {
+            if !quiet {
+                println!("  [{stage_name}] {name}: its VM is ready");
+            }
+            worker(
+                &caller,
+                &item,
+                &mut report,
+                started,
+                time_scale,
+                quiet,
+                &stage_name,
+            )
+            .await;
+        }
+        Err(problem) => {
+            report.status = format!("VmNotReady: {problem}");
+            if !quiet {
+                println!("  [{stage_name}] {name}: its VM did not become ready: {problem}");
+            }
+        }
+    }
+    // Stop VM (retry 2) on every path after a successful start; Worker Result follows it whatever it did.
+    if let Err(problem) = with_retries(&caller, "VmPower", &power("stop"), 2).await {
+        report.vm = Some(format!("stop failed: {problem}"));
+        if !quiet {
+            println!("  [{stage_name}] {name}: VmPower stop failed ({problem}); the lease expires by itself and the idle sweep deallocates the VM");
+        }
+    } else {
+        report.vm = Some("started and released".into());
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    report
+}
+
+/// The worker part of both Infants: start the worker, poll it until it is over; fills `report`.
+async fn worker(
+    caller: &Caller,
+    item: &Value,
+    report: &mut WorkerReport,
+    started: Instant,
+    time_scale: f64,
+    quiet: bool,
+    stage_name: &str,
+) {
+    let name = report.pipeline_name.clone();
     let ids = json!({"executionId": item["executionId"], "stageId": item["stageId"], "pipelineId": item["pipelineId"]});
     let (status, out) = match caller.call("ExecutePipelineV2", &ids).await {
         Ok(r) => r,
         Err(e) => {
             report.status = format!("ExecuteWorkerPipelineError ({e})");
-            return report;
+            return;
         }
     };
     if status != 200 {
@@ -169,7 +320,7 @@ async fn infant(
                 error_text(&out)
             );
         }
-        return report;
+        return;
     }
     let run_id = out["RunId"].as_str().unwrap_or_default().to_string();
     report.run_id = Some(run_id.clone());
@@ -204,7 +355,7 @@ async fn infant(
         if failures > 3 {
             report.status = format!("GetWorkerPipelineStatusError: {problem}");
             report.seconds = started.elapsed().as_secs_f64();
-            return report;
+            return;
         }
         tokio::time::sleep(wait).await;
     }
@@ -221,7 +372,6 @@ async fn infant(
             report.seconds
         );
     }
-    report
 }
 
 /// Play the hierarchy against the handler at `base`.
@@ -293,14 +443,21 @@ pub async fn play(base: String, key: Option<String>, args: &RunArgs) -> anyhow::
         let done_before = report.workers.len();
         let tasks: Vec<_> = workers
             .into_iter()
-            .map(|item| {
-                tokio::spawn(infant(
+            .map(|item| match args.infant {
+                Infant::Plain => tokio::spawn(infant(
                     caller.clone(),
                     item,
                     args.time_scale,
                     args.quiet,
                     stage_name.clone(),
-                ))
+                )),
+                Infant::VmPower => tokio::spawn(vm_infant(
+                    caller.clone(),
+                    item,
+                    args.time_scale,
+                    args.quiet,
+                    stage_name.clone(),
+                )),
             })
             .collect();
         // Live progress: the stage's counts each time one of its workers finishes.
@@ -374,6 +531,14 @@ fn print_summary(report: &RunReport) {
             w.seconds
         );
     }
+    for w in &report.workers {
+        if let Some(vm) = w.vm.as_deref().filter(|v| v.starts_with("stop failed")) {
+            println!(
+                "worker {} ({}): VM {vm}; left to the lease expiry and the idle sweep",
+                w.pipeline_id, w.pipeline_name
+            );
+        }
+    }
     println!(
         "\nexecution {} {} in {:.2}s: {}",
         report.execution_id.as_deref().unwrap_or("-"),
@@ -402,9 +567,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     .local_addr()?
                     .port();
                 let url = format!("http://127.0.0.1:{port}");
+                let base = match &args.sim_config {
+                    Some(path) => SimConfig::load(path)
+                        .with_context(|| format!("simulator config {}", path.display()))?,
+                    None => SimConfig::sample(),
+                };
                 let config = SimConfig {
                     time_scale: args.time_scale,
-                    ..SimConfig::sample()
+                    ..base
                 };
                 std::env::set_var("IDENTITY_ENDPOINT", format!("{url}/msi/token"));
                 std::env::set_var("IDENTITY_HEADER", &config.identity_header);

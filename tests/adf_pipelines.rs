@@ -261,6 +261,17 @@ fn idents_after(s: &str, prefix: &str) -> Vec<String> {
         .collect()
 }
 
+/// Names passed as `function('name')` in an expression (e.g. `variables('WorkerResult')`).
+fn idents_in_call(s: &str, function: &str) -> Vec<String> {
+    let needle = format!("{function}('");
+    s.match_indices(&needle)
+        .filter_map(|(at, _)| {
+            let rest = &s[at + needle.len()..];
+            rest.find('\'').map(|end| rest[..end].to_string())
+        })
+        .collect()
+}
+
 /// The body with every `@{…}` interpolation replaced by `0`, so it can be parsed as JSON.
 fn body_as_json(body: &str) -> Result<Value, String> {
     let mut out = String::new();
@@ -413,7 +424,13 @@ impl Factory {
                                 .as_object()
                                 .map(|o| o.keys().map(|k| k.to_lowercase()).collect())
                                 .unwrap_or_default();
-                            for field in requires(function) {
+                            // VmPower in worker mode: the VM comes from the worker's metadata.
+                            let needed = if function == "VmPower" && keys.contains("executionid") {
+                                &["action", "executionId", "stageId", "pipelineId"][..]
+                            } else {
+                                requires(function)
+                            };
+                            for field in needed {
                                 if !keys.contains(&field.to_lowercase()) {
                                     out.push(format!("{}: body lacks {field}", a.name));
                                 }
@@ -446,15 +463,43 @@ impl Factory {
                 }
                 _ => {}
             }
+            // Variables: declared, and set by SetVariable activities only.
+            let declared_vars = self.pipelines[pipeline]["properties"]["variables"].clone();
+            if a.kind == "SetVariable" {
+                let v = tp["variableName"].as_str().unwrap_or_default();
+                if declared_vars.get(v).is_none() {
+                    out.push(format!("{} sets undeclared variable {v}", a.name));
+                }
+            }
             // Expressions.
             let allowed = self.referable(&acts, a);
+            let guaranteed = self.guaranteed(&acts, a);
             let mut strings = Vec::new();
             own_strings(&a.json, true, &mut strings);
             for s in strings.iter().filter(|s| s.contains('@')) {
+                for v in idents_in_call(s, "variables") {
+                    if declared_vars.get(&v).is_none() {
+                        out.push(format!("{} reads undeclared variable {v}", a.name));
+                    }
+                }
                 for (target, field) in activity_refs(s) {
                     if !allowed.contains(&target) {
                         out.push(format!(
                             "{} reads activity('{target}'), which is not upstream",
+                            a.name
+                        ));
+                        continue;
+                    }
+                    if let Some(each) = self.enclosing_loop(&acts, &target, a) {
+                        out.push(format!(
+                            "{} reads activity('{target}') inside the loop {each} from outside it (copy it into a variable)",
+                            a.name
+                        ));
+                        continue;
+                    }
+                    if !guaranteed.contains(&target) {
+                        out.push(format!(
+                            "{} reads activity('{target}'), which may not have run when it runs",
                             a.name
                         ));
                         continue;
@@ -533,6 +578,95 @@ impl Factory {
                     descendants(&d, &mut out);
                     if let Some(up) = by_name.get(d.as_str()) {
                         stack.extend(up.deps.iter().map(|(d, _)| d.clone()));
+                    }
+                }
+            }
+            current = x.parent.as_deref().and_then(|p| by_name.get(p).copied());
+        }
+        out
+    }
+
+    /// The loop (Until or ForEach) that holds `target` but not `reader`, if any: ADF's designer may refuse
+    /// such a reference, and its value is only the last iteration's. An Until's own condition may read
+    /// what it holds.
+    fn enclosing_loop(&self, acts: &[Activity], target: &str, reader: &Activity) -> Option<String> {
+        let parent_of = |name: &str| {
+            acts.iter()
+                .find(|c| c.name == name)
+                .and_then(|c| c.parent.clone())
+        };
+        let mut reader_chain = vec![reader.name.clone()];
+        let mut at = reader.parent.clone();
+        while let Some(p) = at {
+            at = parent_of(&p);
+            reader_chain.push(p);
+        }
+        let mut at = parent_of(target);
+        while let Some(p) = at {
+            let container = acts.iter().find(|c| c.name == p)?;
+            if ["Until", "ForEach"].contains(&container.kind.as_str()) && !reader_chain.contains(&p)
+            {
+                return Some(p);
+            }
+            at = container.parent.clone();
+        }
+        None
+    }
+
+    /// Activities that have certainly run whenever `a` runs: those it depends on (transitively) through
+    /// dependencies that do not allow `Skipped`, in its container and in every enclosing one, and, for
+    /// an Until's condition, the first activity of its body.
+    fn guaranteed(&self, acts: &[Activity], a: &Activity) -> BTreeSet<String> {
+        let by_name: BTreeMap<&str, &Activity> =
+            acts.iter().map(|a| (a.name.as_str(), a)).collect();
+        let mut out = BTreeSet::new();
+        if a.kind == "Until" {
+            // Each iteration runs the body; its activities without dependencies always start.
+            for c in acts
+                .iter()
+                .filter(|c| c.parent.as_deref() == Some(a.name.as_str()))
+            {
+                if c.deps.is_empty() {
+                    out.insert(c.name.clone());
+                }
+            }
+            // Those that depend only on guaranteed ones through Succeeded run whenever the loop goes on.
+            loop {
+                let before = out.len();
+                for c in acts
+                    .iter()
+                    .filter(|c| c.parent.as_deref() == Some(a.name.as_str()))
+                {
+                    if !c.deps.is_empty()
+                        && c.deps.iter().all(|(d, conds)| {
+                            out.contains(d) && conds.iter().all(|c| c != "Skipped")
+                        })
+                    {
+                        out.insert(c.name.clone());
+                    }
+                }
+                if out.len() == before {
+                    break;
+                }
+            }
+        }
+        let mut current = Some(a);
+        while let Some(x) = current {
+            let mut stack: Vec<String> = x
+                .deps
+                .iter()
+                .filter(|(_, conds)| !conds.iter().any(|c| c == "Skipped"))
+                .map(|(d, _)| d.clone())
+                .collect();
+            while let Some(d) = stack.pop() {
+                if out.insert(d.clone()) {
+                    if let Some(up) = by_name.get(d.as_str()) {
+                        stack.extend(
+                            up.deps
+                                .iter()
+                                .filter(|(_, conds)| !conds.iter().any(|c| c == "Skipped"))
+                                .map(|(d, _)| d.clone()),
+                        );
                     }
                 }
             }
@@ -635,20 +769,47 @@ fn shipped_pipelines_call_existing_functions_and_read_what_they_return() {
             "VmPower"
         ]
     );
-    // The VM is released on every path: Stop VM runs whether the worker's loop succeeded, failed or
-    // was skipped (because the VM or the worker could not be started).
+    // The VM is released whenever it was started: after the worker's loop, whether it succeeded, failed
+    // or was skipped (the VM never became ready, or the worker could not be started) — but never when
+    // the start itself failed. The worker's result comes after the stop, whatever the stop did.
     let vm = factory.activities("04-Infant-VmPower");
-    let stop = vm.iter().find(|a| a.name == "Stop VM").expect("Stop VM");
+    let find = |name: &str| vm.iter().find(|a| a.name == name).expect(name);
+    let conditions = |c: &[&str]| c.iter().map(|c| c.to_string()).collect::<Vec<_>>();
     assert_eq!(
-        stop.deps,
-        [(
-            "Wait Until Worker Completes".to_string(),
-            vec!["Completed".to_string(), "Skipped".to_string()]
-        )]
+        find("Stop VM").deps,
+        [
+            ("Start VM".to_string(), conditions(&["Succeeded"])),
+            (
+                "Wait Until Worker Completes".to_string(),
+                conditions(&["Completed", "Skipped"])
+            )
+        ]
     );
-    assert!(stop.json["typeProperties"]["body"]["value"]
-        .as_str()
-        .is_some_and(|b| b.contains("\"action\": \"stop\"") && b.contains("pipeline().RunId")));
+    assert_eq!(
+        find("Worker Result").deps,
+        [("Stop VM".to_string(), conditions(&["Completed"]))]
+    );
+    assert_eq!(
+        find("VM Not Started").deps,
+        [("Start VM".to_string(), conditions(&["Failed"]))]
+    );
+    // Every VmPower call names the worker, so the VM comes from its metadata.
+    for name in ["Start VM", "Get VM Status", "Stop VM"] {
+        let body = find(name).json["typeProperties"]["body"]["value"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        for field in ["executionId", "stageId", "pipelineId"] {
+            assert!(body.contains(&format!("\"{field}\"")), "{name}: {body}");
+        }
+        assert!(!body.contains("vmName"), "{name}: {body}");
+    }
+    let declared = &factory.pipelines["04-Infant-VmPower"]["properties"]["parameters"];
+    assert_eq!(
+        declared.as_object().map(|o| o.len()),
+        Some(3),
+        "the Child's three parameters are all the VmPower Infant needs"
+    );
 }
 
 #[test]
@@ -661,10 +822,13 @@ fn activities_per_worker_lifecycle_stay_within_budget() {
     );
     assert!(success <= 4, "fixed activities per worker: {success}");
     assert_eq!(polls.len(), 1);
-    assert!(polls[0].1 <= 2, "activities per poll: {}", polls[0].1);
+    // Check, copy the answer into a variable (what is read after the loop, as procfwk's Infant does),
+    // wait.
+    assert!(polls[0].1 <= 3, "activities per poll: {}", polls[0].1);
     let (success, failure, polls) = factory.lifecycle("04-Infant-VmPower");
     eprintln!("04-Infant-VmPower: {success} activities per worker (+{} when it fails), {polls:?} per poll", failure - success);
-    assert!(polls.iter().all(|(_, n)| *n <= 2), "{polls:?}");
+    // The worker's loop copies the check's answer into a variable (read after the loop) each poll.
+    assert!(polls.iter().all(|(_, n)| *n <= 3), "{polls:?}");
     assert!(success <= 8, "{success}");
 }
 
@@ -672,7 +836,25 @@ fn activities_per_worker_lifecycle_stay_within_budget() {
 fn broken_pipelines_are_detected() {
     // Each change breaks the Infant in one way the validation must report.
     type Break = fn(&mut Value);
-    let cases: [(&str, Break); 9] = [
+    let cases: [(&str, Break); 12] = [
+        (
+            "inside the loop Wait Until Worker Completes from outside it",
+            |p| {
+                p["properties"]["activities"][2]["typeProperties"]["expression"]["value"] =
+                    "@equals('Success', activity('Check Worker').output.WorkerStatus)".into();
+            },
+        ),
+        ("may not have run", |p| {
+            let succeeded = &mut p["properties"]["activities"][2];
+            succeeded["dependsOn"][0]["dependencyConditions"] =
+                serde_json::json!(["Succeeded", "Skipped"]);
+            succeeded["typeProperties"]["expression"]["value"] =
+                "@equals('', activity('Execute Worker').output.RunId)".into();
+        }),
+        ("reads undeclared variable Nope", |p| {
+            p["properties"]["activities"][2]["typeProperties"]["expression"]["value"] =
+                "@equals('Success', json(variables('Nope')).WorkerStatus)".into();
+        }),
         ("no function", |p| {
             p["properties"]["activities"][0]["typeProperties"]["functionName"] =
                 "ExecutePipelineV3".into()
@@ -830,6 +1012,8 @@ fn steps_of(factory: &Factory, list: &Value) -> Vec<Step> {
 
 #[derive(Clone, Debug, serde::Deserialize)]
 struct Call {
+    #[serde(default)]
+    action: Option<String>,
     function: String,
     status: u16,
     stage_id: Option<i64>,
@@ -1102,6 +1286,7 @@ fn the_call_replay_rejects_a_sequence_the_pipelines_would_not_make() {
         &factory.pipelines["02-Parent"]["properties"]["activities"],
     );
     let call = |function: &str, stage: Option<i64>, worker: Option<i64>| Call {
+        action: None,
         function: function.into(),
         status: 200,
         stage_id: stage,
@@ -1133,4 +1318,911 @@ fn the_call_replay_rejects_a_sequence_the_pipelines_would_not_make() {
     late_stage.insert(7, call("PrepareStage", Some(1), None));
     late_stage.insert(7, call("PrepareStage", Some(2), None));
     assert!(replay(&steps, &late_stage).is_err());
+}
+
+// ---- procfwk run playing 04-Infant-VmPower: a VM per stage, and each failure path ---------------------
+
+/// Rows of a query, every column as text.
+struct Rows(&'static str, &'static [&'static str]);
+
+#[async_trait::async_trait]
+impl procfwk::store::Transition for Rows {
+    type Output = Vec<Vec<Option<String>>>;
+    type Error = procfwk::store::StoreError;
+    async fn apply(&self, tx: &mut dyn procfwk::store::Tx) -> Result<Self::Output, Self::Error> {
+        let statement = procfwk::store::Statement {
+            name: "test",
+            sql: self.0,
+        };
+        let rows = tx.query(&statement, &[]).await?;
+        rows.iter()
+            .map(|r| {
+                self.1
+                    .iter()
+                    .map(|c| match r.opt_text(c) {
+                        Ok(t) => Ok(t),
+                        Err(_) => r.opt_i64(c).map(|n| n.map(|n| n.to_string())),
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+struct VmRun {
+    succeeded: bool,
+    stdout: String,
+    calls: Vec<Call>,
+    /// `(stage, pipeline) → PipelineStatus` of the execution's workers.
+    workers: BTreeMap<(i64, i64), String>,
+    /// Leases still held, by pool.
+    leases: Vec<String>,
+    /// `VmName Event` of the power log.
+    power_log: Vec<String>,
+}
+
+impl VmRun {
+    /// The calls about one worker, as `Function` or `VmPower:action`.
+    fn calls_of(&self, pipeline_id: i64) -> Vec<String> {
+        self.calls
+            .iter()
+            .filter(|c| c.pipeline_id == Some(pipeline_id))
+            .map(|c| match &c.action {
+                Some(a) => format!("{}:{a}", c.function),
+                None => c.function.clone(),
+            })
+            .collect()
+    }
+
+    fn statuses_of_stage(&self, stage: i64) -> BTreeSet<String> {
+        self.workers
+            .iter()
+            .filter(|((s, _), _)| *s == stage)
+            .map(|(_, status)| status.clone())
+            .collect()
+    }
+}
+
+/// The sample with one VM per stage (stage N's workers on `vm_of(N)`, grace 0 so that a stop
+/// deallocates at once), played by `procfwk run --simulate --infant vm-power`.
+async fn vm_run(vm_of: fn(i64) -> String, sim_config: Option<Value>) -> VmRun {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = format!("sqlite:{}", dir.path().join("procfwk.db").display());
+    for args in [&["db", "init"][..], &["db", "seed-sample"][..]] {
+        let out = procfwk(args, &db);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let store = procfwk::store::Store::open(&db, None).await.expect("store");
+    let stages = store
+        .run(&Rows(
+            "SELECT DISTINCT StageId FROM procfwk.Pipelines WHERE StageId <= 4",
+            &["StageId"],
+        ))
+        .await
+        .expect("stages");
+    for stage in stages
+        .iter()
+        .filter_map(|r| r[0].as_deref()?.parse::<i64>().ok())
+    {
+        let sql = format!(
+            "INSERT INTO procfwk.WorkerRuntimes (PipelineId, SubscriptionId, ResourceGroupName, VmNames, GraceSeconds, LeaseSeconds) \
+             SELECT PipelineId, '12345678-1234-1234-1234-012345678910', 'ADF.procfwk', '{}', 0, 600 FROM procfwk.Pipelines WHERE StageId = {stage}",
+            vm_of(stage)
+        );
+        store
+            .run(&Exec(Box::leak(sql.into_boxed_str())))
+            .await
+            .expect("runtime rows");
+    }
+    let record = dir.path().join("calls.json");
+    let mut args: Vec<String> = [
+        "run",
+        "--simulate",
+        "--time-scale",
+        "0.01",
+        "--quiet",
+        "--infant",
+        "vm-power",
+        "--db",
+        &db,
+        "--record",
+        record.to_str().expect("path"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if let Some(config) = sim_config {
+        let path = dir.path().join("sim.json");
+        std::fs::write(&path, config.to_string()).expect("sim config");
+        args.extend(["--sim-config".to_string(), path.display().to_string()]);
+    }
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = procfwk(&argv, &db);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let calls: Vec<Call> = serde_json::from_slice(&std::fs::read(&record).unwrap_or_else(|e| {
+        panic!(
+            "no call record ({e}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }))
+    .expect("call record");
+    // A failed execution stays in CurrentExecution (for a restart); a finished one is in the log, where
+    // the last entry of each worker is its final state.
+    let mut workers: BTreeMap<(i64, i64), String> = BTreeMap::new();
+    for sql in [
+        "SELECT StageId, PipelineId, PipelineStatus FROM procfwk.ExecutionLog ORDER BY LogId",
+        "SELECT StageId, PipelineId, PipelineStatus FROM procfwk.CurrentExecution",
+    ] {
+        let rows = store
+            .run(&Rows(sql, &["StageId", "PipelineId", "PipelineStatus"]))
+            .await
+            .expect("workers");
+        if sql.contains("CurrentExecution") && !rows.is_empty() {
+            workers.clear();
+        }
+        for r in rows {
+            let n = |i: usize| r[i].as_deref().and_then(|t| t.parse().ok()).unwrap_or(-1);
+            workers.insert((n(0), n(1)), r[2].clone().unwrap_or_default());
+        }
+    }
+    let leases = store
+        .run(&Rows("SELECT PoolKey FROM procfwk.VmLeases", &["PoolKey"]))
+        .await
+        .expect("leases")
+        .into_iter()
+        .filter_map(|r| r[0].clone())
+        .collect();
+    let power_log = store
+        .run(&Rows(
+            "SELECT VmName, Event FROM procfwk.VmPowerLog ORDER BY LogId",
+            &["VmName", "Event"],
+        ))
+        .await
+        .expect("power log")
+        .into_iter()
+        .map(|r| {
+            format!(
+                "{} {}",
+                r[0].clone().unwrap_or_default(),
+                r[1].clone().unwrap_or_default()
+            )
+        })
+        .collect();
+    VmRun {
+        succeeded: out.status.success(),
+        stdout,
+        calls,
+        workers,
+        leases,
+        power_log,
+    }
+}
+
+fn vm_per_stage(stage: i64) -> String {
+    format!("shir-vm-{stage}")
+}
+
+/// The simulator's sample VMs, `refused` answering 403 to one of its power actions.
+fn sim_refusing(vm: &str, action: &str) -> Value {
+    let vms: Vec<Value> = (1..=4)
+        .map(|n| {
+            let name = format!("shir-vm-{n}");
+            let refused: Vec<&str> = if name == vm { vec![action] } else { vec![] };
+            serde_json::json!({"name": name, "refused_actions": refused})
+        })
+        .collect();
+    serde_json::json!({ "vms": vms })
+}
+
+/// Start, status until ready, the worker, stop: what 04-Infant-VmPower calls for a worker that runs.
+fn ran_with_its_vm(calls: &[String]) -> bool {
+    let Some(first) = calls.first() else {
+        return false;
+    };
+    let after_status = calls.iter().skip(1).skip_while(|c| *c == "VmPower:status");
+    let rest: Vec<&String> = after_status.collect();
+    first == "VmPower:start"
+        && calls.get(1).map(String::as_str) == Some("VmPower:status")
+        && rest.first().map(|c| c.as_str()) == Some("ExecutePipelineV2")
+        && rest
+            .iter()
+            .filter(|c| c.as_str() == "CheckPipelineStatus")
+            .count()
+            >= 1
+        && rest.last().map(|c| c.as_str()) == Some("VmPower:stop")
+}
+
+#[tokio::test]
+async fn procfwk_run_plays_the_vm_power_infant_with_a_vm_per_stage() {
+    let run = vm_run(vm_per_stage, None).await;
+    assert!(run.succeeded, "{}", run.stdout);
+    assert_eq!(run.workers.len(), 11);
+    assert!(
+        run.workers.values().all(|s| s == "Success"),
+        "{:?}",
+        run.workers
+    );
+    for pipeline in run.workers.keys().map(|(_, p)| *p) {
+        let calls = run.calls_of(pipeline);
+        assert!(ran_with_its_vm(&calls), "worker {pipeline}: {calls:?}");
+    }
+    let outcomes = replay_vm_infant(&run);
+    assert_eq!(outcomes.len(), 11);
+    for (pipeline, o) in &outcomes {
+        assert_eq!(o["Stop VM"], Outcome::Succeeded, "worker {pipeline}");
+        assert_eq!(o["VM Not Started"], Outcome::Skipped, "worker {pipeline}");
+    }
+    // Each stage started its own VM, and each was deallocated once its workers were done.
+    for n in 1..=4 {
+        for event in ["StartRequested", "DeallocateRequested"] {
+            assert!(
+                run.power_log.contains(&format!("shir-vm-{n} {event}")),
+                "shir-vm-{n} {event}: {:?}",
+                run.power_log
+            );
+        }
+    }
+    assert_eq!(run.leases, Vec::<String>::new(), "every lease given back");
+}
+
+#[tokio::test]
+async fn a_missing_vm_fails_its_workers_cleanly_blocks_later_stages_and_is_never_stopped() {
+    fn missing_in_stage_2(stage: i64) -> String {
+        if stage == 2 {
+            "shir-vm-missing".into()
+        } else {
+            vm_per_stage(stage)
+        }
+    }
+    let run = vm_run(missing_in_stage_2, None).await;
+    assert!(!run.succeeded, "the run fails: {}", run.stdout);
+    assert_eq!(
+        run.statuses_of_stage(1),
+        BTreeSet::from(["Success".to_string()])
+    );
+    assert_eq!(
+        run.statuses_of_stage(2),
+        BTreeSet::from(["StartRuntimeVmError".to_string()]),
+        "{:?}",
+        run.workers
+    );
+    for stage in [3, 4] {
+        assert_eq!(
+            run.statuses_of_stage(stage),
+            BTreeSet::from(["Blocked".to_string()])
+        );
+    }
+    for ((stage, pipeline), _) in run.workers.iter().filter(|((s, _), _)| *s == 2) {
+        assert_eq!(
+            run.calls_of(*pipeline),
+            ["VmPower:start"],
+            "stage {stage} worker {pipeline}: no stop for a VM never started, no worker run"
+        );
+    }
+    assert!(
+        run.calls.iter().all(|c| !(c.function == "VmPower"
+            && c.status == 404
+            && c.action.as_deref() != Some("start"))),
+        "only the start met the missing VM"
+    );
+    assert!(run
+        .calls
+        .iter()
+        .any(|c| c.function == "VmPower" && c.status == 404));
+    assert!(
+        run.leases.is_empty(),
+        "no lease left on the missing VM: {:?}",
+        run.leases
+    );
+    assert!(
+        run.stdout.contains("could not be started") || run.stdout.contains("VmNotStarted"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[tokio::test]
+async fn a_refused_start_fails_the_worker_without_a_stop_and_a_refused_stop_fails_nothing() {
+    // Stage 3's VM refuses to start: its workers fail (recorded), stage 4 is blocked, no stop is tried.
+    let run = vm_run(vm_per_stage, Some(sim_refusing("shir-vm-3", "start"))).await;
+    assert!(!run.succeeded, "{}", run.stdout);
+    for stage in [1, 2] {
+        assert_eq!(
+            run.statuses_of_stage(stage),
+            BTreeSet::from(["Success".to_string()])
+        );
+    }
+    assert_eq!(
+        run.statuses_of_stage(3),
+        BTreeSet::from(["StartRuntimeVmError".to_string()])
+    );
+    assert_eq!(
+        run.statuses_of_stage(4),
+        BTreeSet::from(["Blocked".to_string()])
+    );
+    for ((_, pipeline), _) in run.workers.iter().filter(|((s, _), _)| *s == 3) {
+        assert_eq!(run.calls_of(*pipeline), ["VmPower:start"]);
+    }
+    assert!(run
+        .calls
+        .iter()
+        .any(|c| c.function == "VmPower" && c.status == 403));
+
+    // Stage 4's VM refuses to deallocate: the worker still succeeds, and so does the run; the lease
+    // stays until it expires (the idle sweep deallocates the VM later).
+    let run = vm_run(vm_per_stage, Some(sim_refusing("shir-vm-4", "deallocate"))).await;
+    assert!(run.succeeded, "a failed stop fails nothing: {}", run.stdout);
+    assert!(
+        run.workers.values().all(|s| s == "Success"),
+        "{:?}",
+        run.workers
+    );
+    let (_, pipeline) = *run
+        .workers
+        .keys()
+        .find(|(s, _)| *s == 4)
+        .expect("a stage-4 worker");
+    let calls = run.calls_of(pipeline);
+    assert!(ran_with_its_vm(&calls), "{calls:?}");
+    let stops: Vec<u16> = run
+        .calls
+        .iter()
+        .filter(|c| c.pipeline_id == Some(pipeline) && c.action.as_deref() == Some("stop"))
+        .map(|c| c.status)
+        .collect();
+    assert_eq!(
+        stops,
+        [403, 403, 403],
+        "Stop VM and its two retries, all refused"
+    );
+    assert!(
+        run.leases.iter().all(|p| p.ends_with("/shir-vm-4")) && !run.leases.is_empty(),
+        "only shir-vm-4's lease is left: {:?}",
+        run.leases
+    );
+}
+
+// ---- evaluating the pipelines' expressions: bodies are JSON whatever the values ---------------------
+
+/// A small interpreter of ADF's expression language, enough for the shipped request bodies: string
+/// interpolation (`@{…}`), literals (`'…'` with `''` for a quote; a backslash is an ordinary character),
+/// `pipeline()`, `activity('…')`, `item()`, `variables('…')`, property access (`.x`, `?.x`, `['x']`) and
+/// the functions the bodies use.
+struct Adf {
+    pipeline: Value,
+    activities: BTreeMap<String, Value>,
+    item: Value,
+    variables: BTreeMap<String, Value>,
+}
+
+impl Adf {
+    /// A JSON string value of a pipeline: an expression when it starts with `@`, interpolated
+    /// otherwise (ADF's rules; `@@` is a literal `@`).
+    fn evaluate_text(&self, text: &str) -> Result<Value, String> {
+        if let Some(expr) = text.strip_prefix('@') {
+            if !expr.starts_with('{') && !expr.starts_with('@') {
+                return self.expression(expr);
+            }
+        }
+        let mut out = String::new();
+        let mut rest = text;
+        while let Some(at) = rest.find("@{") {
+            out.push_str(&rest[..at]);
+            let chars: Vec<(usize, char)> = rest[at + 2..].char_indices().collect();
+            let (mut depth, mut quoted, mut end) = (0i32, false, None);
+            for (i, c) in chars {
+                match c {
+                    '\'' => quoted = !quoted,
+                    '{' if !quoted => depth += 1,
+                    '}' if !quoted && depth == 0 => {
+                        end = Some(at + 2 + i);
+                        break;
+                    }
+                    '}' if !quoted => depth -= 1,
+                    _ => {}
+                }
+            }
+            let end = end.ok_or(format!("unterminated @{{ in {text}"))?;
+            let value = self.expression(&rest[at + 2..end])?;
+            out.push_str(&match value {
+                Value::String(s) => s,
+                other => other.to_string(),
+            });
+            rest = &rest[end + 1..];
+        }
+        out.push_str(rest);
+        Ok(Value::String(out))
+    }
+
+    fn expression(&self, expr: &str) -> Result<Value, String> {
+        let chars: Vec<char> = expr.chars().collect();
+        let mut at = 0;
+        let v = self.parse(&chars, &mut at)?;
+        skip_spaces(&chars, &mut at);
+        if at != chars.len() {
+            return Err(format!("trailing text at {at} in {expr}"));
+        }
+        Ok(v)
+    }
+
+    fn parse(&self, c: &[char], at: &mut usize) -> Result<Value, String> {
+        skip_spaces(c, at);
+        let mut value = match c.get(*at) {
+            Some('\'') => {
+                let mut s = String::new();
+                *at += 1;
+                loop {
+                    match c.get(*at) {
+                        None => return Err("unterminated string".into()),
+                        Some('\'') if c.get(*at + 1) == Some(&'\'') => {
+                            s.push('\'');
+                            *at += 2;
+                        }
+                        Some('\'') => {
+                            *at += 1;
+                            break;
+                        }
+                        Some(ch) => {
+                            s.push(*ch);
+                            *at += 1;
+                        }
+                    }
+                }
+                Value::String(s)
+            }
+            Some(ch) if ch.is_ascii_digit() || *ch == '-' => {
+                let start = *at;
+                *at += 1;
+                while c.get(*at).is_some_and(|d| d.is_ascii_digit()) {
+                    *at += 1;
+                }
+                let text: String = c[start..*at].iter().collect();
+                Value::from(text.parse::<i64>().map_err(|e| e.to_string())?)
+            }
+            Some(ch) if ch.is_ascii_alphabetic() => {
+                let start = *at;
+                while c
+                    .get(*at)
+                    .is_some_and(|d| d.is_ascii_alphanumeric() || *d == '_')
+                {
+                    *at += 1;
+                }
+                let name: String = c[start..*at].iter().collect();
+                match name.as_str() {
+                    "true" => Value::Bool(true),
+                    "false" => Value::Bool(false),
+                    "null" => Value::Null,
+                    _ => {
+                        skip_spaces(c, at);
+                        if c.get(*at) != Some(&'(') {
+                            return Err(format!("{name} is not called"));
+                        }
+                        *at += 1;
+                        let mut args = Vec::new();
+                        skip_spaces(c, at);
+                        if c.get(*at) == Some(&')') {
+                            *at += 1;
+                        } else {
+                            loop {
+                                args.push(self.parse(c, at)?);
+                                skip_spaces(c, at);
+                                match c.get(*at) {
+                                    Some(',') => *at += 1,
+                                    Some(')') => {
+                                        *at += 1;
+                                        break;
+                                    }
+                                    other => return Err(format!("{name}(…): got {other:?}")),
+                                }
+                            }
+                        }
+                        self.call(&name, &args)?
+                    }
+                }
+            }
+            other => return Err(format!("unexpected {other:?}")),
+        };
+        loop {
+            let optional = c.get(*at) == Some(&'?');
+            let step = if optional { *at + 1 } else { *at };
+            match c.get(step) {
+                Some('.') => {
+                    *at = step + 1;
+                    let start = *at;
+                    while c
+                        .get(*at)
+                        .is_some_and(|d| d.is_ascii_alphanumeric() || *d == '_')
+                    {
+                        *at += 1;
+                    }
+                    let name: String = c[start..*at].iter().collect();
+                    value = property(&value, &name, optional)?;
+                }
+                Some('[') => {
+                    *at = step + 1;
+                    let index = self.parse(c, at)?;
+                    skip_spaces(c, at);
+                    if c.get(*at) != Some(&']') {
+                        return Err("expected ]".into());
+                    }
+                    *at += 1;
+                    value = match index {
+                        Value::String(k) => property(&value, &k, optional)?,
+                        Value::Number(n) => n
+                            .as_u64()
+                            .and_then(|i| value.get(i as usize).cloned())
+                            .ok_or("index out of range")?,
+                        other => return Err(format!("bad index {other}")),
+                    };
+                }
+                _ => return Ok(value),
+            }
+        }
+    }
+
+    fn call(&self, name: &str, args: &[Value]) -> Result<Value, String> {
+        let text = |i: usize| -> Result<String, String> {
+            match args.get(i) {
+                Some(Value::String(s)) => Ok(s.clone()),
+                Some(other) => Err(format!("{name}: argument {i} is {other}, not a string")),
+                None => Err(format!("{name}: no argument {i}")),
+            }
+        };
+        Ok(match name {
+            "pipeline" => self.pipeline.clone(),
+            "activity" => {
+                self.activities.get(&text(0)?).cloned().ok_or_else(|| {
+                    format!("activity {} has not run", text(0).unwrap_or_default())
+                })?
+            }
+            "item" => self.item.clone(),
+            "variables" => self
+                .variables
+                .get(&text(0)?)
+                .cloned()
+                .ok_or("no such variable")?,
+            "replace" => Value::String(text(0)?.replace(&text(1)?, &text(2)?)),
+            "concat" => Value::String(
+                args.iter()
+                    .map(|a| match a {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    })
+                    .collect(),
+            ),
+            "string" => Value::String(match &args[0] {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            }),
+            "json" => serde_json::from_str(&text(0)?).map_err(|e| format!("json(): {e}"))?,
+            "equals" => Value::Bool(args.first() == args.get(1)),
+            other => return Err(format!("the test's interpreter does not know {other}()")),
+        })
+    }
+}
+
+fn skip_spaces(c: &[char], at: &mut usize) {
+    while c.get(*at).is_some_and(|ch| ch.is_whitespace()) {
+        *at += 1;
+    }
+}
+
+fn property(value: &Value, name: &str, optional: bool) -> Result<Value, String> {
+    match value.get(name) {
+        Some(v) => Ok(v.clone()),
+        None if optional => Ok(Value::Null),
+        None => Err(format!("no property {name} in {value}")),
+    }
+}
+
+/// A value with every character JSON must escape in a string: quote, backslash, and a backslash
+/// sequence that would mean something else if pasted raw.
+const AWKWARD: &str = r#"Daily "EU" \ batch \" \\n \u0041"#;
+
+/// Every Azure Function activity body of every pipeline, evaluated with `AWKWARD` as each string
+/// parameter, activity output and item field: `(pipeline, activity, template, evaluated body)`.
+fn evaluated_bodies(factory: &Factory) -> Vec<(String, String, String, Result<Value, String>)> {
+    let mut out = Vec::new();
+    for (name, pipeline) in &factory.pipelines {
+        let declared = pipeline["properties"]["parameters"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        let parameters: serde_json::Map<String, Value> = declared
+            .iter()
+            .map(|(p, d)| {
+                let v = if d["type"] == "int" {
+                    Value::from(7)
+                } else {
+                    Value::from(AWKWARD)
+                };
+                (p.clone(), v)
+            })
+            .collect();
+        let acts = factory.activities(name);
+        // Every output field an activity is read for is the awkward value.
+        let mut activities: BTreeMap<String, Value> = BTreeMap::new();
+        for a in &acts {
+            let mut strings = Vec::new();
+            own_strings(&a.json, true, &mut strings);
+            for (target, field) in strings.iter().flat_map(|s| activity_refs(s)) {
+                let entry = activities
+                    .entry(target)
+                    .or_insert_with(|| serde_json::json!({"output": {}}));
+                if let Some(f) = field {
+                    entry["output"][f] = Value::from(AWKWARD);
+                }
+            }
+        }
+        let adf = Adf {
+            pipeline: serde_json::json!({
+                "parameters": parameters,
+                "RunId": AWKWARD,
+                "DataFactory": AWKWARD,
+            }),
+            activities,
+            item: serde_json::json!({}),
+            variables: BTreeMap::new(),
+        };
+        for a in acts.iter().filter(|a| a.kind == "AzureFunctionActivity") {
+            let template = a.json["typeProperties"]["body"]["value"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let body = adf.evaluate_text(&template).and_then(|v| match v {
+                Value::String(s) => serde_json::from_str(&s).map_err(|e| format!("{e}: {s}")),
+                other => Ok(other),
+            });
+            out.push((name.clone(), a.name.clone(), template, body));
+        }
+    }
+    out
+}
+
+#[test]
+fn every_request_body_is_json_and_carries_quotes_and_backslashes_intact() {
+    let factory = Factory::shipped();
+    let bodies = evaluated_bodies(&factory);
+    assert_eq!(bodies.len(), 10, "the ten Azure Function activities");
+    for (pipeline, activity, template, body) in &bodies {
+        let body = body
+            .as_ref()
+            .unwrap_or_else(|e| panic!("{pipeline} / {activity}: not JSON: {e}"));
+        // Every field the template fills from an expression inside quotes arrives as the value itself;
+        // literal fields keep their literal.
+        let shape = body_as_json(template).expect("template shape");
+        for (field, placeholder) in shape.as_object().into_iter().flatten() {
+            let got = &body[field];
+            match placeholder {
+                Value::String(s) if s == "0" => assert_eq!(
+                    got,
+                    &Value::from(AWKWARD),
+                    "{pipeline} / {activity}: {field}"
+                ),
+                Value::Number(_) => assert!(got.is_number(), "{pipeline} / {activity}: {field}"),
+                literal => assert_eq!(got, literal, "{pipeline} / {activity}: {field}"),
+            }
+        }
+    }
+    // What the handler reads: StartExecution's batch name, through the handler's own field reader.
+    let (_, _, _, start) = bodies
+        .iter()
+        .find(|(p, a, _, _)| p == "02-Parent" && a == "Start Execution")
+        .expect("Start Execution");
+    let start = start.as_ref().expect("JSON");
+    let fields = procfwk::domain::request::Fields::new(start).expect("an object");
+    assert_eq!(
+        fields.text("batchName").expect("text").as_deref(),
+        Some(AWKWARD)
+    );
+}
+
+#[test]
+fn the_interpreter_catches_a_body_that_pastes_values_raw() {
+    let adf = Adf {
+        pipeline: serde_json::json!({"parameters": {"BatchName": AWKWARD}}),
+        activities: BTreeMap::new(),
+        item: Value::Null,
+        variables: BTreeMap::new(),
+    };
+    // The Parent's body before it escaped its values.
+    let raw = adf
+        .evaluate_text("{\"batchName\": \"@{pipeline().parameters.BatchName}\"}")
+        .expect("evaluates");
+    assert!(serde_json::from_str::<Value>(raw.as_str().unwrap_or_default()).is_err());
+    // ADF's literals: '' is a quote, a backslash is itself.
+    assert_eq!(
+        adf.expression("'it''s \\ fine'"),
+        Ok(Value::from("it's \\ fine"))
+    );
+    assert_eq!(adf.expression("concat('a', 'b')"), Ok(Value::from("ab")));
+}
+
+#[test]
+fn the_managed_identity_linked_service_variant_replaces_the_key_one() {
+    let default = &resources("linkedService")["FrameworkFunctions"];
+    let path = repo().join("deploy/adf-msi/linkedService/FrameworkFunctions.json");
+    let msi = read_json(&path);
+    // The same resource, so the pipelines use it unchanged when it is deployed instead.
+    assert_eq!(msi["name"], default["name"]);
+    assert_eq!(msi["type"], default["type"]);
+    assert_eq!(msi["properties"]["type"], "AzureFunction");
+    let tp = &msi["properties"]["typeProperties"];
+    assert_eq!(tp["authentication"], "MSI");
+    assert!(tp["resourceId"].as_str().is_some_and(|r| !r.is_empty()));
+    assert!(tp["functionAppUrl"]
+        .as_str()
+        .is_some_and(|u| u.starts_with("https://")));
+    assert!(
+        tp.get("functionKey").is_none(),
+        "no shared secret in the factory"
+    );
+    // The default keeps the function key (from Key Vault).
+    assert!(default["properties"]["typeProperties"]["functionKey"].is_object());
+    assert!(default["properties"]["typeProperties"]
+        .get("authentication")
+        .is_none());
+}
+
+// ---- one worker's calls replayed against an Infant pipeline with ADF's dependency rules --------------
+
+/// How an activity ended, for its dependants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    Succeeded,
+    Failed,
+    Skipped,
+}
+
+/// `Function` or `Function:action` for an Azure Function activity (VmPower's literal action).
+fn call_label(activity: &Value) -> String {
+    let tp = &activity["typeProperties"];
+    let function = tp["functionName"].as_str().unwrap_or_default();
+    let body = tp["body"]["value"].as_str().unwrap_or_default();
+    match body_as_json(body)
+        .ok()
+        .and_then(|b| b["action"].as_str().map(String::from))
+    {
+        Some(action) => format!("{function}:{action}"),
+        None => function.to_string(),
+    }
+}
+
+fn label_of(call: &Call) -> String {
+    match &call.action {
+        Some(a) => format!("{}:{a}", call.function),
+        None => call.function.clone(),
+    }
+}
+
+/// Replay `calls` against one container of activities: each activity runs when all its dependencies
+/// are met (`Completed` = succeeded or failed; a skipped activity's dependants see `Skipped`), an
+/// Azure Function activity consumes its call and retries, an Until repeats its body while the next call
+/// is the body's first. Returns the calls consumed and every activity's outcome.
+fn replay_container(
+    list: &Value,
+    calls: &[Call],
+) -> Result<(usize, BTreeMap<String, Outcome>), String> {
+    let acts: Vec<Value> = list.as_array().cloned().unwrap_or_default();
+    let mut outcome: BTreeMap<String, Outcome> = BTreeMap::new();
+    let mut i = 0;
+    while outcome.len() < acts.len() {
+        let ready = acts.iter().find(|a| {
+            let name = a["name"].as_str().unwrap_or_default();
+            !outcome.contains_key(name)
+                && a["dependsOn"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .all(|d| outcome.contains_key(d["activity"].as_str().unwrap_or_default()))
+        });
+        let a = ready.ok_or("dependency cycle")?;
+        let name = a["name"].as_str().unwrap_or_default().to_string();
+        let runs = a["dependsOn"].as_array().into_iter().flatten().all(|d| {
+            let o = outcome[d["activity"].as_str().unwrap_or_default()];
+            d["dependencyConditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| {
+                    matches!(
+                        (c.as_str().unwrap_or_default(), o),
+                        ("Succeeded", Outcome::Succeeded)
+                            | ("Failed", Outcome::Failed)
+                            | ("Completed", Outcome::Succeeded | Outcome::Failed)
+                            | ("Skipped", Outcome::Skipped)
+                    )
+                })
+        });
+        if !runs {
+            outcome.insert(name, Outcome::Skipped);
+            continue;
+        }
+        let result = match a["type"].as_str().unwrap_or_default() {
+            "AzureFunctionActivity" => {
+                let label = call_label(a);
+                let retries = a["policy"]["retry"].as_u64().unwrap_or(0);
+                let mut ok = false;
+                for _ in 0..=retries {
+                    let call = calls.get(i).ok_or(format!(
+                        "{name}: expected {label}, the worker's calls ended"
+                    ))?;
+                    if label_of(call) != label {
+                        return Err(format!("{name}: expected {label}, got {}", label_of(call)));
+                    }
+                    i += 1;
+                    if call.status == 200 {
+                        ok = true;
+                        break;
+                    }
+                    if calls.get(i).map(label_of) != Some(label.clone()) {
+                        break;
+                    }
+                }
+                if ok {
+                    Outcome::Succeeded
+                } else {
+                    Outcome::Failed
+                }
+            }
+            "Until" => {
+                let body = &a["typeProperties"]["activities"];
+                let first = body
+                    .as_array()
+                    .and_then(|b| b.iter().find(|x| x["type"] == "AzureFunctionActivity"))
+                    .map(call_label)
+                    .ok_or("an Until without a call")?;
+                let mut result = Outcome::Succeeded;
+                loop {
+                    let (n, inner) = replay_container(body, &calls[i..])?;
+                    i += n;
+                    if inner.values().any(|o| *o == Outcome::Failed) {
+                        result = Outcome::Failed;
+                        break;
+                    }
+                    if calls.get(i).map(label_of) != Some(first.clone()) {
+                        break;
+                    }
+                }
+                result
+            }
+            "Fail" => Outcome::Failed,
+            // Wait, SetVariable; an IfCondition here holds no call (its outcome is the run's, checked
+            // by the caller).
+            _ => Outcome::Succeeded,
+        };
+        outcome.insert(name, result);
+    }
+    Ok((i, outcome))
+}
+
+/// Every worker's calls in a VmPower Infant run are exactly those 04-Infant-VmPower makes, given the
+/// answers they got; returns each worker's activity outcomes.
+fn replay_vm_infant(run: &VmRun) -> BTreeMap<i64, BTreeMap<String, Outcome>> {
+    let factory = Factory::shipped();
+    let activities = &factory.pipelines["04-Infant-VmPower"]["properties"]["activities"];
+    let mut out = BTreeMap::new();
+    let workers: BTreeSet<i64> = run.calls.iter().filter_map(|c| c.pipeline_id).collect();
+    for pipeline in workers {
+        let calls: Vec<Call> = run
+            .calls
+            .iter()
+            .filter(|c| c.pipeline_id == Some(pipeline))
+            .cloned()
+            .collect();
+        let (n, outcome) = replay_container(activities, &calls)
+            .unwrap_or_else(|e| panic!("worker {pipeline}: {e}\n{:?}", run.calls_of(pipeline)));
+        assert_eq!(
+            n,
+            calls.len(),
+            "worker {pipeline}: calls the pipeline would not make: {:?}",
+            &run.calls_of(pipeline)[n..]
+        );
+        out.insert(pipeline, outcome);
+    }
+    out
 }

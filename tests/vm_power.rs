@@ -304,3 +304,28 @@ async fn a_service_principal_in_the_body_is_used_and_never_logged() {
         assert!(!logs.contains(secret), "{secret} reached the handler log");
     }
 }
+
+#[tokio::test]
+async fn worker_mode_bad_bodies_name_the_field() {
+    let vm = vm_stack(&[]);
+    let worker = |patch: Value| {
+        let mut b = json!({"action": "start", "executionId": "8a6b5c4d-1e2f-4a3b-9c8d-7e6f5a4b3c2d",
+                           "stageId": 1, "pipelineId": 1});
+        for (k, v) in patch.as_object().into_iter().flatten() {
+            b[k] = v.clone();
+        }
+        b
+    };
+    for (patch, field) in [
+        (json!({"action": "reboot"}), "action"),
+        (json!({"executionId": "not-a-guid"}), "executionId"),
+        (json!({"stageId": "one"}), "stageId"),
+        (json!({"pipelineId": null}), "pipelineId"),
+        // A worker with no procfwk.WorkerRuntimes row needs no VM.
+        (json!({}), "pipelineId"),
+    ] {
+        let (status, reply) = vm.stack.call("VmPower", &worker(patch.clone())).await;
+        assert_eq!(status, 400, "{patch}: {reply}");
+        assert_eq!(reply["error"]["field"], field, "{patch}: {reply}");
+    }
+}

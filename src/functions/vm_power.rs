@@ -8,13 +8,23 @@
 //! - `stop`: release the lease; deallocate when no live lease remains and the grace has passed.
 //!
 //! The decision itself lives in [`crate::leases`]; this module parses the request and shapes the answer.
+//!
+//! **Worker mode**: a body that names a worker of an execution (`{"action", "executionId", "stageId",
+//! "pipelineId"}`, as `04-Infant-VmPower` sends) takes the VM pool from the worker's
+//! `procfwk.WorkerRuntimes` row, holds the lease as that worker (the holder metadata-mode
+//! `ExecutePipelineV2` and `CheckPipelineStatus` use, so they renew and release the same lease) with the
+//! Function App's managed identity, and, when the VM cannot be started or made ready (ARM refuses: 404, 403,
+//! …), records the worker as failed (`StartRuntimeVmError`, with the failure-handling rule applied to its
+//! dependants) before answering with the error.
 
 use super::{AppState, FunctionError, Reply};
 use crate::domain::request::{parse_credentials, Fields};
 use crate::domain::{RequestError, ResourceName};
+use crate::leases::workers::{holder as worker_holder, ReadWorkerRuntime, WorkerRuntimeFailed};
 use crate::leases::{
     Change, Decision, LeaseError, PoolReport, PoolSpec, RuntimeRef, Sizing, MAX_NODES,
 };
+use crate::orchestration::{now, LifecycleError};
 use serde_json::{json, Value};
 
 /// What the caller asks for.
@@ -274,7 +284,98 @@ pub fn response(action: &str, holder: Option<&str>, report: &PoolReport, poll_se
     })
 }
 
+/// VmPower for a worker of an execution (see the module documentation).
+async fn run_for_worker(state: &AppState, fields: &Fields<'_>) -> Result<Reply, FunctionError> {
+    let action_text = fields.required_text("action")?;
+    let action = Action::parse(&action_text)
+        .ok_or_else(|| RequestError::new("action", "must be one of start, status, stop"))?;
+    let key = super::metadata_worker::worker_key(fields)?
+        .ok_or_else(|| RequestError::new("executionId", "is required"))?;
+    let store = state.store().await?;
+    let runtime = store
+        .run(&ReadWorkerRuntime {
+            pipeline_id: key.pipeline_id,
+            defaults: state.settings.vm.clone(),
+        })
+        .await
+        .map_err(LifecycleError::from)?
+        .ok_or_else(|| {
+            RequestError::new(
+                "pipelineId",
+                "names a worker without a procfwk.WorkerRuntimes row (it needs no VM)",
+            )
+        })?;
+    let holder = worker_holder(&key);
+    let change = match action {
+        Action::Start => Change::Take {
+            holder: holder.clone(),
+            lease_secs: runtime.lease_secs,
+        },
+        Action::Status => Change::Renew {
+            holder: holder.clone(),
+            lease_secs: runtime.lease_secs,
+        },
+        Action::Stop => Change::Release {
+            holder: holder.clone(),
+        },
+    };
+    let credential = state
+        .azure
+        .identity
+        .credential(&crate::domain::Credentials::ManagedIdentity)
+        .await?;
+    let decision = Decision::new(
+        runtime.spec.clone(),
+        change,
+        utc_now(),
+        state.arm_power(credential),
+    );
+    let report = match decision.run(store).await {
+        Ok(report) => report,
+        Err(e) => {
+            let e = FunctionError::from(e);
+            if action == Action::Stop {
+                tracing::warn!(%key, pool = %runtime.spec.key(), error = %e, "VmPower stop failed for the worker; its lease expires by itself and the idle sweep deallocates the VM");
+            } else if matches!(e, FunctionError::Upstream(_)) {
+                match store.run(&WorkerRuntimeFailed { key, now: now() }).await {
+                    Ok(true) => {
+                        tracing::warn!(%key, pool = %runtime.spec.key(), error = %e, "the worker's VM could not be started; worker recorded as failed")
+                    }
+                    Ok(false) => {
+                        tracing::warn!(%key, error = %e, "the worker's VM failed, the worker had already started")
+                    }
+                    Err(r) => {
+                        tracing::warn!(%key, error = %e, record_error = %r, "the worker's VM failed and the failure could not be recorded")
+                    }
+                }
+            }
+            return Err(e);
+        }
+    };
+    tracing::info!(
+        %key,
+        pool = %report.pool_key,
+        action = action.as_str(),
+        power_state = report.power_state.as_str(),
+        ready = report.ready,
+        active_leases = report.active_leases,
+        "VmPower decision for a worker"
+    );
+    Ok(Reply::ok(response(
+        action.as_str(),
+        Some(&holder),
+        &report,
+        state.settings.vm.poll_secs,
+    )))
+}
+
 pub async fn run(state: &AppState, body: &Value) -> Result<Reply, FunctionError> {
+    {
+        let fields = Fields::new(body)?;
+        if fields.has("executionId") {
+            return run_for_worker(state, &fields).await;
+        }
+    }
     let request = VmPowerRequest::parse(body, &state.settings.vm)?;
     let credential = state
         .azure

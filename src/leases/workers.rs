@@ -91,6 +91,46 @@ impl Transition for ReadWorkerRuntime {
     }
 }
 
+/// The status of a worker whose runtime VM could not be started or made ready.
+pub const RUNTIME_FAILED_STATUS: &str = "StartRuntimeVmError";
+
+/// Record a worker whose VM could not be started (VmPower worker mode) as failed before it ran: its
+/// status, start and end time, its log row and the failure-handling rule, in one transaction. A worker
+/// that already started, or is blocked or over, is left as it is; returns whether it was recorded.
+pub struct WorkerRuntimeFailed {
+    pub key: WorkerKey,
+    pub now: chrono::NaiveDateTime,
+}
+
+#[async_trait::async_trait]
+impl Transition for WorkerRuntimeFailed {
+    type Output = bool;
+    type Error = crate::orchestration::LifecycleError;
+
+    async fn apply(&self, tx: &mut dyn Tx) -> Result<bool, Self::Error> {
+        let [execution, stage, pipeline] = self.key.params();
+        let updated = tx
+            .execute(
+                &sql::FAIL_WAITING_WORKER,
+                &[
+                    execution,
+                    stage,
+                    pipeline,
+                    RUNTIME_FAILED_STATUS.into(),
+                    self.now.into(),
+                ],
+            )
+            .await?;
+        if updated == 0 {
+            return Ok(false);
+        }
+        tx.execute(&sql::LOG_WORKER, &self.key.params()).await?;
+        let props = crate::orchestration::Properties::read(tx).await?;
+        crate::orchestration::blocking::after_failure(tx, &props, &self.key).await?;
+        Ok(true)
+    }
+}
+
 /// Renew one holder's lease without a power decision (a worker's run is going on: the VM is known to be
 /// up, and the sweeper reconciles anyway). Returns whether the lease was there to renew.
 pub struct RenewLease {

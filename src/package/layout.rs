@@ -17,6 +17,43 @@ pub struct AppFiles {
     pub functions: Vec<(String, Vec<u8>)>,
 }
 
+/// The `authLevel` the package gives every HTTP trigger.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuthLevel {
+    /// As in `functions/` (`function`: a function key is needed).
+    Function,
+    /// No key: the app must sit behind App Service Authentication.
+    Anonymous,
+}
+
+impl AppFiles {
+    /// Set every HTTP trigger's `authLevel` (no change for [`AuthLevel::Function`]: the files are
+    /// packaged as they are).
+    pub fn with_auth_level(mut self, level: AuthLevel) -> Result<Self, PackageError> {
+        if level == AuthLevel::Function {
+            return Ok(self);
+        }
+        for (name, bytes) in &mut self.functions {
+            let mut json: Value = serde_json::from_slice(bytes)
+                .map_err(|e| invalid(Path::new(name), format!("function.json is not JSON: {e}")))?;
+            let mut changed = false;
+            for binding in json["bindings"].as_array_mut().into_iter().flatten() {
+                if binding["type"] == "httpTrigger" {
+                    binding["authLevel"] = Value::from("anonymous");
+                    changed = true;
+                }
+            }
+            if changed {
+                let mut text = serde_json::to_vec_pretty(&json)
+                    .map_err(|e| invalid(Path::new(name), format!("function.json: {e}")))?;
+                text.push(b'\n');
+                *bytes = text;
+            }
+        }
+        Ok(self)
+    }
+}
+
 /// One entry of the written zip.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Entry {
@@ -230,5 +267,73 @@ mod tests {
         let mut zip = zip::ZipArchive::new(file).unwrap_or_else(|e| panic!("{e}"));
         let exe = zip.by_name("procfwk").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(exe.unix_mode().map(|m| m & 0o777), Some(0o755));
+    }
+
+    /// `(name, version made by, external attributes)` of every central-directory entry, read from the
+    /// zip's bytes (what unzip and Kudu look at), not through the zip crate.
+    fn central_directory(zip: &[u8]) -> Vec<(String, u16, u32)> {
+        let u16_at = |i: usize| u16::from_le_bytes([zip[i], zip[i + 1]]);
+        let u32_at = |i: usize| u32::from_le_bytes([zip[i], zip[i + 1], zip[i + 2], zip[i + 3]]);
+        let end = (0..zip.len().saturating_sub(21))
+            .rev()
+            .find(|&i| u32_at(i) == 0x0605_4b50)
+            .unwrap_or_else(|| panic!("no end of central directory"));
+        let (count, mut at) = (u16_at(end + 10) as usize, u32_at(end + 16) as usize);
+        let mut out = Vec::new();
+        for _ in 0..count {
+            assert_eq!(u32_at(at), 0x0201_4b50, "central directory header");
+            let made_by = u16_at(at + 4);
+            let (name_len, extra_len, comment_len) = (
+                u16_at(at + 28) as usize,
+                u16_at(at + 30) as usize,
+                u16_at(at + 32) as usize,
+            );
+            let external = u32_at(at + 38);
+            let name = String::from_utf8_lossy(&zip[at + 46..at + 46 + name_len]).to_string();
+            out.push((name, made_by, external));
+            at += 46 + name_len + extra_len + comment_len;
+        }
+        out
+    }
+
+    #[test]
+    fn the_zip_entries_external_attributes_carry_unix_modes() {
+        let dir = tree(HOST, &[("A", HTTP)]);
+        let app = read_app(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let out = dir.path().join("app.zip");
+        write_zip(&app, b"\x7fELF...", &out).unwrap_or_else(|e| panic!("{e}"));
+        let bytes = std::fs::read(&out).unwrap_or_else(|e| panic!("{e}"));
+        let entries = central_directory(&bytes);
+        assert_eq!(entries.len(), 3);
+        for (name, made_by, external) in entries {
+            // Made by Unix (3), so extractors apply the mode in the high 16 bits.
+            assert_eq!(made_by >> 8, 3, "{name}");
+            let mode = external >> 16;
+            assert_eq!(mode & 0o170000, 0o100000, "{name} is a regular file");
+            let expected = if name == "procfwk" { 0o755 } else { 0o644 };
+            assert_eq!(mode & 0o777, expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn anonymous_auth_level_rewrites_only_http_triggers() {
+        const TIMER: &str = r#"{"bindings": [{"type": "timerTrigger", "direction": "in", "name": "t", "schedule": "0 * * * * *"}]}"#;
+        let http = r#"{"bindings": [{"type": "httpTrigger", "direction": "in", "name": "req", "authLevel": "function"}, {"type": "http", "direction": "out", "name": "res"}]}"#;
+        let dir = tree(HOST, &[("A", http), ("T", TIMER)]);
+        let app = read_app(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let same = app
+            .clone()
+            .with_auth_level(AuthLevel::Function)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(same.functions, app.functions);
+        let open = app
+            .with_auth_level(AuthLevel::Anonymous)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let json = |i: usize| -> Value {
+            serde_json::from_slice(&open.functions[i].1).unwrap_or_else(|e| panic!("{e}"))
+        };
+        assert_eq!(json(0)["bindings"][0]["authLevel"], "anonymous");
+        assert_eq!(json(0)["bindings"][1]["type"], "http");
+        assert_eq!(open.functions[1].1, TIMER.as_bytes());
     }
 }

@@ -37,6 +37,11 @@ pub struct PackageArgs {
     /// The cargo profile to build with.
     #[arg(long, default_value = "release")]
     pub profile: String,
+    /// `authLevel` of the HTTP functions: `function` (callers send a function key, the default) or
+    /// `anonymous` (for an app behind App Service Authentication, where ADF calls with its managed
+    /// identity and sends no key; see docs/deploy.md).
+    #[arg(long, value_enum, default_value_t = layout::AuthLevel::Function)]
+    pub auth_level: layout::AuthLevel,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,7 +92,7 @@ pub struct PackageReport {
 /// Build (unless `--binary`), check the executable and write the zip.
 pub fn package(args: &PackageArgs) -> Result<PackageReport, PackageError> {
     // Read the layout first: a broken host.json should not cost a release build.
-    let files = layout::read_app(&args.source)?;
+    let files = layout::read_app(&args.source)?.with_auth_level(args.auth_level)?;
     let started = Instant::now();
     let (executable, build_seconds) = match &args.binary {
         Some(path) => (path.clone(), 0.0),

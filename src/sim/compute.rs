@@ -131,6 +131,8 @@ pub(crate) struct VmInfo {
     pub vm_size: String,
     /// The VM's stable `vmId` GUID.
     pub vm_id: String,
+    /// Power operations refused with 403 (`VmDef::refused_actions`).
+    pub refused_actions: Vec<String>,
 }
 
 impl VmInfo {
@@ -317,6 +319,7 @@ impl VmStore {
                 location: def.location.clone(),
                 vm_size: def.vm_size.clone(),
                 vm_id: Uuid::from_u64_pair(seed, fnv(&key)).to_string(),
+                refused_actions: def.refused_actions.clone(),
             });
             by_key.insert(key, VmId(i));
             by_name.insert(def.name.to_lowercase(), VmId(i));

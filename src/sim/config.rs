@@ -338,6 +338,9 @@ pub struct VmDef {
     pub power_off_secs: f64,
     /// Shown as `hardwareProfile.vmSize`.
     pub vm_size: String,
+    /// Power operations (`start`, `deallocate`, `powerOff`) refused with 403 `AuthorizationFailed`, as
+    /// when the caller's role does not cover this VM (tests of the failure paths; default none).
+    pub refused_actions: Vec<String>,
 }
 
 impl Default for VmDef {
@@ -353,6 +356,7 @@ impl Default for VmDef {
             deallocate_secs: 60.0,
             power_off_secs: 30.0,
             vm_size: "Standard_D4s_v3".into(),
+            refused_actions: Vec::new(),
         }
     }
 }

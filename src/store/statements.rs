@@ -201,6 +201,11 @@ statements! {
     CURRENT_SUMMARY = "SELECT COALESCE(PipelineStatus, 'Not Started') AS PipelineStatus, COUNT(0) AS RecordCount FROM procfwk.CurrentExecution GROUP BY PipelineStatus ORDER BY PipelineStatus";
     LAST_EXECUTION_ID = "SELECT LocalExecutionId FROM procfwk.ExecutionLog WHERE LogId = (SELECT MAX(LogId) FROM procfwk.ExecutionLog WHERE EndDateTime IS NOT NULL)";
     EXECUTION_LOG_FOR = "SELECT LogId, StageId, PipelineId, PipelineName, StartDateTime, PipelineStatus, EndDateTime FROM procfwk.ExecutionLog WHERE LocalExecutionId = @P1 ORDER BY LogId";
+    // ---------------------------------------------------------------- workers whose runtime VM failed
+    /// Fail a worker that is still waiting to start (not started, not blocked) because its runtime VM
+    /// could not be started (VmPower worker mode): status @P4, start and end time @P5.
+    FAIL_WAITING_WORKER = "UPDATE procfwk.CurrentExecution SET PipelineStatus = @P4, StartDateTime = COALESCE(StartDateTime, @P5), EndDateTime = COALESCE(EndDateTime, @P5) \
+        WHERE LocalExecutionId = @P1 AND StageId = @P2 AND PipelineId = @P3 AND IsBlocked = 0 AND (PipelineStatus IS NULL OR PipelineStatus IN ('Preparing', 'Validating'))";
 }
 
 #[cfg(test)]

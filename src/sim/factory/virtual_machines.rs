@@ -242,6 +242,14 @@ pub(super) fn serve(state: &SimState, request: &ArmRequest<'_>) -> Result<SimRep
                     ))
                 }
                 VmOperation::Power(action) => {
+                    if info
+                        .refused_actions
+                        .iter()
+                        .any(|a| a.eq_ignore_ascii_case(action.as_str()))
+                    {
+                        let (action, scope) = route_action_and_scope(info, action);
+                        return Err(authorization_failed(&caller, &action, &scope));
+                    }
                     let outcome = state
                         .vms
                         .request(id, action, request.now)
@@ -288,6 +296,17 @@ fn observe(
         .vms
         .observe(id, request.now)
         .ok_or_else(|| vm_not_found(resource_group, name))
+}
+
+/// The RBAC action and scope of a power operation on a VM (for a refused operation's 403).
+fn route_action_and_scope(info: &VmInfo, action: VmAction) -> (String, String) {
+    (
+        format!(
+            "Microsoft.Compute/virtualMachines/{}/action",
+            action.as_str()
+        ),
+        info.resource_id(),
+    )
 }
 
 fn vm_not_found(resource_group: &str, name: &str) -> ArmError {
@@ -744,6 +763,30 @@ mod tests {
                 "deallocating"
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn refused_actions_answer_403_for_that_vm_and_action_only() {
+        let mut config = fast();
+        config.vms[0].refused_actions = vec!["Deallocate".into()];
+        let (state, filter) = sim(config);
+        let token = token(&filter, "app-1").await;
+        let (status, _, _) = call(&filter, "POST", &format!("{VM}/start?{API}"), &token).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        let (status, error, _) =
+            call(&filter, "POST", &format!("{VM}/deallocate?{API}"), &token).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(error["error"]["code"], "AuthorizationFailed");
+        let message = error["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("'Microsoft.Compute/virtualMachines/deallocate/action'")
+                && message.contains("/virtualMachines/shir-vm-1'"),
+            "{message}"
+        );
+        assert_ne!(state.vm_state("shir-vm-1").as_deref(), Some("deallocating"));
+        let vm2 = VM.replace("shir-vm-1", "shir-vm-2");
+        let (status, _, _) = call(&filter, "POST", &format!("{vm2}/start?{API}"), &token).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
     }
 
     #[tokio::test]
