@@ -1386,6 +1386,12 @@ impl VmRun {
 /// The sample with one VM per stage (stage N's workers on `vm_of(N)`, grace 0 so that a stop
 /// deallocates at once), played by `procfwk run --simulate --infant vm-power`.
 async fn vm_run(vm_of: fn(i64) -> String, sim_config: Option<Value>) -> VmRun {
+    vm_run_with("vm-power", vm_of, sim_config).await
+}
+
+/// The same, played with the given Infant (`vm-power` or `plain`: the plain Infant with the workers'
+/// runtimes handled by metadata mode's Execute/Check).
+async fn vm_run_with(infant: &str, vm_of: fn(i64) -> String, sim_config: Option<Value>) -> VmRun {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = format!("sqlite:{}", dir.path().join("procfwk.db").display());
     for args in [&["db", "init"][..], &["db", "seed-sample"][..]] {
@@ -1426,7 +1432,7 @@ async fn vm_run(vm_of: fn(i64) -> String, sim_config: Option<Value>) -> VmRun {
         "0.01",
         "--quiet",
         "--infant",
-        "vm-power",
+        infant,
         "--db",
         &db,
         "--record",
@@ -1567,6 +1573,33 @@ async fn procfwk_run_plays_the_vm_power_infant_with_a_vm_per_stage() {
         }
     }
     assert_eq!(run.leases, Vec::<String>::new(), "every lease given back");
+}
+
+#[tokio::test]
+async fn with_the_plain_infant_a_missing_vm_fails_its_workers_too() {
+    fn missing_in_stage_2(stage: i64) -> String {
+        if stage == 2 {
+            "shir-vm-missing".into()
+        } else {
+            vm_per_stage(stage)
+        }
+    }
+    let run = vm_run_with("plain", missing_in_stage_2, None).await;
+    assert!(!run.succeeded, "the run fails: {}", run.stdout);
+    assert_eq!(
+        run.statuses_of_stage(2),
+        BTreeSet::from(["StartRuntimeVmError".to_string()]),
+        "recorded, not left Preparing: {:?}",
+        run.workers
+    );
+    for stage in [3, 4] {
+        assert_eq!(
+            run.statuses_of_stage(stage),
+            BTreeSet::from(["Blocked".to_string()]),
+            "{:?}",
+            run.workers
+        );
+    }
 }
 
 #[tokio::test]

@@ -124,6 +124,18 @@ impl UpstreamError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, Self::Http { status: 404, .. })
     }
+
+    /// An answer that asking again will not change: the resource is missing, or we may not act on it
+    /// (400, 401, 403, 404).
+    pub fn is_permanent_refusal(&self) -> bool {
+        matches!(
+            self,
+            Self::Http {
+                status: 400 | 401 | 403 | 404,
+                ..
+            } | Self::Authentication { .. }
+        )
+    }
 }
 
 /// What Entra ID said (`error_description`, e.g. `AADSTS7000215: Invalid client secret provided…`). The

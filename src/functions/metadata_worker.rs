@@ -253,7 +253,19 @@ async fn start(
             holder: holder(&key),
             lease_secs: runtime.lease_secs,
         };
-        let report = runtime_decision(state, store, runtime, take).await?;
+        let report = match runtime_decision(state, store, runtime, take).await {
+            Ok(report) => report,
+            Err(FunctionError::Upstream(e)) if e.is_permanent_refusal() => {
+                // The VM does not exist or may not be started: the worker fails now (recorded, and
+                // the failure-handling rule applied) instead of waiting in Preparing for ever.
+                tracing::warn!(%key, error = %e, "worker's runtime VM cannot be started; the worker fails");
+                store
+                    .run(&crate::leases::workers::WorkerRuntimeFailed { key, now: now() })
+                    .await?;
+                return Err(FunctionError::Upstream(e));
+            }
+            Err(e) => return Err(e),
+        };
         if !report.ready {
             tracing::info!(%key, pool = %report.pool_key, power_state = report.power_state.as_str(), "worker waits for its runtime");
             return Ok((waiting_reply(plan, &request, &report), None));
