@@ -95,6 +95,10 @@ pub struct VmSettings {
     pub poll_secs: u32,
     /// `PROCFWK_COMPUTE_API_VERSION`, default `2024-07-01`: the Compute API version of VM calls.
     pub compute_api_version: String,
+    /// `PROCFWK_VM_LOCK_WAIT_SECS`, default 2: how long a VmPower decision waits for a pool another
+    /// decision holds (through its ARM calls) before answering "busy, not ready, ask again"; `off`
+    /// waits for ever (every waiter then holds a pooled SQL connection).
+    pub lock_wait: Option<Duration>,
 }
 
 impl Default for VmSettings {
@@ -106,6 +110,7 @@ impl Default for VmSettings {
             min_nodes: 1,
             poll_secs: 15,
             compute_api_version: "2024-07-01".into(),
+            lock_wait: Some(crate::leases::DEFAULT_LOCK_WAIT),
         }
     }
 }
@@ -203,6 +208,13 @@ impl Settings {
                 value: "0".into(),
                 problem: "a lease must live at least one second".into(),
             });
+        }
+        if let Some(v) = get("PROCFWK_VM_LOCK_WAIT_SECS") {
+            s.vm.lock_wait = if v.trim().eq_ignore_ascii_case("off") {
+                None
+            } else {
+                Some(parse_secs("PROCFWK_VM_LOCK_WAIT_SECS", &v)?)
+            };
         }
         if let Some(v) = get("PROCFWK_COMPUTE_API_VERSION") {
             s.vm.compute_api_version = v.trim().to_string();

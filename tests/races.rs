@@ -462,3 +462,61 @@ async fn a_renewal_that_commits_mid_decision_keeps_the_vm() {
         .expect("leases");
     assert_eq!(count(&leases), 1, "the renewed lease is still there");
 }
+
+/// Item 5: a decision holds the pool's lock (in production through its ARM calls). Another caller
+/// waits at most its lock wait, then hears "busy, not ready, ask again" from a snapshot read — it
+/// does not queue with a pooled connection held. With no bound it waits for the holder.
+#[tokio::test]
+async fn a_busy_pool_answers_not_ready_instead_of_queueing() {
+    let db = db().await;
+    let spec = PoolSpec {
+        subscription: Guid::parse("11111111-2222-3333-4444-555555555555").expect("guid"),
+        resource_group: ResourceName::parse("shir-rg").expect("rg"),
+        vms: vec![ResourceName::parse("shir-vm-02").expect("vm")],
+        runtime: None,
+        sizing: Sizing {
+            jobs_per_node: 4,
+            min_nodes: 1,
+            grace_secs: 600,
+        },
+    };
+    let power = Arc::new(CountingPower::default());
+    let take = |holder: &str| {
+        Decision::new(
+            spec.clone(),
+            Change::Take {
+                holder: holder.into(),
+                lease_secs: 600,
+            },
+            now(),
+            power.clone(),
+        )
+    };
+    take("first").run(&db.store).await.expect("pool exists");
+    let (reached, go, holder) = run_held(db.backend.clone(), take("holder"), "VM_POOL_LOCK");
+    reached.await.expect("the pool is locked");
+    let t0 = std::time::Instant::now();
+    let busy = take("waiter")
+        .with_lock_wait(Some(Duration::from_millis(300)))
+        .run(&db.store)
+        .await
+        .expect("a busy answer, not an error");
+    let waited = t0.elapsed();
+    assert!(!busy.ready && busy.deferred, "{busy:?}");
+    assert_eq!(busy.retry_after_secs, Some(5));
+    assert_eq!(
+        busy.active_leases, 1,
+        "the snapshot shows the committed lease"
+    );
+    assert!(waited < Duration::from_secs(3), "{waited:?}");
+    // Unbounded, a caller waits for the holder.
+    let store = db.store.clone();
+    let unbounded = take("patient").with_lock_wait(None);
+    let patient = tokio::spawn(async move { unbounded.run(&store).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!patient.is_finished(), "without a bound it queues");
+    let _ = go.send(());
+    holder.await.expect("holder").expect("holder's decision");
+    let report = patient.await.expect("patient").expect("patient's decision");
+    assert!(report.ready, "{report:?}");
+}

@@ -187,7 +187,8 @@ async fn runtime_decision(
         change,
         super::vm_power::utc_now(),
         state.arm_power(credential),
-    );
+    )
+    .with_lock_wait(state.settings.vm.lock_wait);
     Ok(decision.run(store).await?)
 }
 

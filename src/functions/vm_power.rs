@@ -329,7 +329,8 @@ async fn run_for_worker(state: &AppState, fields: &Fields<'_>) -> Result<Reply, 
         change,
         utc_now(),
         state.arm_power(credential),
-    );
+    )
+    .with_lock_wait(state.settings.vm.lock_wait);
     let report = match decision.run(store).await {
         Ok(report) => report,
         Err(e) => {
@@ -384,7 +385,8 @@ pub async fn run(state: &AppState, body: &Value) -> Result<Reply, FunctionError>
         .await?;
     let store = state.store().await?;
     let power = state.arm_power(credential);
-    let decision = Decision::new(request.spec.clone(), request.change(), utc_now(), power);
+    let decision = Decision::new(request.spec.clone(), request.change(), utc_now(), power)
+        .with_lock_wait(state.settings.vm.lock_wait);
     let report = decision.run(store).await?;
     tracing::info!(
         pool = %report.pool_key,

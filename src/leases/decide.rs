@@ -91,7 +91,14 @@ pub struct Decision {
     pub change: Change,
     pub now: NaiveDateTime,
     pub power: Arc<dyn PowerControl>,
+    /// How long to wait for the pool's lock (another decision may hold it through its ARM calls).
+    /// Past it the caller hears "busy, ask again" instead of queueing with a pooled connection held:
+    /// 50 Infants on one pool must not take every connection of the instance. `None` waits for ever.
+    pub lock_wait: Option<std::time::Duration>,
 }
+
+/// The default [`Decision::lock_wait`].
+pub const DEFAULT_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// How long a requested deallocation that the instance view does not show yet is believed (longer than
 /// any deallocation takes; a stale mark past it gives way to what ARM shows).
@@ -111,7 +118,14 @@ impl Decision {
             change,
             now,
             power,
+            lock_wait: Some(DEFAULT_LOCK_WAIT),
         }
+    }
+
+    /// The same decision with another bound on the wait for the pool's lock.
+    pub fn with_lock_wait(mut self, lock_wait: Option<std::time::Duration>) -> Self {
+        self.lock_wait = lock_wait;
+        self
     }
 
     /// A reconciliation of a pool known to the store (the sweeper).
@@ -122,11 +136,88 @@ impl Decision {
             change: Change::Observe,
             now,
             power,
+            lock_wait: Some(DEFAULT_LOCK_WAIT),
         }
     }
 
+    /// Run the decision. If another decision holds the pool past [`Decision::lock_wait`], the answer
+    /// is the pool as last recorded (a snapshot read, which waits for no lock), `busy` and not ready:
+    /// the caller asks again after `RetryAfterSeconds`.
     pub async fn run(&self, store: &Store) -> Result<PoolReport, LeaseError> {
-        store.run(self).await
+        match store.run(self).await {
+            Err(LeaseError::Store(e)) if e.is_lock_timeout() => {
+                tracing::info!(pool = %self.pool_key, "pool busy with another decision; answering not ready");
+                store
+                    .run(&BusyReport {
+                        pool_key: self.pool_key.clone(),
+                        now: self.now,
+                    })
+                    .await
+            }
+            other => other,
+        }
+    }
+}
+
+/// The answer while another decision holds the pool: its nodes' last recorded power states and its
+/// live leases, read without locking.
+struct BusyReport {
+    pool_key: String,
+    now: NaiveDateTime,
+}
+
+/// Seconds a busy caller is asked to wait: about one decision's ARM calls.
+const BUSY_RETRY_SECS: u64 = 5;
+
+#[async_trait::async_trait]
+impl Transition for BusyReport {
+    type Output = PoolReport;
+    type Error = LeaseError;
+
+    async fn apply(&self, tx: &mut dyn Tx) -> Result<PoolReport, LeaseError> {
+        let key = self.pool_key.as_str();
+        let nodes = tx.query(&sql::VM_NODES_OF_POOL, &[key.into()]).await?;
+        let leases = tx.query(&sql::VM_LEASES_OF_POOL, &[key.into()]).await?;
+        let mut live = 0;
+        for lease in &leases {
+            if required_datetime(lease, "ExpiresDateTime")? > self.now {
+                live += 1;
+            }
+        }
+        let mut reports = Vec::with_capacity(nodes.len());
+        for n in &nodes {
+            let state = n
+                .opt_text("LastPowerState")?
+                .as_deref()
+                .and_then(PowerState::parse)
+                .unwrap_or(PowerState::Deallocated);
+            reports.push(NodeReport {
+                vm_name: n.text("VmName")?,
+                power_state: state,
+                needed: false,
+                runtime_node_status: None,
+                ready: false,
+            });
+        }
+        Ok(PoolReport {
+            pool_key: self.pool_key.clone(),
+            power_state: reports
+                .first()
+                .map(|n| n.power_state)
+                .unwrap_or(PowerState::Deallocated),
+            ready: false,
+            active_leases: live,
+            nodes_needed: 0,
+            lease_expires: None,
+            started: false,
+            deallocated: false,
+            deallocate_after: None,
+            runtime_state: None,
+            deferred: true,
+            nodes: reports,
+            expired_leases: 0,
+            retry_after_secs: Some(BUSY_RETRY_SECS),
+        })
     }
 }
 
@@ -468,6 +559,9 @@ impl Transition for Decision {
     async fn apply(&self, tx: &mut dyn Tx) -> Result<PoolReport, LeaseError> {
         let now = self.now;
         let key = self.pool_key.as_str();
+        if let Some(limit) = self.lock_wait {
+            tx.set_lock_timeout(limit).await?;
+        }
         let (stored, nodes) = self.lock(tx).await?;
         if let Some(spec) = &self.spec {
             let same = spec.vms.len() == nodes.len()

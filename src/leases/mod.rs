@@ -21,7 +21,7 @@ pub mod workers;
 #[cfg(test)]
 mod model_tests;
 
-pub use decide::{Change, Decision, NodeReport, PoolReport};
+pub use decide::{Change, Decision, NodeReport, PoolReport, DEFAULT_LOCK_WAIT};
 pub use plan::Sizing;
 
 use crate::adapters::UpstreamError;

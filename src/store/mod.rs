@@ -50,6 +50,17 @@ impl StoreError {
         }
     }
 
+    /// A lock was not granted within the transaction's lock timeout (1222).
+    pub fn is_lock_timeout(&self) -> bool {
+        matches!(
+            self,
+            Self::Database {
+                number: LOCK_TIMEOUT,
+                ..
+            }
+        )
+    }
+
     /// A primary-key or unique-index violation (SQL Server 2627 / 2601): two callers inserted the same
     /// row at once; running the transition again sees the other's row.
     pub fn is_unique_violation(&self) -> bool {
@@ -80,7 +91,16 @@ pub trait Tx: Send {
     ) -> Result<u64, StoreError>;
     async fn commit(self: Box<Self>) -> Result<(), StoreError>;
     async fn rollback(self: Box<Self>) -> Result<(), StoreError>;
+    /// Wait at most `limit` for a row lock in the rest of this transaction; past it a statement fails
+    /// with SQL Server's 1222 ([`LOCK_TIMEOUT`]). SQLite has one writer at a time and its own busy
+    /// timeout, so there this does nothing.
+    async fn set_lock_timeout(&mut self, _limit: Duration) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
+
+/// SQL Server's "Lock request time out period exceeded."
+pub const LOCK_TIMEOUT: u32 = 1222;
 
 /// A database that can open transactions.
 #[async_trait::async_trait]

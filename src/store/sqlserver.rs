@@ -1136,7 +1136,7 @@ impl Backend for SqlServerBackend {
             let mut conn = self.checkout().await?;
             let begun = tokio::time::timeout(
                 self.statement_timeout,
-                conn.batch("SET XACT_ABORT ON; BEGIN TRANSACTION"),
+                conn.batch("SET LOCK_TIMEOUT -1; SET XACT_ABORT ON; BEGIN TRANSACTION"),
             )
             .await
             .unwrap_or_else(|_| Err(timed_out(&BEGIN, self.statement_timeout)));
@@ -1227,7 +1227,7 @@ impl SqlServerTx {
 
 const BEGIN: Statement = Statement {
     name: "BEGIN TRANSACTION",
-    sql: "SET XACT_ABORT ON; BEGIN TRANSACTION",
+    sql: "SET LOCK_TIMEOUT -1; SET XACT_ABORT ON; BEGIN TRANSACTION",
 };
 const COMMIT: Statement = Statement {
     name: "COMMIT TRANSACTION",
@@ -1325,6 +1325,29 @@ impl Tx for SqlServerTx {
                 Err(e)
             }
         }
+    }
+
+    async fn set_lock_timeout(&mut self, limit: Duration) -> Result<(), StoreError> {
+        // Every transaction starts with `SET LOCK_TIMEOUT -1` (wait for ever), so this lasts only until
+        // the connection's next transaction.
+        let ms = limit.as_millis().clamp(1, i32::MAX as u128);
+        let statement = Statement {
+            name: "SET LOCK_TIMEOUT",
+            sql: "SET LOCK_TIMEOUT",
+        };
+        let limit_rt = self.statement_timeout;
+        let conn = self.live()?;
+        let set =
+            match tokio::time::timeout(limit_rt, conn.batch(&format!("SET LOCK_TIMEOUT {ms}")))
+                .await
+            {
+                Ok(r) => r,
+                Err(_) => {
+                    conn.broken = true;
+                    Err(timed_out(&statement, limit_rt))
+                }
+            };
+        self.note(set)
     }
 
     async fn rollback(mut self: Box<Self>) -> Result<(), StoreError> {
