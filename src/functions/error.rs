@@ -25,6 +25,10 @@ pub enum FunctionError {
     Unauthorized,
     #[error("request body larger than {limit} bytes")]
     TooLarge { limit: u64 },
+    #[error("the request body did not arrive within {secs} s")]
+    BodyTimeout { secs: f64 },
+    #[error("too many request bytes are being received at once")]
+    Busy,
     #[error(transparent)]
     Lifecycle(#[from] crate::orchestration::LifecycleError),
 }
@@ -34,6 +38,8 @@ impl FunctionError {
         match self {
             Self::BadRequest(_) | Self::TooLarge { .. } => 400,
             Self::Upstream(e) => e.caller_status(),
+            Self::BodyTimeout { .. } => 408,
+            Self::Busy => 503,
             Self::Conflict { .. } => 409,
             Self::MethodNotAllowed { .. } => 405,
             Self::NotFound(_) => 404,
@@ -51,6 +57,14 @@ impl FunctionError {
             Self::TooLarge { limit } => json!({"error": {
                 "code": "InvalidRequest", "field": "body",
                 "message": format!("body: is larger than the {limit} bytes this Function App accepts"),
+            }}),
+            Self::BodyTimeout { secs } => json!({"error": {
+                "code": "RequestTimeout", "field": "body",
+                "message": format!("body: did not arrive within {secs} s of the request head (PROCFWK_BODY_TIMEOUT_SECS)"),
+            }}),
+            Self::Busy => json!({"error": {
+                "code": "ServerBusy",
+                "message": "this Function App is receiving as many request bytes as it buffers at once (PROCFWK_BODY_BUFFER_BYTES); try again shortly",
             }}),
             Self::Upstream(e) => {
                 let mut err = json!({"code": e.caller_code(), "message": e.to_string()});
