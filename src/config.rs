@@ -241,6 +241,14 @@ impl Settings {
             s.vm.compute_api_version = v.trim().to_string();
         }
         if let Some(v) = get("PROCFWK_METADATA_DB") {
+            // Checked now, so that a malformed value stops start-up instead of failing every call.
+            if let Err(e) = crate::store::check_setting(&v) {
+                return Err(ConfigError {
+                    name: "PROCFWK_METADATA_DB",
+                    value: shown_setting(&v),
+                    problem: e.to_string(),
+                });
+            }
             s.metadata_db = crate::secret::Secret::new(v);
         }
         if let Some(v) = get("PROCFWK_UPSTREAM_CONCURRENCY") {
@@ -271,6 +279,19 @@ impl Settings {
         self.max_body_bytes
             .saturating_mul(2)
             .saturating_add(64 * 1024)
+    }
+}
+
+/// A `PROCFWK_METADATA_DB` value as an error may repeat it: a connection string (`key=value;…`) may
+/// hold a password, so it is not shown; of a URL only the scheme is.
+fn shown_setting(v: &str) -> String {
+    let v = v.trim();
+    if v.contains('=') || v.contains(';') {
+        "(a connection string, not shown: it may hold a password)".into()
+    } else if let Some((scheme, _)) = v.split_once("://") {
+        format!("{scheme}://…")
+    } else {
+        v.to_string()
     }
 }
 
@@ -391,5 +412,34 @@ mod tests {
             ("PROCFWK_BODY_BUFFER_BYTES", "1048576")
         ])
         .is_ok());
+    }
+
+    #[test]
+    fn a_malformed_metadata_db_stops_start_up_naming_the_setting() {
+        let e = from(&[("PROCFWK_METADATA_DB", "sqlite3://x.db")]).map(|_| ());
+        let Err(e) = e else {
+            panic!("sqlite3://x.db accepted")
+        };
+        assert_eq!(e.name, "PROCFWK_METADATA_DB");
+        assert!(e.to_string().contains("sqlite:<path>"), "{e}");
+        for bad in [
+            "sqlite:",
+            "nonsense",
+            "Server=tcp:x;Password=hunter2;Authentication=Bogus",
+        ] {
+            let e = from(&[("PROCFWK_METADATA_DB", bad)]).map(|_| ());
+            let Err(e) = e else { panic!("{bad} accepted") };
+            assert_eq!(e.name, "PROCFWK_METADATA_DB");
+            assert!(
+                !e.to_string().contains("hunter2"),
+                "never repeats a password: {e}"
+            );
+        }
+        for good in [
+            "sqlite:procfwk.db",
+            "Server=tcp:db.example.net,1433;Database=procfwk;Authentication=Active Directory Managed Identity",
+        ] {
+            assert!(from(&[("PROCFWK_METADATA_DB", good)]).is_ok(), "{good}");
+        }
     }
 }

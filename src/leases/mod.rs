@@ -203,4 +203,7 @@ impl crate::store::TransientCheck for LeaseError {
             _ => false,
         }
     }
+    fn missing_object(&self) -> bool {
+        matches!(self, Self::Store(e) if e.is_missing_object())
+    }
 }

@@ -59,6 +59,9 @@ impl TransientCheck for LifecycleError {
     fn transient(&self) -> bool {
         matches!(self, Self::Store(e) if e.is_transient())
     }
+    fn missing_object(&self) -> bool {
+        matches!(self, Self::Store(e) if e.is_missing_object())
+    }
 }
 
 /// Now, UTC, to the millisecond (what a `DATETIME` column keeps).
