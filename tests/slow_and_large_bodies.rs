@@ -62,7 +62,7 @@ async fn trickling_clients_do_not_keep_other_calls_out() {
     let s = stack_with(
         sim_config(),
         &[
-            ("PROCFWK_BODY_TIMEOUT_SECS", "4".into()),
+            ("PROCFWK_BODY_TIMEOUT_SECS", "6".into()),
             ("PROCFWK_UPSTREAM_CONCURRENCY", "64".into()),
             ("RUST_LOG", "warn".into()),
         ],
@@ -108,7 +108,7 @@ async fn trickling_clients_do_not_keep_other_calls_out() {
         slowest = slowest.max(t.elapsed());
     }
     assert!(
-        started.elapsed() < Duration::from_secs(4),
+        started.elapsed() < Duration::from_secs(6),
         "the other calls ran while the tricklers were still trickling"
     );
     eprintln!("slowest pair of calls while 130 clients trickled: {slowest:?}");
@@ -123,8 +123,8 @@ async fn trickling_clients_do_not_keep_other_calls_out() {
         "every trickler is answered 408: {statuses:?}"
     );
     assert!(
-        started.elapsed() < Duration::from_secs(12),
-        "answered 408 soon after the 4 s bound"
+        started.elapsed() < Duration::from_secs(15),
+        "answered 408 soon after the 6 s bound"
     );
     // And the handler is as responsive as before.
     let (status, out) = s.call("ValidatePipeline", &body).await;
