@@ -64,11 +64,20 @@ pub struct Settings {
     /// `PROCFWK_ARM_MAX_RETRIES`, default 6: retries of throttled (429) or transient (5xx, connection)
     /// upstream failures, always within the request budget.
     pub arm_max_retries: u32,
-    /// `PROCFWK_MAX_BODY_BYTES`, default 10 MiB: larger request bodies are refused with 400.
+    /// `PROCFWK_MAX_BODY_BYTES`, default 1 MiB: larger request bodies are refused with 400 (procfwk's
+    /// bodies are a few KiB).
     pub max_body_bytes: u64,
+    /// `PROCFWK_BODY_TIMEOUT_SECS`, default 10: a request body must have arrived this long after its
+    /// head, or the call is answered 408 (a client trickling its body holds nothing for longer).
+    pub body_timeout: Duration,
+    /// `PROCFWK_BODY_BUFFER_BYTES`, default 16 MiB: request bytes buffered at once across all calls.
+    /// Reserved as they arrive; a body that would pass the bound is answered 503 `ServerBusy` at once
+    /// (nothing waits, so partly read bodies can never wait on each other). At least
+    /// 2 × `PROCFWK_MAX_BODY_BYTES` + 64 KiB, so that a maximum-size invocation payload fits.
+    pub body_buffer_bytes: u64,
     /// `PROCFWK_UPSTREAM_CONCURRENCY`, default 64: upstream (ARM, Entra ID, Key Vault) requests in flight
     /// at once from this process; more wait for a free slot. Twice this many invocations are admitted to
-    /// work at once; the rest wait at the edge, before their body is read (see `adapters::admission`).
+    /// work at once; the rest wait at the edge, holding their head and body (see `adapters::admission`).
     pub upstream_concurrency: usize,
     /// `PROCFWK_METADATA_DB`, default `sqlite:procfwk.db`: the metadata store, `sqlite:<path>` or an
     /// Azure SQL / SQL Server connection string. Opened on the first metadata-mode call.
@@ -135,7 +144,9 @@ impl Default for Settings {
             cancel_wait_cap: Duration::from_secs(120),
             http_timeout: Duration::from_secs(30),
             arm_max_retries: 6,
-            max_body_bytes: 10 * 1024 * 1024,
+            max_body_bytes: 1024 * 1024,
+            body_timeout: Duration::from_secs(10),
+            body_buffer_bytes: 16 * 1024 * 1024,
             upstream_concurrency: 64,
             metadata_db: crate::secret::Secret::new("sqlite:procfwk.db"),
             vm: VmSettings::default(),
@@ -191,6 +202,28 @@ impl Settings {
         if let Some(v) = get("PROCFWK_MAX_BODY_BYTES") {
             s.max_body_bytes = parse_num("PROCFWK_MAX_BODY_BYTES", &v)?;
         }
+        s.body_timeout = secs("PROCFWK_BODY_TIMEOUT_SECS", s.body_timeout)?;
+        if s.body_timeout.is_zero() {
+            return Err(ConfigError {
+                name: "PROCFWK_BODY_TIMEOUT_SECS",
+                value: "0".into(),
+                problem: "a body needs some time to arrive".into(),
+            });
+        }
+        if let Some(v) = get("PROCFWK_BODY_BUFFER_BYTES") {
+            s.body_buffer_bytes = parse_num("PROCFWK_BODY_BUFFER_BYTES", &v)?;
+        }
+        let largest_payload = s.largest_payload_bytes();
+        if s.body_buffer_bytes < largest_payload {
+            return Err(ConfigError {
+                name: "PROCFWK_BODY_BUFFER_BYTES",
+                value: s.body_buffer_bytes.to_string(),
+                problem: format!(
+                    "must be at least 2 × PROCFWK_MAX_BODY_BYTES + 64 KiB = {largest_payload}, or no \
+                     maximum-size invocation payload could be read"
+                ),
+            });
+        }
         for (name, slot) in [
             ("PROCFWK_VM_LEASE_SECS", &mut s.vm.lease_secs),
             ("PROCFWK_VM_GRACE_SECS", &mut s.vm.grace_secs),
@@ -220,6 +253,14 @@ impl Settings {
             s.vm.compute_api_version = v.trim().to_string();
         }
         if let Some(v) = get("PROCFWK_METADATA_DB") {
+            // Checked now, so that a malformed value stops start-up instead of failing every call.
+            if let Err(e) = crate::store::check_setting(&v) {
+                return Err(ConfigError {
+                    name: "PROCFWK_METADATA_DB",
+                    value: shown_setting(&v),
+                    problem: e.to_string(),
+                });
+            }
             s.metadata_db = crate::secret::Secret::new(v);
         }
         if let Some(v) = get("PROCFWK_UPSTREAM_CONCURRENCY") {
@@ -240,6 +281,29 @@ impl Settings {
             });
         }
         Ok(s)
+    }
+}
+
+impl Settings {
+    /// The largest invocation payload read: it wraps the caller's body as a JSON string, so it allows
+    /// for escaping overhead beyond `PROCFWK_MAX_BODY_BYTES`.
+    pub fn largest_payload_bytes(&self) -> u64 {
+        self.max_body_bytes
+            .saturating_mul(2)
+            .saturating_add(64 * 1024)
+    }
+}
+
+/// A `PROCFWK_METADATA_DB` value as an error may repeat it: a connection string (`key=value;…`) may
+/// hold a password, so it is not shown; of a URL only the scheme is.
+fn shown_setting(v: &str) -> String {
+    let v = v.trim();
+    if v.contains('=') || v.contains(';') {
+        "(a connection string, not shown: it may hold a password)".into()
+    } else if let Some((scheme, _)) = v.split_once("://") {
+        format!("{scheme}://…")
+    } else {
+        v.to_string()
     }
 }
 
@@ -364,6 +428,67 @@ mod tests {
             }
             assert!(from(&[(name, "http://127.0.0.1:4000")]).is_ok());
             assert!(from(&[(name, "https://proxy.example")]).is_ok());
+        }
+    }
+
+    #[test]
+    fn body_bounds() {
+        let s = from(&[]).expect("defaults");
+        assert_eq!(s.max_body_bytes, 1024 * 1024);
+        assert_eq!(s.body_timeout, Duration::from_secs(10));
+        assert_eq!(s.body_buffer_bytes, 16 * 1024 * 1024);
+        let s = from(&[("PROCFWK_BODY_TIMEOUT_SECS", "2.5")]).expect("valid");
+        assert_eq!(s.body_timeout, Duration::from_millis(2500));
+        let e = from(&[("PROCFWK_BODY_TIMEOUT_SECS", "0")]).map(|_| ());
+        assert!(matches!(
+            e,
+            Err(ConfigError {
+                name: "PROCFWK_BODY_TIMEOUT_SECS",
+                ..
+            })
+        ));
+        // The budget must hold one maximum-size invocation payload.
+        let e = from(&[("PROCFWK_BODY_BUFFER_BYTES", "1048576")]).map(|_| ());
+        assert!(matches!(
+            e,
+            Err(ConfigError {
+                name: "PROCFWK_BODY_BUFFER_BYTES",
+                ..
+            })
+        ));
+        assert!(from(&[
+            ("PROCFWK_MAX_BODY_BYTES", "4096"),
+            ("PROCFWK_BODY_BUFFER_BYTES", "1048576")
+        ])
+        .is_ok());
+    }
+
+    #[test]
+    fn a_malformed_metadata_db_stops_start_up_naming_the_setting() {
+        let e = from(&[("PROCFWK_METADATA_DB", "sqlite3://x.db")]).map(|_| ());
+        let Err(e) = e else {
+            panic!("sqlite3://x.db accepted")
+        };
+        assert_eq!(e.name, "PROCFWK_METADATA_DB");
+        assert!(e.to_string().contains("sqlite:<path>"), "{e}");
+        for bad in [
+            "sqlite:",
+            "nonsense",
+            "Server=tcp:x;Password=hunter2;Authentication=Bogus",
+        ] {
+            let e = from(&[("PROCFWK_METADATA_DB", bad)]).map(|_| ());
+            let Err(e) = e else { panic!("{bad} accepted") };
+            assert_eq!(e.name, "PROCFWK_METADATA_DB");
+            assert!(
+                !e.to_string().contains("hunter2"),
+                "never repeats a password: {e}"
+            );
+        }
+        for good in [
+            "sqlite:procfwk.db",
+            "Server=tcp:db.example.net,1433;Database=procfwk;Authentication=Active Directory Managed Identity",
+        ] {
+            assert!(from(&[("PROCFWK_METADATA_DB", good)]).is_ok(), "{good}");
         }
     }
 }

@@ -25,7 +25,9 @@ pub struct DbArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum DbCommand {
-    /// Create the schema, or add what is missing (idempotent).
+    /// Create the schema, or add what is missing (idempotent). `db upgrade` is the same command:
+    /// it brings an older schema up to this version.
+    #[command(alias = "upgrade")]
     Init,
     /// Load procfwk's sample metadata into an empty database.
     SeedSample,

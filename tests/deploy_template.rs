@@ -318,15 +318,16 @@ fn template_sets_every_documented_setting_to_its_default() {
         .as_str()
         .unwrap_or_default()
         .to_string();
-    // Set by the platform, or meaningful only without the Functions host; MALLOC_ARENA_MAX is glibc's, and
-    // as an app setting it would reach the Functions host's own process too (procfwk applies its default
-    // to itself).
+    // Set by the platform, or meaningful only without the Functions host; MALLOC_ARENA_MAX and
+    // MALLOC_MMAP_THRESHOLD_ are glibc's, and as app settings they would reach the Functions host's own
+    // process too (procfwk applies its defaults to itself).
     let not_ours = [
         "FUNCTIONS_CUSTOMHANDLER_PORT",
         "IDENTITY_ENDPOINT",
         "IDENTITY_HEADER",
         "PROCFWK_FUNCTION_KEY",
         "MALLOC_ARENA_MAX",
+        "MALLOC_MMAP_THRESHOLD_",
     ];
     let documented = documented_settings();
     assert!(documented.len() >= 20, "{documented:?}");

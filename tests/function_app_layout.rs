@@ -1,5 +1,5 @@
 //! The Function App's files: `host.json` and every `functions/<Name>/function.json` validate against the
-//! official SchemaStore schemas (`../shared/docs/schemas/`), the function folders match the functions
+//! official SchemaStore schemas (kept in the repository as test data, `tests/data/schemas/`), the function folders match the functions
 //! the handler serves, and `local.settings.json` is an example without secrets.
 
 use procfwk::functions::Function;
@@ -11,7 +11,7 @@ fn repo() -> PathBuf {
 }
 
 fn schemas() -> PathBuf {
-    repo().join("../shared/docs/schemas")
+    repo().join("tests/data/schemas")
 }
 
 fn read_json(path: &Path) -> Value {

@@ -3,7 +3,8 @@
 //! Function App files, check the glibc versions the executable needs with binutils' `objdump -T`, and
 //! start it the way the Functions host does (`FUNCTIONS_CUSTOMHANDLER_PORT`, probe on `/`).
 //!
-//! This test needs cargo-zigbuild, zig and binutils; `.ci/run` installs them. Without them it fails.
+//! This test needs cargo-zigbuild, zig and binutils; README's test command (`bash scripts/test`) installs
+//! them (`scripts/deps/10-packaging.sh`). Without them it fails.
 
 use serde_json::Value;
 use std::collections::BTreeSet;

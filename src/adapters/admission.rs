@@ -1,8 +1,9 @@
 //! How many invocations do work at once. Upstream calls are bounded anyway (`PROCFWK_UPSTREAM_CONCURRENCY`),
 //! so an invocation past that bound would only wait, and waiting inside the full request future costs
 //! ~10 KiB each (the future is sized for every function's deepest state). Admission makes the wait cheap:
-//! a request waits for a slot holding little more than its parsed head, and its work is allocated only
-//! once admitted.
+//! a request waits for a slot holding little more than its parsed head and its body, and its work is
+//! allocated only once admitted. The body is read *before* admission (`host::body`: within a time bound
+//! and a process-wide buffer budget), so a client that trickles its body never holds a slot.
 //!
 //! A slot is given back while the invocation sleeps between status polls (ExecutePipelineV2 waiting for
 //! `Queued` to end, CancelPipeline waiting for `Cancelled`), so those long waits never starve quick calls.

@@ -143,10 +143,13 @@ impl DataFactory {
     fn require_adf(target: &WorkerTarget) -> Result<(), UpstreamError> {
         match target.orchestrator_type {
             OrchestratorType::Adf => Ok(()),
-            OrchestratorType::Synapse => Err(UpstreamError::Unsupported(
-                "orchestratorType SYN (Synapse) is not supported by this Function App yet; use ADF"
-                    .into(),
-            )),
+            OrchestratorType::Synapse => Err(UpstreamError::Unsupported {
+                field: "orchestratorType",
+                message:
+                    "orchestratorType: SYN (Synapse) is not supported by this Function App yet; \
+                          use ADF"
+                        .into(),
+            }),
         }
     }
 

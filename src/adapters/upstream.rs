@@ -45,9 +45,13 @@ pub enum UpstreamError {
     /// The service answered something we cannot read.
     #[error("unexpected answer from {service}: {message}")]
     Protocol { service: Service, message: String },
-    /// The request needs something this Function App does not do.
-    #[error("{0}")]
-    Unsupported(String),
+    /// The request needs something this Function App does not do; `field` is the request field
+    /// that asks for it.
+    #[error("{message}")]
+    Unsupported {
+        field: &'static str,
+        message: String,
+    },
 }
 
 impl UpstreamError {
@@ -105,7 +109,7 @@ impl UpstreamError {
             Self::Unreachable { .. } => 502,
             Self::BudgetExhausted { .. } => 504,
             Self::Protocol { .. } => 502,
-            Self::Unsupported(_) => 400,
+            Self::Unsupported { .. } => 400,
         }
     }
 
@@ -117,7 +121,23 @@ impl UpstreamError {
             Self::Unreachable { .. } => "UpstreamUnreachable",
             Self::BudgetExhausted { .. } => "UpstreamTimeout",
             Self::Protocol { .. } => "UpstreamProtocolError",
-            Self::Unsupported(_) => "Unsupported",
+            Self::Unsupported { .. } => "Unsupported",
+        }
+    }
+
+    /// The request field a refusal concerns, when it can be told: the field asking for something
+    /// unsupported, or, for ARM's 400 about a pipeline parameter ("The value of parameter 'WaitTime' …
+    /// is not of type 'Int'", "The parameter 'X' is not defined …"), `pipelineParameters.<name>`.
+    pub fn field(&self) -> Option<String> {
+        match self {
+            Self::Unsupported { field, .. } => Some((*field).to_string()),
+            Self::Http {
+                service: Service::Arm,
+                status: 400,
+                message,
+                ..
+            } => parameter_named(message).map(|name| format!("pipelineParameters.{name}")),
+            _ => None,
         }
     }
 
@@ -136,6 +156,18 @@ impl UpstreamError {
             } | Self::Authentication { .. }
         )
     }
+}
+
+/// The name in the first `parameter 'name'` (or `parameters 'name'`) of an ARM message.
+fn parameter_named(message: &str) -> Option<&str> {
+    let lower = message.to_ascii_lowercase();
+    ["parameter '", "parameters '"].iter().find_map(|marker| {
+        let start = lower.find(marker)? + marker.len();
+        let len = message.get(start..)?.find('\'')?;
+        message
+            .get(start..start + len)
+            .filter(|name| !name.is_empty())
+    })
 }
 
 /// What Entra ID said (`error_description`, e.g. `AADSTS7000215: Invalid client secret provided…`). The

@@ -25,6 +25,10 @@ pub enum FunctionError {
     Unauthorized,
     #[error("request body larger than {limit} bytes")]
     TooLarge { limit: u64 },
+    #[error("the request body did not arrive within {secs} s")]
+    BodyTimeout { secs: f64 },
+    #[error("too many request bytes are being received at once")]
+    Busy,
     #[error(transparent)]
     Lifecycle(#[from] crate::orchestration::LifecycleError),
 }
@@ -34,6 +38,8 @@ impl FunctionError {
         match self {
             Self::BadRequest(_) | Self::TooLarge { .. } => 400,
             Self::Upstream(e) => e.caller_status(),
+            Self::BodyTimeout { .. } => 408,
+            Self::Busy => 503,
             Self::Conflict { .. } => 409,
             Self::MethodNotAllowed { .. } => 405,
             Self::NotFound(_) => 404,
@@ -52,8 +58,20 @@ impl FunctionError {
                 "code": "InvalidRequest", "field": "body",
                 "message": format!("body: is larger than the {limit} bytes this Function App accepts"),
             }}),
+            Self::BodyTimeout { secs } => json!({"error": {
+                "code": "RequestTimeout", "field": "body",
+                "message": format!("body: did not arrive within {secs} s of the request head (PROCFWK_BODY_TIMEOUT_SECS)"),
+            }}),
+            Self::Busy => json!({"error": {
+                "code": "ServerBusy",
+                "message": "this Function App is receiving as many request bytes as it buffers at once (PROCFWK_BODY_BUFFER_BYTES); try again shortly",
+            }}),
             Self::Upstream(e) => {
                 let mut err = json!({"code": e.caller_code(), "message": e.to_string()});
+                if status == 400 {
+                    // What we passed that the service refused; `body` when its answer does not say.
+                    err["field"] = json!(e.field().unwrap_or_else(|| "body".into()));
+                }
                 if let UpstreamError::Http {
                     service,
                     status,
@@ -96,7 +114,7 @@ impl FunctionError {
 fn lifecycle_status(e: &crate::orchestration::LifecycleError) -> u16 {
     use crate::orchestration::LifecycleError as L;
     match e {
-        L::Store(s) if s.is_transient() => 503,
+        L::Store(s) if s.is_transient() || s.is_schema_problem() => 503,
         L::Store(crate::store::StoreError::Config(_)) => 500,
         L::Store(_) => 500,
         L::AlreadyRunning(_) => 409,
@@ -110,6 +128,8 @@ fn lifecycle_code(e: &crate::orchestration::LifecycleError) -> &'static str {
     use crate::orchestration::LifecycleError as L;
     match e {
         L::Store(s) if s.is_transient() => "MetadataStoreUnavailable",
+        L::Store(crate::store::StoreError::NotInitialised(_)) => "MetadataStoreNotInitialised",
+        L::Store(crate::store::StoreError::TooOld { .. }) => "MetadataStoreTooOld",
         L::Store(_) => "MetadataStoreError",
         L::AlreadyRunning(_) => "ExecutionAlreadyRunning",
         L::NoWork => "NoEnabledWork",
@@ -148,5 +168,151 @@ mod tests {
         assert_eq!(r.status, 404);
         assert_eq!(r.body["error"]["upstream"]["code"], "PipelineRunNotFound");
         assert_eq!(r.body["error"]["upstream"]["status"], 404);
+    }
+
+    /// Every kind of failure, one or more samples each. The match makes a new variant a compile error
+    /// here until it has a sample.
+    fn samples() -> Vec<FunctionError> {
+        use crate::orchestration::LifecycleError as L;
+        use crate::store::StoreError as S;
+        let http = |status: u16, message: &str| {
+            FunctionError::Upstream(UpstreamError::Http {
+                service: Service::Arm,
+                status,
+                code: "BadRequest".into(),
+                message: message.into(),
+            })
+        };
+        let all = vec![
+            FunctionError::BadRequest(RequestError::new("runId", "Expected Run Id to be a GUID.")),
+            http(
+                400,
+                "The value of parameter 'WaitTime' of pipeline 'Wait 1' is not of type 'Int'.",
+            ),
+            http(
+                400,
+                "The parameter 'Nope' is not defined in pipeline 'Wait 1'.",
+            ),
+            http(400, "Something else ARM did not like."),
+            http(403, "no"),
+            http(404, "no"),
+            http(409, "no"),
+            http(429, "slow down"),
+            http(500, "oops"),
+            FunctionError::Upstream(UpstreamError::Authentication {
+                service: Service::EntraId,
+                message: "AADSTS7000215".into(),
+            }),
+            FunctionError::Upstream(UpstreamError::Unreachable {
+                service: Service::Arm,
+                message: "refused".into(),
+            }),
+            FunctionError::Upstream(UpstreamError::BudgetExhausted {
+                service: Service::Arm,
+            }),
+            FunctionError::Upstream(UpstreamError::Protocol {
+                service: Service::Arm,
+                message: "?".into(),
+            }),
+            FunctionError::Upstream(UpstreamError::Unsupported {
+                field: "orchestratorType",
+                message: "orchestratorType: SYN is not supported".into(),
+            }),
+            FunctionError::Conflict {
+                message: "no".into(),
+                details: json!({}),
+            },
+            FunctionError::MethodNotAllowed {
+                method: "GET".into(),
+                allowed: "POST".into(),
+            },
+            FunctionError::NotFound("X".into()),
+            FunctionError::Unauthorized,
+            FunctionError::TooLarge { limit: 1 },
+            FunctionError::BodyTimeout { secs: 10.0 },
+            FunctionError::Busy,
+            FunctionError::Lifecycle(L::Store(S::NotInitialised("no tables".into()))),
+            FunctionError::Lifecycle(L::Store(S::TooOld {
+                found: 1,
+                needed: 2,
+            })),
+            FunctionError::Lifecycle(L::Store(S::Connection("gone".into()))),
+            FunctionError::Lifecycle(L::Store(S::Config("bad".into()))),
+            FunctionError::Lifecycle(L::NoWork),
+        ];
+        for e in &all {
+            match e {
+                FunctionError::BadRequest(_)
+                | FunctionError::Upstream(_)
+                | FunctionError::Conflict { .. }
+                | FunctionError::MethodNotAllowed { .. }
+                | FunctionError::NotFound(_)
+                | FunctionError::Unauthorized
+                | FunctionError::TooLarge { .. }
+                | FunctionError::BodyTimeout { .. }
+                | FunctionError::Busy
+                | FunctionError::Lifecycle(_) => {}
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn every_400_names_a_field() {
+        let mut four_hundreds = 0;
+        for e in samples() {
+            let shown = e.to_string();
+            let r = e.into_reply();
+            if r.status == 400 {
+                four_hundreds += 1;
+                let field = r.body["error"]["field"].as_str().unwrap_or("");
+                assert!(
+                    !field.is_empty(),
+                    "400 without a field: {shown} -> {}",
+                    r.body
+                );
+            }
+        }
+        assert!(four_hundreds >= 6);
+    }
+
+    #[test]
+    fn arm_refusing_a_parameter_names_it_beside_what_arm_said() {
+        let r = FunctionError::from(UpstreamError::Http {
+            service: Service::Arm,
+            status: 400,
+            code: "BadRequest".into(),
+            message: "The value of parameter 'WaitTime' of pipeline 'Wait 1' is not of type 'Int': 'x' is not a whole number.".into(),
+        })
+        .into_reply();
+        assert_eq!(r.status, 400);
+        assert_eq!(r.body["error"]["field"], "pipelineParameters.WaitTime");
+        assert_eq!(r.body["error"]["upstream"]["code"], "BadRequest");
+        assert!(r.body["error"]["upstream"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("not of type 'Int'")));
+    }
+
+    #[test]
+    fn an_uninitialised_or_old_store_is_a_503_saying_what_to_run() {
+        use crate::orchestration::LifecycleError as L;
+        use crate::store::StoreError as S;
+        let r =
+            FunctionError::Lifecycle(L::Store(S::NotInitialised("no tables".into()))).into_reply();
+        assert_eq!(r.status, 503);
+        assert_eq!(r.body["error"]["code"], "MetadataStoreNotInitialised");
+        assert!(r.body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("procfwk db init")));
+        let r = FunctionError::Lifecycle(L::Store(S::TooOld {
+            found: 1,
+            needed: 2,
+        }))
+        .into_reply();
+        assert_eq!(r.status, 503);
+        assert_eq!(r.body["error"]["code"], "MetadataStoreTooOld");
+        assert!(r.body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("procfwk db upgrade")));
     }
 }

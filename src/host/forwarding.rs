@@ -1,7 +1,8 @@
 //! HTTP forwarding: `/api/<FunctionName>` exactly as the caller (ADF's Azure Function activity) sent it.
 
-use super::{body, json_response, keys};
-use crate::functions::{dispatch, AppState, Function, FunctionError, Invocation};
+use super::body::{self, BodyReader};
+use super::{json_response, keys};
+use crate::functions::{dispatch, AppState, Function, FunctionError, Invocation, Reply};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -9,6 +10,7 @@ use warp::Filter;
 
 pub fn route(
     state: Arc<AppState>,
+    bodies: Arc<BodyReader>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection>
        + Clone
        + Send
@@ -28,52 +30,38 @@ pub fn route(
                   length: Option<u64>,
                   stream| {
                 let state = state.clone();
+                let bodies = bodies.clone();
                 async move {
-                    // Wait for a slot before reading the body: a waiting request holds only its head.
                     let started = Instant::now();
-                    let gate = state.clone();
-                    gate.admission
-                        .admit(move || {
-                            answer(state, name, method, query, key, length, stream, started)
-                        })
-                        .await
+                    // The body is read before the call waits for a work slot, within its time bound:
+                    // a slow client holds its buffered bytes, never a slot.
+                    let read = receive(&state, &bodies, &name, &query, key, length, stream).await;
+                    let reply = match read {
+                        Err(e) => e.into_reply(),
+                        Ok((function, body)) => {
+                            let gate = state.clone();
+                            gate.admission
+                                .admit(move || answer(state, function, method, query, body))
+                                .await
+                        }
+                    };
+                    tracing::info!(function = %name, protocol = "http", status = reply.status, duration_ms = started.elapsed().as_secs_f64() * 1000.0, "invocation");
+                    json_response(&reply)
                 }
             },
         )
 }
 
-#[allow(clippy::too_many_arguments)] // the values warp extracted, handed over as they are
-async fn answer<S, B>(
-    state: Arc<AppState>,
-    name: String,
-    method: warp::http::Method,
-    query: BTreeMap<String, String>,
-    key: Option<String>,
-    length: Option<u64>,
-    stream: S,
-    started: Instant,
-) -> warp::reply::Response
-where
-    S: futures::Stream<Item = Result<B, warp::Error>>,
-    B: bytes::Buf,
-{
-    let reply = match handle(&state, &name, method.as_str(), query, key, length, stream).await {
-        Ok(reply) => reply,
-        Err(e) => e.into_reply(),
-    };
-    tracing::info!(function = %name, protocol = "http", status = reply.status, duration_ms = started.elapsed().as_secs_f64() * 1000.0, "invocation");
-    json_response(&reply)
-}
-
-async fn handle<S, B>(
+/// Check the key, find the function, read the body.
+async fn receive<S, B>(
     state: &AppState,
+    bodies: &BodyReader,
     name: &str,
-    method: &str,
-    query: BTreeMap<String, String>,
+    query: &BTreeMap<String, String>,
     key: Option<String>,
     length: Option<u64>,
     stream: S,
-) -> Result<crate::functions::Reply, FunctionError>
+) -> Result<(Function, body::Body), FunctionError>
 where
     S: futures::Stream<Item = Result<B, warp::Error>>,
     B: bytes::Buf,
@@ -81,11 +69,28 @@ where
     keys::check(state, key.as_deref(), query.get("code").map(String::as_str))?;
     let function =
         Function::lookup(name).ok_or_else(|| FunctionError::NotFound(name.to_string()))?;
-    let body = body::collect_limited(length, state.settings.max_body_bytes, stream).await?;
+    let body = bodies
+        .read(length, state.settings.max_body_bytes, stream)
+        .await?;
+    Ok((function, body))
+}
+
+async fn answer(
+    state: Arc<AppState>,
+    function: Function,
+    method: warp::http::Method,
+    query: BTreeMap<String, String>,
+    body: body::Body,
+) -> Reply {
+    let body::Body { bytes, held } = body;
     let invocation = Invocation {
         method: method.to_string(),
         query,
-        body,
+        body: bytes,
     };
-    Ok(dispatch(state, function, &invocation).await)
+    let reply = dispatch(&state, function, &invocation).await;
+    // The budget share goes back once the request (about the size of its body) is gone.
+    drop(invocation);
+    drop(held);
+    reply
 }

@@ -3,7 +3,8 @@
 //! the answer goes back as `Outputs.res` with `statusCode`, a string `body` and string `headers`. The
 //! handler's own reply to the host is always 200 JSON: the caller's status travels inside it.
 
-use super::{body, keys};
+use super::body::{self, BodyReader};
+use super::keys;
 use crate::functions::{
     dispatch, AppState, Function, FunctionError, Invocation, Reply, TimerFunction,
 };
@@ -15,6 +16,7 @@ use warp::Filter;
 
 pub fn route(
     state: Arc<AppState>,
+    bodies: Arc<BodyReader>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection>
        + Clone
        + Send
@@ -33,63 +35,54 @@ pub fn route(
                   length: Option<u64>,
                   stream| {
                 let state = state.clone();
+                let bodies = bodies.clone();
                 async move {
-                    // Wait for a slot before reading the payload: a waiting request holds only its head.
                     let started = Instant::now();
-                    let gate = state.clone();
-                    gate.admission
-                        .admit(move || answer(state, name, query, key, length, stream, started))
-                        .await
+                    // The payload is read before the call waits for a work slot, within its time
+                    // bound: a slow client holds its buffered bytes, never a slot.
+                    let (reply, wrapped) =
+                        match receive(&state, &bodies, &name, &query, key, length, stream).await {
+                            Err(e) => (e.into_reply(), false),
+                            Ok((target, body)) => {
+                                let gate = state.clone();
+                                gate.admission
+                                    .admit(move || answer(state, target, body))
+                                    .await
+                            }
+                        };
+                    let ms = started.elapsed().as_secs_f64() * 1000.0;
+                    tracing::info!(function = %name, protocol = "invocation", status = reply.status, duration_ms = ms, "invocation");
+                    let body = if wrapped {
+                        envelope(&name, &reply, ms)
+                    } else {
+                        // The payload itself was unusable (or the function unknown): answer the host
+                        // directly.
+                        reply.body
+                    };
+                    let status = if wrapped { 200 } else { reply.status };
+                    super::json_response(&Reply { status, body })
                 }
             },
         )
 }
 
-async fn answer<S, B>(
-    state: Arc<AppState>,
-    name: String,
-    query: BTreeMap<String, String>,
-    key: Option<String>,
-    length: Option<u64>,
-    stream: S,
-    started: Instant,
-) -> warp::reply::Response
-where
-    S: futures::Stream<Item = Result<B, warp::Error>>,
-    B: bytes::Buf,
-{
-    let (reply, wrapped) = match handle(&state, &name, &query, key, length, stream).await {
-        Ok(Handled::Http(reply)) => (reply, true),
-        Ok(Handled::Direct(reply)) => (reply, false),
-        Err(e) => (e.into_reply(), false),
-    };
-    let ms = started.elapsed().as_secs_f64() * 1000.0;
-    tracing::info!(function = %name, protocol = "invocation", status = reply.status, duration_ms = ms, "invocation");
-    let body = if wrapped {
-        envelope(&name, &reply, ms)
-    } else {
-        // The payload itself was unusable (or the function unknown): answer the host directly.
-        reply.body.clone()
-    };
-    let status = if wrapped { 200 } else { reply.status };
-    super::json_response(&Reply { status, body })
+/// What an invocation calls: an HTTP-triggered function, whose reply travels inside `Outputs.res`, or
+/// a timer, whose answer goes to the host as it is.
+enum Target {
+    Http(Function),
+    Timer(TimerFunction),
 }
 
-/// How an invocation was answered: an HTTP-triggered function's reply travels inside `Outputs.res`; a
-/// timer's answer goes to the host as it is.
-enum Handled {
-    Http(Reply),
-    Direct(Reply),
-}
-
-async fn handle<S, B>(
+/// Check the key, find the function, read the payload.
+async fn receive<S, B>(
     state: &AppState,
+    bodies: &BodyReader,
     name: &str,
     query: &BTreeMap<String, String>,
     key: Option<String>,
     length: Option<u64>,
     stream: S,
-) -> Result<Handled, FunctionError>
+) -> Result<(Target, body::Body), FunctionError>
 where
     S: futures::Stream<Item = Result<B, warp::Error>>,
     B: bytes::Buf,
@@ -97,23 +90,36 @@ where
     keys::check(state, key.as_deref(), query.get("code").map(String::as_str))?;
     if let Some(timer) = TimerFunction::lookup(name) {
         // The payload (`Data.timer`: schedule status, past-due flag) carries nothing we need.
-        let _ = body::collect_limited(length, 64 * 1024, stream).await?;
-        return Ok(Handled::Direct(timer_reply(state, timer).await));
+        let body = bodies.read(length, 64 * 1024, stream).await?;
+        return Ok((Target::Timer(timer), body));
     }
     let function =
         Function::lookup(name).ok_or_else(|| FunctionError::NotFound(name.to_string()))?;
-    // The payload wraps the caller's body (as a JSON string), so allow for escaping overhead.
-    let limit = state
-        .settings
-        .max_body_bytes
-        .saturating_mul(2)
-        .saturating_add(64 * 1024);
-    let raw = body::collect_limited(length, limit, stream).await?;
-    let invocation = match parse_payload(&raw, state.settings.max_body_bytes) {
-        Ok(inv) => inv,
-        Err(e) => return Ok(Handled::Http(e.into_reply())),
+    let body = bodies
+        .read(length, state.settings.largest_payload_bytes(), stream)
+        .await?;
+    Ok((Target::Http(function), body))
+}
+
+/// The reply, and whether it goes inside the envelope.
+async fn answer(state: Arc<AppState>, target: Target, body: body::Body) -> (Reply, bool) {
+    let body::Body { bytes, held } = body;
+    let function = match target {
+        Target::Timer(timer) => {
+            drop((bytes, held));
+            return (timer_reply(&state, timer).await, false);
+        }
+        Target::Http(function) => function,
     };
-    Ok(Handled::Http(dispatch(state, function, &invocation).await))
+    let parsed = parse_payload(&bytes, state.settings.max_body_bytes);
+    drop(bytes);
+    let reply = match parsed {
+        Ok(invocation) => dispatch(&state, function, &invocation).await,
+        Err(e) => e.into_reply(),
+    };
+    // The budget share goes back once the request (about the size of its body) is gone.
+    drop(held);
+    (reply, true)
 }
 
 /// Turn the host's payload into an [`Invocation`].
@@ -121,26 +127,29 @@ pub fn parse_payload(raw: &[u8], max_body: u64) -> Result<Invocation, FunctionEr
     let bad = |field: &str, problem: &str| {
         FunctionError::BadRequest(crate::domain::RequestError::new(field, problem))
     };
-    let payload: Value = serde_json::from_slice(raw)
+    let mut payload: Value = serde_json::from_slice(raw)
         .map_err(|_| bad("Data", "the invocation payload is not JSON"))?;
     let data = payload
-        .get("Data")
-        .and_then(Value::as_object)
+        .get_mut("Data")
+        .and_then(Value::as_object_mut)
         .ok_or_else(|| bad("Data", "the invocation payload has no Data object"))?;
-    let req = data
-        .get("req")
-        .or_else(|| data.values().find(|v| v.get("Method").is_some()))
-        .and_then(Value::as_object)
-        .ok_or_else(|| bad("Data.req", "the invocation payload carries no HTTP request"))?;
+    let req = if data.contains_key("req") {
+        data.get_mut("req")
+    } else {
+        data.values_mut().find(|v| v.get("Method").is_some())
+    }
+    .and_then(Value::as_object_mut)
+    .ok_or_else(|| bad("Data.req", "the invocation payload carries no HTTP request"))?;
     let method = req
         .get("Method")
         .and_then(Value::as_str)
         .unwrap_or("POST")
         .to_string();
     let query = query_map(req.get("Query"));
-    let body = match req.get("Body") {
+    // Taken out of the payload rather than copied: it may be the largest part of it.
+    let body = match req.remove("Body") {
         None | Some(Value::Null) => bytes::Bytes::new(),
-        Some(Value::String(s)) => bytes::Bytes::from(s.clone().into_bytes()),
+        Some(Value::String(s)) => bytes::Bytes::from(s.into_bytes()),
         Some(other) => bytes::Bytes::from(other.to_string().into_bytes()),
     };
     if body.len() as u64 > max_body {

@@ -34,10 +34,15 @@ pub fn routes(
             serde_json::json!({"status": "ready", "service": "procfwk"}),
         ))
     });
+    // One body budget for both protocols.
+    let bodies = Arc::new(body::BodyReader::new(
+        state.settings.body_buffer_bytes,
+        state.settings.body_timeout,
+    ));
     readiness
-        .or(forwarding::route(state.clone()))
+        .or(forwarding::route(state.clone(), bodies.clone()))
         .unify()
-        .or(invocation::route(state))
+        .or(invocation::route(state, bodies))
         .unify()
         .recover(handle_rejection)
         .unify()
@@ -144,7 +149,10 @@ impl Application {
                 tokio::spawn(async move {
                     let io = hyper_util::rt::TokioIo::new(stream);
                     if let Err(e) = hyper::server::conn::http1::Builder::new()
-                        .max_buf_size(256 * 1024)
+                        // A connection's read buffer grows while a client streams its body faster
+                        // than we copy it out; 64 KiB still holds any request head the Functions host
+                        // sends, and bounds 256 uploading connections to 16 MiB of it.
+                        .max_buf_size(64 * 1024)
                         // hyper otherwise keeps reading a busy connection to notice the caller hanging
                         // up, and that read needs a second 8 KiB buffer while the request still borrows
                         // the first. Our calls end within their budget anyway, hang-up or not.

@@ -222,4 +222,8 @@ impl crate::store::TransientCheck for LeaseError {
             _ => std::time::Duration::ZERO,
         }
     }
+
+    fn missing_object(&self) -> bool {
+        matches!(self, Self::Store(e) if e.is_missing_object())
+    }
 }

@@ -78,7 +78,10 @@ impl SimPower {
         let answer = self
             .vms
             .request(self.id, action, self.now())
-            .ok_or_else(|| UpstreamError::Unsupported("no such VM".into()))?;
+            .ok_or_else(|| UpstreamError::Unsupported {
+                field: "vmNames",
+                message: "no such VM".into(),
+            })?;
         let reply = match answer {
             Ok(Accepted::AlreadyDone) => PowerRequest::Accepted {
                 operation_url: None,
@@ -134,7 +137,10 @@ impl PowerControl for SimPower {
         )
     }
     async fn runtime_status(&self, _runtime: &RuntimeRef) -> Result<RuntimeStatus, UpstreamError> {
-        Err(UpstreamError::Unsupported("no runtime in the model".into()))
+        Err(UpstreamError::Unsupported {
+            field: "integrationRuntimeName",
+            message: "no runtime in the model".into(),
+        })
     }
 }
 

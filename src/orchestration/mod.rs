@@ -65,6 +65,10 @@ impl TransientCheck for LifecycleError {
             _ => std::time::Duration::ZERO,
         }
     }
+
+    fn missing_object(&self) -> bool {
+        matches!(self, Self::Store(e) if e.is_missing_object())
+    }
 }
 
 /// Now, UTC, to the millisecond (what a `DATETIME` column keeps).

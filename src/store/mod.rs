@@ -33,7 +33,27 @@ pub enum StoreError {
     /// The connection string or setting is unusable.
     #[error("invalid metadata store setting: {0}")]
     Config(String),
+    /// The store has no procfwk schema: never initialised, or (SQLite) the file does not exist.
+    #[error(
+        "the metadata store is not initialised ({0}): run `procfwk db init` with the same \
+         PROCFWK_METADATA_DB"
+    )]
+    NotInitialised(String),
+    /// The store's schema is older than this version of procfwk needs.
+    #[error(
+        "the metadata store's schema is version {found}, older than the version {needed} this \
+         procfwk needs: run `procfwk db upgrade` (the same as `db init`: it adds what is missing)"
+    )]
+    TooOld { found: i64, needed: i64 },
 }
+
+/// The schema version this build needs (`procfwk.SchemaVersion`; `db init` records each version it
+/// applies).
+pub const SCHEMA_VERSION: i64 = 3;
+
+/// Error numbers (as SQL Server numbers them; the SQLite backend maps its messages to them) for a table,
+/// view or column that does not exist: 208 "Invalid object name", 207 "Invalid column name".
+pub const MISSING_OBJECT_ERRORS: &[u32] = &[208, 207];
 
 /// Azure SQL / SQL Server error numbers that mean "try again": the database is moving, throttled or
 /// briefly unavailable. Deadlock victims (1205) are retried too.
@@ -59,6 +79,16 @@ impl StoreError {
                 ..
             }
         )
+    }
+
+    /// A table, view or column the statement names does not exist: the schema is missing or old.
+    pub fn is_missing_object(&self) -> bool {
+        matches!(self, Self::Database { number, .. } if MISSING_OBJECT_ERRORS.contains(number))
+    }
+
+    /// The store must be initialised or upgraded before it can be used.
+    pub fn is_schema_problem(&self) -> bool {
+        matches!(self, Self::NotInitialised(_) | Self::TooOld { .. })
     }
 
     /// A primary-key or unique-index violation (SQL Server 2627 / 2601): two callers inserted the same
@@ -129,11 +159,18 @@ pub struct Store {
 
 /// Whether a transition's error is worth running the transition again for, and how long to wait first.
 pub trait TransientCheck {
+    /// Worth running the transition again.
     fn transient(&self) -> bool;
     /// The least wait before the next attempt that the error asks for (Azure SQL's 40501, "the service
     /// is currently busy", says to retry after 10 seconds).
     fn minimum_wait(&self) -> Duration {
         Duration::ZERO
+    }
+
+    /// A store error saying a table or column does not exist ([`StoreError::is_missing_object`]):
+    /// [`Store::run`] then finds out whether the schema is missing or old.
+    fn missing_object(&self) -> bool {
+        false
     }
 }
 
@@ -152,6 +189,9 @@ impl TransientCheck for StoreError {
             } => Duration::from_secs(10),
             _ => Duration::ZERO,
         }
+    }
+    fn missing_object(&self) -> bool {
+        self.is_missing_object()
     }
 }
 
@@ -188,6 +228,44 @@ impl RetryPolicy {
             .min(self.max_wait);
         exp.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0)).max(minimum)
     }
+}
+
+/// Reads the schema version (a transition of its own, after another failed on a missing object).
+struct ReadSchemaVersion;
+
+#[async_trait::async_trait]
+impl Transition for ReadSchemaVersion {
+    type Output = Option<i64>;
+    type Error = StoreError;
+    async fn apply(&self, tx: &mut dyn Tx) -> Result<Option<i64>, StoreError> {
+        let rows = tx.query(&statements::SCHEMA_VERSION, &[]).await?;
+        Ok(rows
+            .first()
+            .and_then(|r| r.opt_i64("Version").ok().flatten()))
+    }
+}
+
+/// Check a `PROCFWK_METADATA_DB` value without connecting: `sqlite:<path>`, or a SQL Server / Azure
+/// SQL connection string that parses. The error never repeats the value (it may hold a password).
+pub fn check_setting(setting: &str) -> Result<(), StoreError> {
+    let setting = setting.trim();
+    if let Some(path) = setting.strip_prefix("sqlite:") {
+        if path.trim().is_empty() {
+            return Err(StoreError::Config(
+                "sqlite: needs a file path, e.g. sqlite:procfwk.db".into(),
+            ));
+        }
+        return Ok(());
+    }
+    if let Some((scheme, _)) = setting.split_once("://") {
+        if !scheme.is_empty() && !scheme.contains(['=', ';']) {
+            return Err(StoreError::Config(format!(
+                "{scheme}:// is not a metadata store; use sqlite:<path> (e.g. sqlite:procfwk.db) or an \
+                 Azure SQL connection string (Server=tcp:…;Database=…;…)"
+            )));
+        }
+    }
+    sqlserver::check_setting(setting)
 }
 
 impl Store {
@@ -264,8 +342,34 @@ impl Store {
                     );
                     tokio::time::sleep(wait).await;
                 }
+                Err(e) if e.missing_object() => {
+                    return Err(match self.schema_problem().await {
+                        Some(problem) => problem.into(),
+                        None => e,
+                    })
+                }
                 other => return other,
             }
+        }
+    }
+
+    /// After a statement named a table or column that does not exist: whether the store was never
+    /// initialised, or is older than [`SCHEMA_VERSION`] (`None`: neither, the error stands as it is).
+    async fn schema_problem(&self) -> Option<StoreError> {
+        match self.attempt(&ReadSchemaVersion).await {
+            Ok(None) => Some(StoreError::NotInitialised(
+                "it records no schema version".into(),
+            )),
+            Ok(Some(found)) if found < SCHEMA_VERSION => Some(StoreError::TooOld {
+                found,
+                needed: SCHEMA_VERSION,
+            }),
+            Ok(Some(_)) => None,
+            Err(e) if e.is_missing_object() => Some(StoreError::NotInitialised(
+                "it has no procfwk tables".into(),
+            )),
+            Err(e) if e.is_schema_problem() => Some(e),
+            Err(_) => None,
         }
     }
 
@@ -405,5 +509,90 @@ mod tests {
             p.wait(1, 0.5, Duration::from_secs(10)),
             Duration::from_secs(10)
         );
+    }
+
+    /// Reads the leases of a pool (a table of schema version 2).
+    struct ReadLeases;
+
+    #[async_trait::async_trait]
+    impl Transition for ReadLeases {
+        type Output = usize;
+        type Error = StoreError;
+        async fn apply(&self, tx: &mut dyn Tx) -> Result<usize, StoreError> {
+            let rows = tx
+                .query(
+                    &statements::VM_LEASES_OF_POOL,
+                    &[SqlValue::Text("pool".into())],
+                )
+                .await?;
+            Ok(rows.len())
+        }
+    }
+
+    async fn store_at(path: &std::path::Path) -> Store {
+        let Ok(store) = Store::open(&format!("sqlite:{}", path.display()), None).await else {
+            panic!("open")
+        };
+        store
+    }
+
+    #[tokio::test]
+    async fn a_missing_schema_is_not_initialised_and_an_old_one_too_old() {
+        let Ok(dir) = tempfile::tempdir() else {
+            panic!("tempdir")
+        };
+        let path = dir.path().join("s.db");
+        // No file at all.
+        let outcome = store_at(&path).await.run(&ReadLeases).await;
+        assert!(
+            matches!(&outcome, Err(StoreError::NotInitialised(_))),
+            "{outcome:?}"
+        );
+        // A file without procfwk's tables.
+        std::fs::write(&path, b"").ok();
+        let outcome = store_at(&path).await.run(&ReadLeases).await;
+        assert!(
+            matches!(&outcome, Err(StoreError::NotInitialised(m)) if m.contains("no procfwk tables")),
+            "{outcome:?}"
+        );
+        // Initialised: fine.
+        let store = store_at(&path).await;
+        assert!(store.init_schema().await.is_ok());
+        assert!(matches!(store.run(&ReadLeases).await, Ok(0)));
+        // A version-1 store (before VmPower): too old, and `db init` (upgrade) mends it.
+        let Ok(conn) = rusqlite::Connection::open(&path) else {
+            panic!("sqlite")
+        };
+        assert!(conn
+            .execute_batch("DROP TABLE VmLeases; DELETE FROM SchemaVersion WHERE Version >= 2;")
+            .is_ok());
+        drop(conn);
+        let store = store_at(&path).await;
+        let outcome = store.run(&ReadLeases).await;
+        assert!(
+            matches!(
+                &outcome,
+                Err(StoreError::TooOld {
+                    found: 1,
+                    needed: SCHEMA_VERSION
+                })
+            ),
+            "{outcome:?}"
+        );
+        let message = outcome.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(message.contains("procfwk db upgrade"), "{message}");
+        assert!(store.init_schema().await.is_ok());
+        assert!(matches!(store.run(&ReadLeases).await, Ok(0)));
+    }
+
+    #[test]
+    fn a_metadata_db_setting_is_checked_without_connecting() {
+        assert!(check_setting("sqlite:procfwk.db").is_ok());
+        assert!(matches!(
+            check_setting("sqlite3://x.db"),
+            Err(StoreError::Config(_))
+        ));
+        assert!(check_setting("sqlite:").is_err());
+        assert!(check_setting("just words").is_err());
     }
 }

@@ -33,45 +33,67 @@ pub fn schema_statements() -> Vec<String> {
 
 pub struct SqliteBackend {
     path: String,
-    conn: Arc<Mutex<Connection>>,
+    /// `None` until the file exists: only `db init` creates it.
+    conn: Arc<Mutex<Option<Connection>>>,
 }
 
 fn db_error(e: rusqlite::Error) -> StoreError {
-    match &e {
-        rusqlite::Error::SqliteFailure(code, message) => {
-            use rusqlite::ErrorCode::*;
-            let number = match code.code {
-                DatabaseBusy | DatabaseLocked => 1205,
-                ConstraintViolation => 2627,
-                _ => 50000,
-            };
-            StoreError::Database {
-                number,
-                message: message.clone().unwrap_or_else(|| code.to_string()),
+    // Preparing a statement reports its problem as SqlInputError (with the statement's text), running
+    // one as SqliteFailure.
+    let (code, message) = match &e {
+        rusqlite::Error::SqliteFailure(code, message) => (*code, message.clone()),
+        rusqlite::Error::SqlInputError { error, msg, .. } => (*error, Some(msg.clone())),
+        other => {
+            return StoreError::Database {
+                number: 50000,
+                message: other.to_string(),
             }
         }
-        other => StoreError::Database {
-            number: 50000,
-            message: other.to_string(),
-        },
+    };
+    use rusqlite::ErrorCode::*;
+    let text = message.as_deref().unwrap_or("");
+    let number = match code.code {
+        DatabaseBusy | DatabaseLocked => 1205,
+        ConstraintViolation => 2627,
+        // As SQL Server numbers them: "Invalid object name" / "Invalid column name".
+        _ if text.starts_with("no such table") => 208,
+        _ if text.starts_with("no such column") => 207,
+        _ => 50000,
+    };
+    StoreError::Database {
+        number,
+        message: message.unwrap_or_else(|| code.to_string()),
     }
 }
 
+/// A connection with the file at `path` attached as `procfwk` (the file must exist: ATTACH would
+/// create it).
+fn attach(path: &str) -> Result<Connection, StoreError> {
+    let conn = Connection::open_in_memory().map_err(db_error)?;
+    conn.busy_timeout(Duration::from_secs(5))
+        .map_err(db_error)?;
+    conn.execute("ATTACH DATABASE ?1 AS procfwk", [path])
+        .map_err(db_error)?;
+    conn.execute_batch("PRAGMA procfwk.journal_mode = WAL; PRAGMA foreign_keys = ON;")
+        .map_err(db_error)?;
+    Ok(conn)
+}
+
 impl SqliteBackend {
-    /// Open (creating if needed) the SQLite file at `path`.
+    /// Open the SQLite file at `path`. A missing file is not created (only [`Backend::init_schema`],
+    /// `procfwk db init`, does that): transactions then fail with [`StoreError::NotInitialised`] until
+    /// it exists.
     pub fn open(path: &str) -> Result<Self, StoreError> {
         if path.trim().is_empty() {
             return Err(StoreError::Config(
                 "sqlite: needs a file path, e.g. sqlite:procfwk.db".into(),
             ));
         }
-        let conn = Connection::open_in_memory().map_err(db_error)?;
-        conn.busy_timeout(Duration::from_secs(5))
-            .map_err(db_error)?;
-        conn.execute("ATTACH DATABASE ?1 AS procfwk", [path])
-            .map_err(db_error)?;
-        conn.execute_batch("PRAGMA procfwk.journal_mode = WAL; PRAGMA foreign_keys = ON;")
-            .map_err(db_error)?;
+        let conn = if std::path::Path::new(path).exists() {
+            Some(attach(path)?)
+        } else {
+            None
+        };
         Ok(Self {
             path: path.to_string(),
             conn: Arc::new(Mutex::new(conn)),
@@ -82,13 +104,26 @@ impl SqliteBackend {
 #[async_trait::async_trait]
 impl Backend for SqliteBackend {
     async fn begin(&self) -> Result<Box<dyn Tx>, StoreError> {
-        let guard = self.conn.clone().lock_owned().await;
-        guard.execute_batch("BEGIN IMMEDIATE").map_err(db_error)?;
+        let mut guard = self.conn.clone().lock_owned().await;
+        if guard.is_none() {
+            if !std::path::Path::new(&self.path).exists() {
+                return Err(StoreError::NotInitialised(format!(
+                    "the SQLite file {} does not exist",
+                    self.path
+                )));
+            }
+            *guard = Some(attach(&self.path)?);
+        }
+        let conn = guard
+            .as_ref()
+            .ok_or_else(|| StoreError::Connection("no SQLite connection".into()))?;
+        conn.execute_batch("BEGIN IMMEDIATE").map_err(db_error)?;
         Ok(Box::new(SqliteTx { conn: Some(guard) }))
     }
 
     async fn init_schema(&self) -> Result<(), StoreError> {
-        // The DDL names tables without a prefix, so it runs on a plain connection to the file itself.
+        // The DDL names tables without a prefix, so it runs on a plain connection to the file itself
+        // (which creates the file when it is missing).
         let conn = Connection::open(&self.path).map_err(db_error)?;
         conn.busy_timeout(Duration::from_secs(5))
             .map_err(db_error)?;
@@ -134,13 +169,15 @@ fn upgrade_in_place(conn: &Connection) -> Result<(), StoreError> {
 }
 
 struct SqliteTx {
-    conn: Option<OwnedMutexGuard<Connection>>,
+    /// The process's connection (always `Some` inside: [`SqliteBackend::begin`] made sure).
+    conn: Option<OwnedMutexGuard<Option<Connection>>>,
 }
 
 impl SqliteTx {
     fn conn(&self) -> Result<&Connection, StoreError> {
         self.conn
             .as_deref()
+            .and_then(Option::as_ref)
             .ok_or_else(|| StoreError::Connection("the transaction is already finished".into()))
     }
 }
@@ -216,14 +253,14 @@ impl Tx for SqliteTx {
 
     async fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
         let conn = self.conn.take();
-        match conn {
+        match conn.as_deref().and_then(Option::as_ref) {
             Some(c) => c.execute_batch("COMMIT").map_err(db_error),
             None => Ok(()),
         }
     }
 
     async fn rollback(mut self: Box<Self>) -> Result<(), StoreError> {
-        if let Some(c) = self.conn.take() {
+        if let Some(c) = self.conn.take().as_deref().and_then(Option::as_ref) {
             let _ = c.execute_batch("ROLLBACK");
         }
         Ok(())
@@ -234,7 +271,7 @@ impl Drop for SqliteTx {
     fn drop(&mut self) {
         // A transaction dropped without commit (an early return) is rolled back before the connection is
         // handed to the next caller.
-        if let Some(c) = self.conn.take() {
+        if let Some(c) = self.conn.take().as_deref().and_then(Option::as_ref) {
             if !c.is_autocommit() {
                 let _ = c.execute_batch("ROLLBACK");
             }
@@ -260,12 +297,61 @@ mod tests {
         };
         assert!(backend.init_schema().await.is_ok());
         assert!(backend.init_schema().await.is_ok(), "idempotent");
-        let conn = backend.conn.lock().await;
+        assert!(
+            backend.begin().await.is_ok(),
+            "attached once the file exists"
+        );
+        let guard = backend.conn.lock().await;
+        let Some(conn) = guard.as_ref() else {
+            panic!("attached")
+        };
         for s in statements::ALL {
             if let Err(e) = conn.prepare(s.sql) {
                 panic!("{} does not prepare on SQLite: {e}\n{}", s.name, s.sql);
             }
         }
+    }
+
+    #[tokio::test]
+    async fn a_missing_file_is_not_created_and_reads_as_not_initialised() {
+        let Ok(dir) = tempfile::tempdir() else {
+            panic!("tempdir")
+        };
+        let path = dir.path().join("missing.db");
+        let path_text = path.to_string_lossy().to_string();
+        let Ok(backend) = SqliteBackend::open(&path_text) else {
+            panic!("open")
+        };
+        let first = backend.begin().await.map(drop);
+        assert!(
+            matches!(&first, Err(StoreError::NotInitialised(m)) if m.contains("does not exist")),
+            "{first:?}"
+        );
+        assert!(
+            !path.exists(),
+            "opening and using the store did not create the file"
+        );
+        assert!(backend.init_schema().await.is_ok());
+        assert!(path.exists(), "db init creates it");
+        assert!(backend.begin().await.is_ok(), "usable without reopening");
+    }
+
+    #[test]
+    fn missing_tables_and_columns_are_numbered_as_on_sql_server() {
+        let Ok(conn) = Connection::open_in_memory() else {
+            panic!("sqlite")
+        };
+        let table = conn.prepare("SELECT 1 FROM NoSuchTable").map(drop);
+        assert!(matches!(
+            table.map_err(db_error),
+            Err(StoreError::Database { number: 208, .. })
+        ));
+        assert!(conn.execute_batch("CREATE TABLE T (A INT)").is_ok());
+        let column = conn.prepare("SELECT B FROM T").map(drop);
+        assert!(matches!(
+            column.map_err(db_error),
+            Err(StoreError::Database { number: 207, .. })
+        ));
     }
 
     #[test]

@@ -406,6 +406,11 @@ fn parse_bool(key: &str, value: &str) -> Result<bool, StoreError> {
     }
 }
 
+/// Check a connection string without connecting (start-up validation of `PROCFWK_METADATA_DB`).
+pub fn check_setting(setting: &str) -> Result<(), StoreError> {
+    parse_setting(setting).map(drop)
+}
+
 fn parse_setting(setting: &str) -> Result<Setting, StoreError> {
     let parts = parse_parts(setting)?;
     let get = |names: &[&str]| {
@@ -603,6 +608,11 @@ fn duplicate(e: &StoreError) -> StoreError {
             problem: problem.clone(),
         },
         StoreError::Config(m) => StoreError::Config(m.clone()),
+        StoreError::NotInitialised(m) => StoreError::NotInitialised(m.clone()),
+        StoreError::TooOld { found, needed } => StoreError::TooOld {
+            found: *found,
+            needed: *needed,
+        },
     }
 }
 

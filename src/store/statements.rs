@@ -20,6 +20,10 @@ macro_rules! statements {
 }
 
 statements! {
+    // ---------------------------------------------------------------- schema
+    /// The newest schema version `db init` applied (NULL when none).
+    SCHEMA_VERSION = "SELECT MAX(Version) AS Version FROM procfwk.SchemaVersion";
+
     // ---------------------------------------------------------------- properties
     /// Current value of every property.
     CURRENT_PROPERTIES = "SELECT PropertyName, PropertyValue FROM procfwk.Properties WHERE ValidTo IS NULL";
