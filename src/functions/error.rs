@@ -89,7 +89,7 @@ impl FunctionError {
         } else {
             tracing::info!(status, error = %self, "invocation refused");
         }
-        Reply { status, body }
+        Reply::new(status, body)
     }
 }
 
