@@ -310,3 +310,62 @@ fn a_year_of_nights_reads_and_renders_quickly() {
     // A debug build on a busy two-core machine: generous, but a full scan per execution would miss it.
     assert!(ms(reads[2]) + ms(renders[2]) < 3000.0);
 }
+
+/// `procfwk run --report FILE` after a real run whose Intentional Error fails: the page shows the
+/// failed worker with the ErrorLog rows the lifecycle wrote; without --report the run says how to get it.
+#[test]
+fn procfwk_run_writes_the_report_of_a_real_failed_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = history::sample_store(dir.path());
+    rusqlite::Connection::open(&path)
+        .and_then(|c| {
+            c.execute(
+                "UPDATE PipelineParameters SET ParameterValue = 'true' WHERE ParameterName = 'RaiseErrors'",
+                [],
+            )
+        })
+        .expect("raise errors");
+    let report = dir.path().join("run.html");
+    let db = format!("sqlite:{}", path.display());
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            "--simulate",
+            "--time-scale",
+            "0.01",
+            "--quiet",
+            "--db",
+            &db,
+        ];
+        args.extend_from_slice(extra);
+        std::process::Command::new(support::binary())
+            .args(&args)
+            .env_remove("PROCFWK_METADATA_DB")
+            .env_remove("IDENTITY_ENDPOINT")
+            .env_remove("IDENTITY_HEADER")
+            .output()
+            .expect("run procfwk run")
+    };
+    let out = run(&["--report", report.to_str().unwrap_or_default()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "the execution should fail: {stdout}");
+    assert!(
+        stdout.contains(&format!("dashboard: {}", report.display())),
+        "{stdout}"
+    );
+    let page = std::fs::read_to_string(&report).unwrap_or_default();
+    let failed = tag_with(
+        &page,
+        "data-worker=\"Intentional Error\" data-status=\"Failed\"",
+    );
+    assert!(!failed.is_empty(), "the failed worker is not on the page");
+    assert!(
+        page.contains("<table class=\"errors\">"),
+        "no ErrorLog rows"
+    );
+    assert!(page.contains("https://adf.azure.com/monitoring/pipelineruns/"));
+
+    let out = run(&[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("dashboard: run with --report"), "{stdout}");
+}
