@@ -10,6 +10,7 @@ pub mod execute_pipeline;
 pub mod finish_execution;
 pub mod get_activity_errors;
 pub mod metadata_worker;
+pub mod openapi;
 pub mod prepare_stage;
 pub mod start_execution;
 pub mod validate_pipeline;
@@ -114,10 +115,12 @@ pub enum Function {
     VmPower,
     /// The execution dashboard (HTML, read-only).
     Dashboard,
+    /// The OpenAPI 3.1 document of every HTTP function (route `openapi.json`).
+    OpenApi,
 }
 
 impl Function {
-    pub const ALL: [Function; 11] = [
+    pub const ALL: [Function; 12] = [
         Function::ExecutePipeline,
         Function::ExecutePipelineV2,
         Function::CheckPipelineStatus,
@@ -129,6 +132,7 @@ impl Function {
         Function::FinishExecution,
         Function::VmPower,
         Function::Dashboard,
+        Function::OpenApi,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -144,12 +148,16 @@ impl Function {
             Self::FinishExecution => "FinishExecution",
             Self::VmPower => "VmPower",
             Self::Dashboard => "Dashboard",
+            Self::OpenApi => "OpenApi",
         }
     }
 
     /// The route under `/api/` when it is not the function's name (its `function.json` sets it).
     pub fn route(&self) -> Option<&'static str> {
-        None
+        match self {
+            Self::OpenApi => Some("openapi.json"),
+            _ => None,
+        }
     }
 
     /// By name (the invocation payload's `POST /<Name>`) or by route (`/api/<route>`).
@@ -169,7 +177,7 @@ impl Function {
             | Self::StartExecution
             | Self::PrepareStage
             | Self::FinishExecution => &["post"],
-            Self::Dashboard => &["get"],
+            Self::Dashboard | Self::OpenApi => &["get"],
             _ => &["get", "post"],
         }
     }
@@ -290,7 +298,7 @@ pub async fn dispatch(state: &AppState, function: Function, invocation: &Invocat
     let outcome = budget::within(deadline, async {
         // The read-only pages take their options from the query string and no body.
         let body = match function {
-            Function::Dashboard => Value::Null,
+            Function::Dashboard | Function::OpenApi => Value::Null,
             _ => request_json(invocation)?,
         };
         // Each function's future on the heap: an invocation then holds its own function's state, not
@@ -310,6 +318,7 @@ pub async fn dispatch(state: &AppState, function: Function, invocation: &Invocat
             Function::FinishExecution => Box::pin(finish_execution::run(state, &body)).await,
             Function::VmPower => Box::pin(vm_power::run(state, &body)).await,
             Function::Dashboard => Box::pin(dashboard::run(state, invocation)).await,
+            Function::OpenApi => Ok(openapi::reply()),
         }
     })
     .await;
