@@ -369,3 +369,47 @@ fn procfwk_run_writes_the_report_of_a_real_failed_run() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("dashboard: run with --report"), "{stdout}");
 }
+
+/// Azure SQL runs the same statements: through tiberius (against the project's TDS test server over
+/// the same file) the page is the page SQLite gives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiberius_reads_the_same_page() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fixture_dir = dir.path().to_path_buf();
+    let s = tokio::task::spawn_blocking(move || history::three_states(&fixture_dir))
+        .await
+        .expect("fixture");
+    let server = tds_test_server::TdsTestServer::start(tds_test_server::ServerOptions {
+        database_path: s.path.clone(),
+        users: vec![("procfwk".into(), "dash-Pw-4e7".into())],
+        accept_fedauth_tokens: Vec::new(),
+        init_sql: procfwk::store::sqlite::schema_statements(),
+    })
+    .await
+    .expect("TDS server");
+    let tds = procfwk::store::Store::open(
+        &format!(
+            "Server=tcp:127.0.0.1,{};Database=procfwk;User ID=procfwk;Password=dash-Pw-4e7;Encrypt=DANGER_PLAINTEXT",
+            server.port()
+        ),
+        None,
+    )
+    .await
+    .expect("tiberius store");
+    let sqlite = procfwk::store::Store::open(&format!("sqlite:{}", s.path.display()), None)
+        .await
+        .expect("sqlite store");
+    let now = procfwk::orchestration::now();
+    let over_tds = dashboard::read(&tds, Options::default(), now)
+        .await
+        .expect("read over TDS");
+    let embedded = dashboard::read(&sqlite, Options::default(), now)
+        .await
+        .expect("read from SQLite");
+    assert_eq!(over_tds.timeline.len(), 7);
+    assert_eq!(over_tds.current.len(), 5);
+    assert_eq!(
+        dashboard::html::render(&over_tds),
+        dashboard::html::render(&embedded)
+    );
+}
