@@ -520,3 +520,35 @@ async fn read_pools(tx: &mut dyn Tx) -> Result<Vec<PoolView>, StoreError> {
     }
     Ok(pools)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_links_go_to_adf_studio_or_synapse_studio() {
+        let run = Uuid::nil();
+        let sub = Uuid::from_u128(1);
+        let adf = Orchestrator {
+            name: "Workers Factory".into(),
+            kind: "ADF".into(),
+            resource_group: "rg&1".into(),
+        };
+        assert_eq!(
+            run_link(&adf, sub, run).as_deref(),
+            Some("https://adf.azure.com/monitoring/pipelineruns/00000000-0000-0000-0000-000000000000?factory=%2Fsubscriptions%2F00000000-0000-0000-0000-000000000001%2FresourceGroups%2Frg%261%2Fproviders%2FMicrosoft.DataFactory%2Ffactories%2FWorkers+Factory")
+        );
+        let synapse = Orchestrator {
+            kind: "SYN".into(),
+            ..adf.clone()
+        };
+        assert!(run_link(&synapse, sub, run).is_some_and(|l| l.starts_with(
+            "https://web.azuresynapse.net/en-us/monitoring/pipelineruns/00000000-0000-0000-0000-000000000000?workspace=%2Fsubscriptions"
+        )));
+        let other = Orchestrator {
+            kind: "XYZ".into(),
+            ..adf
+        };
+        assert_eq!(run_link(&other, sub, run), None);
+    }
+}
