@@ -46,6 +46,35 @@ pub enum DbCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The execution dashboard (what the Dashboard function serves) written to an HTML file.
+    Report {
+        /// Where to write the page.
+        #[arg(long)]
+        html: std::path::PathBuf,
+        /// Executions on the timeline (1-50).
+        #[arg(long, default_value_t = 7)]
+        executions: usize,
+        /// Executions in the stage-duration chart (1-400).
+        #[arg(long, default_value_t = 90)]
+        history: usize,
+        /// Also read and render the page ten more times and print the times taken.
+        #[arg(long)]
+        bench: bool,
+    },
+}
+
+/// Write the dashboard of `store` to `path`; returns the page's size in bytes.
+pub async fn write_report(
+    store: &Store,
+    options: crate::dashboard::Options,
+    path: &std::path::Path,
+) -> anyhow::Result<usize> {
+    let snapshot = crate::dashboard::read(store, options, now())
+        .await
+        .context("could not read the metadata store")?;
+    let page = crate::dashboard::html::render(&snapshot);
+    std::fs::write(path, &page).with_context(|| format!("could not write {}", path.display()))?;
+    Ok(page.len())
 }
 
 pub async fn open(db: &str) -> anyhow::Result<Store> {
@@ -130,6 +159,47 @@ pub async fn run(args: DbArgs) -> anyhow::Result<()> {
                 if costs.is_empty() {
                     println!("(no VM pool has a power log yet)");
                 }
+            }
+        }
+        DbCommand::Report {
+            html,
+            executions,
+            history,
+            bench,
+        } => {
+            if !(1..=crate::dashboard::Options::MAX_EXECUTIONS).contains(&executions) {
+                anyhow::bail!("--executions must be from 1 to 50");
+            }
+            if !(1..=crate::dashboard::Options::MAX_HISTORY).contains(&history) {
+                anyhow::bail!("--history must be from 1 to 400");
+            }
+            let options = crate::dashboard::Options {
+                executions,
+                history,
+            };
+            let bytes = write_report(&store, options, &html).await?;
+            println!("dashboard written to {} ({bytes} bytes)", html.display());
+            if bench {
+                let (mut reads, mut renders) = (Vec::new(), Vec::new());
+                for _ in 0..10 {
+                    let started = std::time::Instant::now();
+                    let snapshot = crate::dashboard::read(&store, options, now()).await?;
+                    let read = started.elapsed();
+                    let page = crate::dashboard::html::render(&snapshot);
+                    renders.push(started.elapsed() - read);
+                    reads.push(read);
+                    std::hint::black_box(page);
+                }
+                reads.sort();
+                renders.sort();
+                let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+                println!(
+                    "read the store: median {:.1} ms, max {:.1} ms; render: median {:.1} ms, max {:.1} ms (10 runs)",
+                    ms(reads[5]),
+                    ms(reads[9]),
+                    ms(renders[5]),
+                    ms(renders[9])
+                );
             }
         }
         DbCommand::Init => {

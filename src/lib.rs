@@ -20,6 +20,8 @@
 //! - [`store`]: the metadata store — SQLite embedded, Azure SQL through tiberius — one set of statements.
 //! - [`sim`]: `procfwk sim`, a loopback stand-in for Entra ID, managed identity, Key Vault, Data Factory
 //!   and Compute VMs with self-hosted runtime nodes.
+//! - [`dashboard`]: the execution dashboard (HTML with inline SVG) the Dashboard function serves and
+//!   `procfwk db report --html` writes.
 //! - [`config`]: typed settings with their defaults in one place. [`telemetry`]: tracing set-up.
 //! - [`secret`]: a wrapper that keeps secrets out of logs. [`cli`]: the `procfwk` command line.
 //! - [`package`]: `procfwk package`, the zip-deploy package for the Linux Functions host.
@@ -29,6 +31,7 @@ pub mod adapters;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod dashboard;
 pub mod db;
 pub mod demo;
 pub mod domain;

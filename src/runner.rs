@@ -56,6 +56,10 @@ pub struct RunArgs {
     /// Write every function call made (in order, with the fields each answer had) to this JSON file.
     #[arg(long)]
     pub record: Option<std::path::PathBuf>,
+    /// Write the execution dashboard (as `procfwk db report --html` does) of the --db store to this file
+    /// when the run is over.
+    #[arg(long)]
+    pub report: Option<std::path::PathBuf>,
     /// Which Infant pipeline to play for each worker.
     #[arg(long, value_enum, default_value_t = Infant::Plain)]
     pub infant: Infant,
@@ -613,6 +617,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             .with_context(|| format!("could not write {}", path.display()))?;
     }
     print_summary(&report);
+    match &args.report {
+        Some(path) => {
+            let store = crate::store::Store::open(&args.db, None)
+                .await
+                .context("could not open the metadata store for the report")?;
+            crate::db::write_report(&store, crate::dashboard::Options::default(), path).await?;
+            println!("dashboard: {}", path.display());
+        }
+        None => println!(
+            "dashboard: run with --report procfwk-report.html, or `procfwk db report --html procfwk-report.html`"
+        ),
+    }
     if !report.succeeded {
         bail!("the execution did not succeed: {}", report.message);
     }

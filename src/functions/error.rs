@@ -107,7 +107,7 @@ impl FunctionError {
         } else {
             tracing::info!(status, error = %self, "invocation refused");
         }
-        Reply { status, body }
+        Reply::new(status, body)
     }
 }
 

@@ -4,11 +4,13 @@
 
 pub mod cancel_pipeline;
 pub mod check_pipeline_status;
+pub mod dashboard;
 pub mod error;
 pub mod execute_pipeline;
 pub mod finish_execution;
 pub mod get_activity_errors;
 pub mod metadata_worker;
+pub mod openapi;
 pub mod prepare_stage;
 pub mod start_execution;
 pub mod validate_pipeline;
@@ -111,10 +113,14 @@ pub enum Function {
     PrepareStage,
     FinishExecution,
     VmPower,
+    /// The execution dashboard (HTML, read-only).
+    Dashboard,
+    /// The OpenAPI 3.1 document of every HTTP function (route `openapi.json`).
+    OpenApi,
 }
 
 impl Function {
-    pub const ALL: [Function; 10] = [
+    pub const ALL: [Function; 12] = [
         Function::ExecutePipeline,
         Function::ExecutePipelineV2,
         Function::CheckPipelineStatus,
@@ -125,6 +131,8 @@ impl Function {
         Function::PrepareStage,
         Function::FinishExecution,
         Function::VmPower,
+        Function::Dashboard,
+        Function::OpenApi,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -139,13 +147,25 @@ impl Function {
             Self::PrepareStage => "PrepareStage",
             Self::FinishExecution => "FinishExecution",
             Self::VmPower => "VmPower",
+            Self::Dashboard => "Dashboard",
+            Self::OpenApi => "OpenApi",
         }
     }
 
+    /// The route under `/api/` when it is not the function's name (its `function.json` sets it).
+    pub fn route(&self) -> Option<&'static str> {
+        match self {
+            Self::OpenApi => Some("openapi.json"),
+            _ => None,
+        }
+    }
+
+    /// By name (the invocation payload's `POST /<Name>`) or by route (`/api/<route>`).
     pub fn lookup(name: &str) -> Option<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|f| f.name().eq_ignore_ascii_case(name))
+        Self::ALL.into_iter().find(|f| {
+            f.name().eq_ignore_ascii_case(name)
+                || f.route().is_some_and(|r| r.eq_ignore_ascii_case(name))
+        })
     }
 
     /// HTTP methods the function accepts (also written to its `function.json`).
@@ -157,6 +177,7 @@ impl Function {
             | Self::StartExecution
             | Self::PrepareStage
             | Self::FinishExecution => &["post"],
+            Self::Dashboard | Self::OpenApi => &["get"],
             _ => &["get", "post"],
         }
     }
@@ -205,18 +226,57 @@ pub struct Invocation {
     pub body: Bytes,
 }
 
-/// What the function answers: an HTTP status and a JSON object.
+/// What the function answers: an HTTP status and a JSON object, or (the dashboard, the OpenAPI
+/// document) a ready-made [`Page`] of another content type.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Reply {
     pub status: u16,
     pub body: Value,
+    /// When set, the answer is this text instead of `body`.
+    pub page: Option<Page>,
+}
+
+/// A text answer with its own content type.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Page {
+    pub content_type: &'static str,
+    pub text: String,
 }
 
 impl Reply {
     pub fn ok(body: impl Into<Value>) -> Self {
+        Self::new(200, body.into())
+    }
+
+    pub fn new(status: u16, body: Value) -> Self {
+        Self {
+            status,
+            body,
+            page: None,
+        }
+    }
+
+    /// A 200 answer of `content_type` with `text` as its body.
+    pub fn page(content_type: &'static str, text: String) -> Self {
         Self {
             status: 200,
-            body: body.into(),
+            body: Value::Null,
+            page: Some(Page { content_type, text }),
+        }
+    }
+
+    /// The body as sent: the page's text, or the JSON object serialized.
+    pub fn body_text(&self) -> String {
+        match &self.page {
+            Some(page) => page.text.clone(),
+            None => self.body.to_string(),
+        }
+    }
+
+    pub fn content_type(&self) -> &'static str {
+        match &self.page {
+            Some(page) => page.content_type,
+            None => "application/json",
         }
     }
 }
@@ -236,7 +296,11 @@ pub async fn dispatch(state: &AppState, function: Function, invocation: &Invocat
     }
     let deadline = Instant::now() + state.settings.request_budget;
     let outcome = budget::within(deadline, async {
-        let body = request_json(invocation)?;
+        // The read-only pages take their options from the query string and no body.
+        let body = match function {
+            Function::Dashboard | Function::OpenApi => Value::Null,
+            _ => request_json(invocation)?,
+        };
         // Each function's future on the heap: an invocation then holds its own function's state, not
         // the largest of all of them (CheckPipelineStatus needs half of what the largest does).
         match function {
@@ -253,6 +317,8 @@ pub async fn dispatch(state: &AppState, function: Function, invocation: &Invocat
             Function::PrepareStage => Box::pin(prepare_stage::run(state, &body)).await,
             Function::FinishExecution => Box::pin(finish_execution::run(state, &body)).await,
             Function::VmPower => Box::pin(vm_power::run(state, &body)).await,
+            Function::Dashboard => Box::pin(dashboard::run(state, invocation)).await,
+            Function::OpenApi => Ok(openapi::reply()),
         }
     })
     .await;

@@ -60,7 +60,7 @@ pub fn route(
                         reply.body
                     };
                     let status = if wrapped { 200 } else { reply.status };
-                    super::json_response(&Reply { status, body })
+                    super::json_response(&Reply::new(status, body))
                 }
             },
         )
@@ -197,11 +197,15 @@ async fn timer_reply(state: &AppState, timer: TimerFunction) -> Reply {
 }
 
 fn envelope(function: &str, reply: &Reply, ms: f64) -> Value {
+    let content_type = match reply.content_type() {
+        with_charset if with_charset.contains("charset=") => with_charset.to_string(),
+        plain => format!("{plain}; charset=utf-8"),
+    };
     json!({
         "Outputs": { "res": {
             "statusCode": reply.status,
-            "body": reply.body.to_string(),
-            "headers": { "Content-Type": "application/json; charset=utf-8" },
+            "body": reply.body_text(),
+            "headers": { "Content-Type": content_type },
         }},
         "Logs": [format!("procfwk: {function} answered {} in {ms:.1} ms", reply.status)],
         "ReturnValue": Value::Null,

@@ -49,16 +49,22 @@ pub fn routes(
 }
 
 /// A reply as an HTTP response with a JSON body (`Content-Type: application/json`, as `warp::reply::json`
-/// sets it). The header map is sized for its one header: hyper keeps a connection's last response map to
+/// sets it), or its page with the page's content type. The header map is sized for its one header: hyper keeps a connection's last response map to
 /// parse the next request into, and the default map would hold ~650 bytes on every idle connection.
 pub(crate) fn json_response(reply: &Reply) -> warp::reply::Response {
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    // Serializing a `Value` into memory cannot fail.
-    let body = serde_json::to_vec(&reply.body).unwrap_or_default();
+    let (body, content_type) = match &reply.page {
+        Some(page) => (page.text.clone().into_bytes(), page.content_type),
+        // Serializing a `Value` into memory cannot fail.
+        None => (
+            serde_json::to_vec(&reply.body).unwrap_or_default(),
+            "application/json",
+        ),
+    };
     let mut headers = warp::http::HeaderMap::with_capacity(1);
     headers.insert(
         warp::http::header::CONTENT_TYPE,
-        warp::http::HeaderValue::from_static("application/json"),
+        warp::http::HeaderValue::from_static(content_type),
     );
     let mut response = warp::reply::Response::new(body.into());
     *response.status_mut() = status;

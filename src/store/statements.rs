@@ -210,6 +210,34 @@ statements! {
     /// could not be started (VmPower worker mode): status @P4, start and end time @P5.
     FAIL_WAITING_WORKER = "UPDATE procfwk.CurrentExecution SET PipelineStatus = @P4, StartDateTime = COALESCE(StartDateTime, @P5), EndDateTime = COALESCE(EndDateTime, @P5) \
         WHERE LocalExecutionId = @P1 AND StageId = @P2 AND PipelineId = @P3 AND IsBlocked = 0 AND (PipelineStatus IS NULL OR PipelineStatus IN ('Preparing', 'Validating'))";
+
+    // ---------------------------------------------------------------- dashboard (read-only, bounded)
+    // The logs only grow and their LogId follows time, so the dashboard reads the newest rows as a range
+    // of the primary key (`LogId > @P1`), widening the range until it holds the executions it shows:
+    // the cost follows what the page shows, not the age of the store.
+    /// The newest ExecutionLog row.
+    DASH_LOG_LAST_ID = "SELECT COALESCE(MAX(LogId), 0) AS LastLogId FROM procfwk.ExecutionLog";
+    /// The executions with log rows after a LogId, one row each.
+    DASH_EXECUTIONS_AFTER = "SELECT LocalExecutionId, MIN(LogId) AS FirstLogId, MAX(LogId) AS LastLogId, MIN(StartDateTime) AS StartDateTime, MAX(EndDateTime) AS EndDateTime, COUNT(0) AS Workers, \
+        SUM(CASE WHEN PipelineStatus = 'Success' THEN 1 ELSE 0 END) AS Succeeded, SUM(CASE WHEN PipelineStatus = 'Failed' THEN 1 ELSE 0 END) AS Failed \
+        FROM procfwk.ExecutionLog WHERE LogId > @P1 GROUP BY LocalExecutionId";
+    /// Each execution's span of each stage after a LogId (AverageStageDuration's inner query).
+    DASH_STAGE_SPANS_AFTER = "SELECT LocalExecutionId, StageId, MIN(StartDateTime) AS StartDateTime, MAX(EndDateTime) AS EndDateTime FROM procfwk.ExecutionLog \
+        WHERE LogId > @P1 GROUP BY LocalExecutionId, StageId";
+    /// Worker rows of the log from a LogId on (the timeline).
+    DASH_LOG_ROWS_FROM = "SELECT LogId, LocalExecutionId, StageId, PipelineId, PipelineName, PipelineStatus, PipelineRunId, StartDateTime, EndDateTime, OrchestratorName, OrchestratorType, ResourceGroupName \
+        FROM procfwk.ExecutionLog WHERE LogId >= @P1 ORDER BY LogId";
+    /// The current execution's rows with what the dashboard shows of them.
+    DASH_CURRENT_ROWS = "SELECT LocalExecutionId, StageId, PipelineId, PipelineName, PipelineStatus, IsBlocked, PipelineRunId, StartDateTime, EndDateTime, LastStatusCheckDateTime, OrchestratorName, OrchestratorType, ResourceGroupName \
+        FROM procfwk.CurrentExecution ORDER BY LocalExecutionId, StageId, PipelineId";
+    DASH_ERROR_LAST_ID = "SELECT COALESCE(MAX(LogId), 0) AS LastLogId FROM procfwk.ErrorLog";
+    /// ErrorLog rows after a LogId.
+    DASH_ERRORS_AFTER = "SELECT LogId, LocalExecutionId, PipelineRunId, ActivityRunId, ActivityName, ActivityType, ErrorCode, ErrorType, ErrorMessage FROM procfwk.ErrorLog WHERE LogId > @P1 ORDER BY LogId";
+    /// Where each orchestrator lives (the run links).
+    DASH_ORCHESTRATORS = "SELECT OrchestratorName, OrchestratorType, ResourceGroupName, SubscriptionId FROM procfwk.Orchestrators";
+    DASH_POWER_LOG_LAST_ID = "SELECT COALESCE(MAX(LogId), 0) AS LastLogId FROM procfwk.VmPowerLog";
+    /// Power log rows after a LogId (the recent events of each pool).
+    DASH_POWER_LOG_AFTER = "SELECT LogId, PoolKey, VmName, EventDateTime, Event, Holder, PowerState, ActiveLeases FROM procfwk.VmPowerLog WHERE LogId > @P1 ORDER BY LogId";
 }
 
 #[cfg(test)]
