@@ -382,8 +382,8 @@ async fn tiberius_reads_the_same_page() {
     let server = tds_test_server::TdsTestServer::start(tds_test_server::ServerOptions {
         database_path: s.path.clone(),
         users: vec![("procfwk".into(), "dash-Pw-4e7".into())],
-        accept_fedauth_tokens: Vec::new(),
         init_sql: procfwk::store::sqlite::schema_statements(),
+        ..Default::default()
     })
     .await
     .expect("TDS server");
