@@ -144,18 +144,33 @@ impl Decision {
     /// is the pool as last recorded (a snapshot read, which waits for no lock), `busy` and not ready:
     /// the caller asks again after `RetryAfterSeconds`.
     pub async fn run(&self, store: &Store) -> Result<PoolReport, LeaseError> {
-        match store.run(self).await {
-            Err(LeaseError::Store(e)) if e.is_lock_timeout() => {
-                tracing::info!(pool = %self.pool_key, "pool busy with another decision; answering not ready");
-                store
-                    .run(&BusyReport {
-                        pool_key: self.pool_key.clone(),
-                        now: self.now,
-                    })
-                    .await
-            }
+        // In this process, wait for the pool's turn without holding a connection.
+        let mut turn = match self.lock_wait {
+            Some(limit) => match super::gate::turn(&self.pool_key, limit).await {
+                Ok(turn) => Some(turn),
+                Err(super::gate::Busy { last: Some(last) }) => return Ok(busy_from(last)),
+                Err(super::gate::Busy { last: None }) => return self.busy(store).await,
+            },
+            None => None,
+        };
+        let outcome = match store.run(self).await {
+            Err(LeaseError::Store(e)) if e.is_lock_timeout() => self.busy(store).await,
             other => other,
+        };
+        if let (Some(turn), Ok(report)) = (turn.as_mut(), &outcome) {
+            turn.remember(report);
         }
+        outcome
+    }
+
+    async fn busy(&self, store: &Store) -> Result<PoolReport, LeaseError> {
+        tracing::info!(pool = %self.pool_key, "pool busy with another decision; answering not ready");
+        store
+            .run(&BusyReport {
+                pool_key: self.pool_key.clone(),
+                now: self.now,
+            })
+            .await
     }
 }
 
@@ -164,6 +179,21 @@ impl Decision {
 struct BusyReport {
     pool_key: String,
     now: NaiveDateTime,
+}
+
+/// A busy answer from the pool's last report in this process: as it was, not ready, ask again.
+fn busy_from(mut last: PoolReport) -> PoolReport {
+    last.ready = false;
+    last.deferred = true;
+    last.started = false;
+    last.deallocated = false;
+    last.lease_expires = None;
+    last.expired_leases = 0;
+    last.retry_after_secs = Some(BUSY_RETRY_SECS);
+    for node in &mut last.nodes {
+        node.ready = false;
+    }
+    last
 }
 
 /// Seconds a busy caller is asked to wait: about one decision's ARM calls.

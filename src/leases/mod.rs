@@ -14,6 +14,7 @@
 //! - [`report`]: VM-hours against the lease lower bound, from the power log.
 
 pub mod decide;
+pub mod gate;
 pub mod plan;
 pub mod report;
 pub mod workers;
