@@ -505,9 +505,10 @@ async fn a_busy_pool_answers_not_ready_instead_of_queueing() {
     assert!(!busy.ready && busy.deferred, "{busy:?}");
     assert_eq!(busy.retry_after_secs, Some(5));
     assert_eq!(
-        busy.active_leases, 1,
-        "the snapshot shows the committed lease"
+        busy.active_leases, 2,
+        "the committed lease, and the waiter's own, reserved so its status calls find it: {busy:?}"
     );
+    assert!(busy.lease_expires.is_some(), "{busy:?}");
     assert!(waited < Duration::from_secs(3), "{waited:?}");
     // Unbounded, a caller waits for the holder.
     let store = db.store.clone();
@@ -519,4 +520,8 @@ async fn a_busy_pool_answers_not_ready_instead_of_queueing() {
     holder.await.expect("holder").expect("holder's decision");
     let report = patient.await.expect("patient").expect("patient's decision");
     assert!(report.ready, "{report:?}");
+    assert_eq!(
+        report.active_leases, 4,
+        "first, holder, waiter, patient: {report:?}"
+    );
 }

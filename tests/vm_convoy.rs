@@ -278,7 +278,7 @@ async fn fifty_infants_on_one_pool_do_not_starve_other_transitions() {
     );
     assert!(
         fixed.most_in_use <= 4,
-        "with the fix one decision (and the busy answers' short reads) holds connections: {}",
+        "with the fix the decisions queue in the process, not on connections: {}",
         fixed.most_in_use
     );
     assert!(

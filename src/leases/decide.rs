@@ -97,6 +97,9 @@ pub struct Decision {
     pub lock_wait: Option<std::time::Duration>,
 }
 
+/// The longest a `Take` waits for its pool's turn in this process (well inside ADF's 230 s).
+const TAKE_TURN_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The default [`Decision::lock_wait`].
 pub const DEFAULT_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -146,9 +149,12 @@ impl Decision {
     pub async fn run(&self, store: &Store) -> Result<PoolReport, LeaseError> {
         // In this process, wait for the pool's turn without holding a connection.
         let mut turn = match self.lock_wait {
-            Some(limit) => match super::gate::turn(&self.pool_key, limit).await {
+            Some(limit) => match super::gate::turn(&self.pool_key, self.turn_wait(limit)).await {
                 Ok(turn) => Some(turn),
-                Err(super::gate::Busy { last: Some(last) }) => return Ok(busy_from(last)),
+                Err(super::gate::Busy { last: Some(last) }) => {
+                    let report = busy_from(last);
+                    return Ok(self.reserve(store, report).await);
+                }
                 Err(super::gate::Busy { last: None }) => return self.busy(store).await,
             },
             None => None,
@@ -163,14 +169,92 @@ impl Decision {
         outcome
     }
 
+    /// How long to wait for the pool's turn in this process. Waiting here holds no connection, so a
+    /// `Take` (a worker about to need the VM) waits its turn rather than being told "busy" and having
+    /// to reserve its lease separately; the other changes wait only the lock wait.
+    fn turn_wait(&self, lock_wait: std::time::Duration) -> std::time::Duration {
+        match self.change {
+            Change::Take { .. } => TAKE_TURN_WAIT.max(lock_wait),
+            _ => lock_wait,
+        }
+    }
+
     async fn busy(&self, store: &Store) -> Result<PoolReport, LeaseError> {
         tracing::info!(pool = %self.pool_key, "pool busy with another decision; answering not ready");
-        store
+        let report = store
             .run(&BusyReport {
                 pool_key: self.pool_key.clone(),
                 now: self.now,
             })
-            .await
+            .await?;
+        Ok(self.reserve(store, report).await)
+    }
+
+    /// A `Take` that found the pool busy still records its lease (without the pool's lock), so the
+    /// caller's later `status` calls — which renew but never create — find it and the VM is started for
+    /// it. Safe without the lock: only a decision under the lock reports `Ready` or deallocates, and a
+    /// caller starts its work only once told `Ready`; a deallocation that misses this lease is followed
+    /// by the next decision starting the VM again. Best effort: if it cannot be written now, the answer
+    /// stays "busy, ask again".
+    async fn reserve(&self, store: &Store, mut report: PoolReport) -> PoolReport {
+        let Change::Take { holder, lease_secs } = &self.change else {
+            return report;
+        };
+        let reserve = ReserveLease {
+            pool_key: self.pool_key.clone(),
+            holder: holder.clone(),
+            expires: self.now + Duration::seconds(i64::from(*lease_secs)),
+            now: self.now,
+            lock_wait: self.lock_wait,
+        };
+        match store.run(&reserve).await {
+            Ok(true) => {
+                report.lease_expires = Some(reserve.expires);
+                report.active_leases += 1;
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::info!(pool = %self.pool_key, error = %e, "lease not reserved on a busy pool; the caller asks again")
+            }
+        }
+        report
+    }
+}
+
+/// Write a holder's lease row (renew, else insert) without the pool's lock. False when the pool does
+/// not exist yet (its first decision is still running).
+struct ReserveLease {
+    pool_key: String,
+    holder: String,
+    expires: NaiveDateTime,
+    now: NaiveDateTime,
+    lock_wait: Option<std::time::Duration>,
+}
+
+#[async_trait::async_trait]
+impl Transition for ReserveLease {
+    type Output = bool;
+    type Error = LeaseError;
+
+    async fn apply(&self, tx: &mut dyn Tx) -> Result<bool, LeaseError> {
+        if let Some(limit) = self.lock_wait {
+            tx.set_lock_timeout(limit).await?;
+        }
+        let key = self.pool_key.as_str();
+        let pool = tx.query(&sql::VM_POOL_GET, &[key.into()]).await?;
+        if pool.is_empty() {
+            return Ok(false);
+        }
+        let params = [
+            key.into(),
+            self.holder.as_str().into(),
+            self.now.into(),
+            self.expires.into(),
+        ];
+        if tx.execute(&sql::VM_LEASE_RENEW, &params).await? == 0 {
+            tx.execute(&sql::VM_LEASE_INSERT, &params).await?;
+        }
+        Ok(true)
     }
 }
 
