@@ -3,25 +3,23 @@
 //! Each test drives the real transitions through tiberius, holding one transaction at a chosen
 //! statement while another runs, into the interleaving that used to break the store's promise.
 
+mod pg_support;
+
 use chrono::NaiveDateTime;
-use procfwk::domain::{Guid, PowerState, ResourceName};
+use pg_support::{pg_db, pool, RunningVms};
 use procfwk::leases::workers::RenewLease;
-use procfwk::leases::{
-    Change, Decision, OperationOutcome, PoolSpec, PowerControl, PowerRequest, RuntimeRef,
-    RuntimeStatus, Sizing, VmRef,
-};
+use procfwk::leases::{Change, Decision};
 use procfwk::orchestration::sample::SeedSample;
 use procfwk::orchestration::stage::Prepared;
 use procfwk::orchestration::{
     now, Claim, ClaimWorker, LifecycleError, PrepareStage, ReadWorker, StartExecution,
     TakeOverClaim, WorkerKey,
 };
-use procfwk::store::sqlserver::{SqlServerBackend, SqlServerOptions};
+use procfwk::store::sqlserver::SqlServerBackend;
 use procfwk::store::{Backend, Row, SqlValue, Statement, Store, StoreError, Transition, Tx};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tds_test_server::{ServerHandle, ServerOptions, TdsTestServer};
+use tds_test_server::ServerHandle;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
@@ -32,40 +30,15 @@ struct Db {
 }
 
 async fn db() -> Db {
-    let server = TdsTestServer::start(ServerOptions {
-        backend: tds_test_server::Backend::postgres_for_tests().expect("PostgreSQL for the tests"),
-        users: vec![("procfwk".into(), "Races-Pw1".into())],
-        ..Default::default()
-    })
-    .await
-    .expect("TDS test server");
-    let url = format!(
-        "Server=tcp:127.0.0.1,{};Database=procfwk;User ID=procfwk;Password=Races-Pw1;Encrypt=DANGER_PLAINTEXT",
-        server.port()
-    );
-    let backend = Arc::new(
-        SqlServerBackend::connect_with(
-            &url,
-            None,
-            SqlServerOptions {
-                pool_size: 6,
-                checkout_timeout: Duration::from_secs(10),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("backend"),
-    );
-    let store = Store::new(backend.clone());
-    store.init_schema().await.expect("db init");
-    store
+    let pg = pg_db(6).await;
+    pg.store
         .run(&SeedSample { now: now() })
         .await
         .expect("seed sample");
     Db {
-        _server: server,
-        backend,
-        store,
+        _server: pg.server,
+        backend: pg.backend,
+        store: pg.store,
     }
 }
 
@@ -351,68 +324,14 @@ async fn of_two_takeovers_one_wins() {
     );
 }
 
-/// The VMs of the lease test: always running, and every deallocation counted.
-#[derive(Default)]
-struct CountingPower {
-    deallocations: AtomicUsize,
-}
-
-#[async_trait::async_trait]
-impl PowerControl for CountingPower {
-    async fn power_state(&self, _: &VmRef) -> Result<PowerState, procfwk::adapters::UpstreamError> {
-        Ok(PowerState::Running)
-    }
-    async fn start(&self, _: &VmRef) -> Result<PowerRequest, procfwk::adapters::UpstreamError> {
-        Ok(PowerRequest::Accepted {
-            operation_url: None,
-            retry_after_secs: None,
-        })
-    }
-    async fn deallocate(
-        &self,
-        _: &VmRef,
-    ) -> Result<PowerRequest, procfwk::adapters::UpstreamError> {
-        self.deallocations.fetch_add(1, Ordering::SeqCst);
-        Ok(PowerRequest::Accepted {
-            operation_url: None,
-            retry_after_secs: None,
-        })
-    }
-    async fn operation(
-        &self,
-        _: &str,
-    ) -> Result<OperationOutcome, procfwk::adapters::UpstreamError> {
-        Ok(OperationOutcome::Succeeded)
-    }
-    async fn runtime_status(
-        &self,
-        _: &RuntimeRef,
-    ) -> Result<RuntimeStatus, procfwk::adapters::UpstreamError> {
-        Ok(RuntimeStatus {
-            state: "Online".into(),
-            nodes: Vec::new(),
-        })
-    }
-}
-
 /// Item 2: a worker renews its lease (without the pool lock) while a power decision that read the
 /// lease as expired is about to remove it. The removal re-checks the expiry, so the renewed lease
 /// survives and the VM is not deallocated under the running worker.
 #[tokio::test]
 async fn a_renewal_that_commits_mid_decision_keeps_the_vm() {
     let db = db().await;
-    let spec = PoolSpec {
-        subscription: Guid::parse("11111111-2222-3333-4444-555555555555").expect("guid"),
-        resource_group: ResourceName::parse("shir-rg").expect("rg"),
-        vms: vec![ResourceName::parse("shir-vm-01").expect("vm")],
-        runtime: None,
-        sizing: Sizing {
-            jobs_per_node: 4,
-            min_nodes: 1,
-            grace_secs: 0,
-        },
-    };
-    let power = Arc::new(CountingPower::default());
+    let spec = pool("shir-rg", &["shir-vm-01"], 4, 0);
+    let power = Arc::new(RunningVms::default());
     let t0 = now();
     let holder = "worker-1".to_string();
     let taken = Decision::new(
@@ -450,7 +369,7 @@ async fn a_renewal_that_commits_mid_decision_keeps_the_vm() {
     let _ = go.send(());
     let report = sweep.await.expect("sweep task").expect("sweep");
     assert_eq!(
-        power.deallocations.load(Ordering::SeqCst),
+        power.deallocations(),
         0,
         "no deallocation under a live lease: {report:?}"
     );
@@ -469,18 +388,8 @@ async fn a_renewal_that_commits_mid_decision_keeps_the_vm() {
 #[tokio::test]
 async fn a_busy_pool_answers_not_ready_instead_of_queueing() {
     let db = db().await;
-    let spec = PoolSpec {
-        subscription: Guid::parse("11111111-2222-3333-4444-555555555555").expect("guid"),
-        resource_group: ResourceName::parse("shir-rg").expect("rg"),
-        vms: vec![ResourceName::parse("shir-vm-02").expect("vm")],
-        runtime: None,
-        sizing: Sizing {
-            jobs_per_node: 4,
-            min_nodes: 1,
-            grace_secs: 600,
-        },
-    };
-    let power = Arc::new(CountingPower::default());
+    let spec = pool("shir-rg", &["shir-vm-02"], 4, 600);
+    let power = Arc::new(RunningVms::default());
     let take = |holder: &str| {
         Decision::new(
             spec.clone(),

@@ -7,67 +7,19 @@
 //! `cargo test --release --test vm_convoy -- --nocapture` prints the table; the assertions hold on any
 //! machine: with the fix, unrelated transitions are not starved of connections.
 
-use procfwk::domain::{Guid, PowerState, ResourceName};
-use procfwk::leases::{
-    Change, Decision, OperationOutcome, PoolSpec, PowerControl, PowerRequest, RuntimeRef,
-    RuntimeStatus, Sizing, VmRef,
-};
+mod pg_support;
+
+use pg_support::{pg_db, pool, RunningVms};
+use procfwk::leases::{Change, Decision, PowerControl};
 use procfwk::orchestration::now;
-use procfwk::store::sqlserver::{SqlServerBackend, SqlServerOptions};
-use procfwk::store::{statements, Store, StoreError, Transition, Tx};
+use procfwk::store::{statements, StoreError, Transition, Tx};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tds_test_server::{ServerOptions, TdsTestServer};
 
 const INFANTS: usize = 50;
 const ARM_LATENCY: Duration = Duration::from_millis(200);
 const POOL_SIZE: u32 = 10;
-
-/// ARM with 200 ms per call; VMs running.
-struct SlowArm;
-
-#[async_trait::async_trait]
-impl PowerControl for SlowArm {
-    async fn power_state(&self, _: &VmRef) -> Result<PowerState, procfwk::adapters::UpstreamError> {
-        tokio::time::sleep(ARM_LATENCY).await;
-        Ok(PowerState::Running)
-    }
-    async fn start(&self, _: &VmRef) -> Result<PowerRequest, procfwk::adapters::UpstreamError> {
-        tokio::time::sleep(ARM_LATENCY).await;
-        Ok(PowerRequest::Accepted {
-            operation_url: None,
-            retry_after_secs: None,
-        })
-    }
-    async fn deallocate(
-        &self,
-        _: &VmRef,
-    ) -> Result<PowerRequest, procfwk::adapters::UpstreamError> {
-        tokio::time::sleep(ARM_LATENCY).await;
-        Ok(PowerRequest::Accepted {
-            operation_url: None,
-            retry_after_secs: None,
-        })
-    }
-    async fn operation(
-        &self,
-        _: &str,
-    ) -> Result<OperationOutcome, procfwk::adapters::UpstreamError> {
-        tokio::time::sleep(ARM_LATENCY).await;
-        Ok(OperationOutcome::Succeeded)
-    }
-    async fn runtime_status(
-        &self,
-        _: &RuntimeRef,
-    ) -> Result<RuntimeStatus, procfwk::adapters::UpstreamError> {
-        tokio::time::sleep(ARM_LATENCY).await;
-        Ok(RuntimeStatus {
-            state: "Online".into(),
-            nodes: Vec::new(),
-        })
-    }
-}
 
 struct StatusRead;
 
@@ -98,44 +50,10 @@ struct Outcome {
 }
 
 async fn run(lock_wait: Option<Duration>) -> Outcome {
-    let server = TdsTestServer::start(ServerOptions {
-        backend: tds_test_server::Backend::postgres_for_tests().expect("PostgreSQL for the tests"),
-        users: vec![("procfwk".into(), "Convoy-Pw1".into())],
-        ..Default::default()
-    })
-    .await
-    .expect("TDS test server");
-    let url = format!(
-        "Server=tcp:127.0.0.1,{};Database=procfwk;User ID=procfwk;Password=Convoy-Pw1;Encrypt=DANGER_PLAINTEXT",
-        server.port()
-    );
-    let backend = Arc::new(
-        SqlServerBackend::connect_with(
-            &url,
-            None,
-            SqlServerOptions {
-                pool_size: POOL_SIZE,
-                checkout_timeout: Duration::from_secs(60),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("backend"),
-    );
-    let store = Store::new(backend.clone());
-    store.init_schema().await.expect("db init");
-    let spec = PoolSpec {
-        subscription: Guid::parse("11111111-2222-3333-4444-555555555555").expect("guid"),
-        resource_group: ResourceName::parse("shir-rg").expect("rg"),
-        vms: vec![ResourceName::parse("shir-vm-01").expect("vm")],
-        runtime: None,
-        sizing: Sizing {
-            jobs_per_node: 64,
-            min_nodes: 1,
-            grace_secs: 600,
-        },
-    };
-    let power: Arc<dyn PowerControl> = Arc::new(SlowArm);
+    let db = pg_db(POOL_SIZE).await;
+    let (backend, store) = (db.backend.clone(), db.store.clone());
+    let spec = pool("shir-rg", &["shir-vm-01"], 64, 600);
+    let power: Arc<dyn PowerControl> = Arc::new(RunningVms::with_latency(ARM_LATENCY));
     // The pool exists and its VM runs before the burst.
     Decision::new(
         spec.clone(),
@@ -221,7 +139,7 @@ async fn run(lock_wait: Option<Duration>) -> Outcome {
     let mut others = other.await.expect("other");
     vm.sort();
     others.sort();
-    server.shutdown().await;
+    db.server.shutdown().await;
     Outcome {
         vm_p50: percentile(&vm, 0.5),
         vm_p99: percentile(&vm, 0.99),
