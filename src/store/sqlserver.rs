@@ -689,6 +689,19 @@ struct SqlConnection {
     /// Set while a request is in flight and after any failure that leaves the connection unusable; bb8
     /// drops a broken connection instead of putting it back.
     broken: bool,
+    /// How long one round trip may take (`PROCFWK_SQL_STATEMENT_TIMEOUT_SECS`): past it the request is
+    /// abandoned and, being still in flight, leaves the connection broken — a peer that went silent
+    /// without a FIN or RST is noticed instead of waited on.
+    round_trip_limit: Duration,
+}
+
+/// A round trip ran past the statement timeout: its connection's state is unknown.
+fn round_trip_timed_out(sql: &str, limit: Duration) -> StoreError {
+    let head: String = sql.chars().take(60).collect();
+    StoreError::Connection(format!(
+        "{head:?} did not finish within {:.1} s",
+        limit.as_secs_f64()
+    ))
 }
 
 impl SqlConnection {
@@ -713,9 +726,14 @@ impl SqlConnection {
 
     async fn batch(&mut self, sql: &str) -> Result<(), StoreError> {
         self.broken = true;
+        let limit = self.round_trip_limit;
         let client = &mut self.client;
-        let result = async { client.simple_query(sql).await?.into_results().await }.await;
-        self.settle(result).map(|_| ())
+        let request = async { client.simple_query(sql).await?.into_results().await };
+        match tokio::time::timeout(limit, request).await {
+            Ok(result) => self.settle(result).map(|_| ()),
+            // Dropped in flight: `broken` stays set.
+            Err(_) => Err(round_trip_timed_out(sql, limit)),
+        }
     }
 
     async fn query(
@@ -724,23 +742,30 @@ impl SqlConnection {
         params: &[SqlValue],
     ) -> Result<Vec<tiberius::Row>, StoreError> {
         self.broken = true;
+        let limit = self.round_trip_limit;
         let client = &mut self.client;
-        let result = async {
+        let request = async {
             bind(sql, params)
                 .query(client)
                 .await?
                 .into_first_result()
                 .await
+        };
+        match tokio::time::timeout(limit, request).await {
+            Ok(result) => self.settle(result),
+            Err(_) => Err(round_trip_timed_out(sql, limit)),
         }
-        .await;
-        self.settle(result)
     }
 
     async fn execute(&mut self, sql: &str, params: &[SqlValue]) -> Result<u64, StoreError> {
         self.broken = true;
+        let limit = self.round_trip_limit;
         let client = &mut self.client;
-        let result = async { bind(sql, params).execute(client).await.map(|r| r.total()) }.await;
-        self.settle(result)
+        let request = async { bind(sql, params).execute(client).await.map(|r| r.total()) };
+        match tokio::time::timeout(limit, request).await {
+            Ok(result) => self.settle(result),
+            Err(_) => Err(round_trip_timed_out(sql, limit)),
+        }
     }
 }
 
@@ -817,6 +842,7 @@ struct SqlServerManager {
     config: Config,
     credential: Option<(Service, Arc<dyn TokenCredential>)>,
     connect_timeout: Duration,
+    round_trip_limit: Duration,
     target: String,
     failures: Arc<ConnectFailures>,
 }
@@ -859,6 +885,7 @@ impl SqlServerManager {
                     return Ok(SqlConnection {
                         client,
                         broken: false,
+                        round_trip_limit: self.round_trip_limit,
                     })
                 }
                 Ok(Err(tiberius::error::Error::Routing { host, port }))
@@ -928,7 +955,6 @@ pub struct SqlServerBackend {
     pool_size: u32,
     failures: Arc<ConnectFailures>,
     checkout_timeout: Duration,
-    statement_timeout: Duration,
     description: String,
 }
 
@@ -1004,6 +1030,7 @@ impl SqlServerBackend {
             config,
             credential,
             connect_timeout: parsed.connect_timeout,
+            round_trip_limit: options.statement_timeout,
             target,
             failures: Arc::clone(&failures),
         };
@@ -1028,7 +1055,6 @@ impl SqlServerBackend {
             pool_size: options.pool_size,
             failures,
             checkout_timeout: options.checkout_timeout,
-            statement_timeout: options.statement_timeout,
             description,
         })
     }
@@ -1144,18 +1170,14 @@ impl Backend for SqlServerBackend {
         let mut last = None;
         for _ in 0..=self.pool_size {
             let mut conn = self.checkout().await?;
-            let begun = tokio::time::timeout(
-                self.statement_timeout,
-                conn.batch("SET LOCK_TIMEOUT -1; SET XACT_ABORT ON; BEGIN TRANSACTION"),
-            )
-            .await
-            .unwrap_or_else(|_| Err(timed_out(&BEGIN, self.statement_timeout)));
-            match begun {
+            match conn
+                .batch("SET LOCK_TIMEOUT -1; SET XACT_ABORT ON; BEGIN TRANSACTION")
+                .await
+            {
                 Ok(()) => {
                     return Ok(Box::new(SqlServerTx {
                         conn: Some(conn),
                         aborted: None,
-                        statement_timeout: self.statement_timeout,
                     }))
                 }
                 Err(e) => {
@@ -1203,7 +1225,6 @@ struct SqlServerTx {
     /// The error that ended the transaction on the server (XACT_ABORT): later statements would run
     /// outside any transaction, so they are refused.
     aborted: Option<StoreError>,
-    statement_timeout: Duration,
 }
 
 impl SqlServerTx {
@@ -1235,34 +1256,9 @@ impl SqlServerTx {
     }
 }
 
-const BEGIN: Statement = Statement {
-    name: "BEGIN TRANSACTION",
-    sql: "SET LOCK_TIMEOUT -1; SET XACT_ABORT ON; BEGIN TRANSACTION",
-};
-const COMMIT: Statement = Statement {
-    name: "COMMIT TRANSACTION",
-    sql: "COMMIT TRANSACTION",
-};
-const ROLLBACK: Statement = Statement {
-    name: "ROLLBACK TRANSACTION",
-    sql: "ROLLBACK TRANSACTION",
-};
-
-/// A statement ran past the statement timeout: its connection's state is unknown.
-fn timed_out(statement: &Statement, limit: Duration) -> StoreError {
-    StoreError::Connection(format!(
-        "statement {} did not finish within {:.1} s",
-        statement.name,
-        limit.as_secs_f64()
-    ))
-}
-
 /// Roll back whatever is open; a connection whose state is then unknown is not reused.
-async fn roll_back(conn: &mut SqlConnection, limit: Duration) -> Result<(), StoreError> {
-    let rolled = tokio::time::timeout(limit, conn.batch("ROLLBACK TRANSACTION"))
-        .await
-        .unwrap_or_else(|_| Err(timed_out(&ROLLBACK, limit)));
-    match rolled {
+async fn roll_back(conn: &mut SqlConnection) -> Result<(), StoreError> {
+    match conn.batch("ROLLBACK TRANSACTION").await {
         Ok(()) => Ok(()),
         // Nothing open: XACT_ABORT (or a lost connection) already rolled it back.
         Err(StoreError::Database {
@@ -1283,15 +1279,8 @@ impl Tx for SqlServerTx {
         statement: &Statement,
         params: &[SqlValue],
     ) -> Result<Vec<Row>, StoreError> {
-        let limit = self.statement_timeout;
         let conn = self.live()?;
-        let rows = match tokio::time::timeout(limit, conn.query(statement.sql, params)).await {
-            Ok(rows) => rows,
-            Err(_) => {
-                conn.broken = true;
-                Err(timed_out(statement, limit))
-            }
-        };
+        let rows = conn.query(statement.sql, params).await;
         let rows = self.note(rows)?;
         rows.iter().map(to_row).collect()
     }
@@ -1301,15 +1290,8 @@ impl Tx for SqlServerTx {
         statement: &Statement,
         params: &[SqlValue],
     ) -> Result<u64, StoreError> {
-        let limit = self.statement_timeout;
         let conn = self.live()?;
-        let changed = match tokio::time::timeout(limit, conn.execute(statement.sql, params)).await {
-            Ok(changed) => changed,
-            Err(_) => {
-                conn.broken = true;
-                Err(timed_out(statement, limit))
-            }
-        };
+        let changed = conn.execute(statement.sql, params).await;
         self.note(changed)
     }
 
@@ -1320,14 +1302,10 @@ impl Tx for SqlServerTx {
             ));
         };
         if let Some(e) = self.aborted.take() {
-            let _ = roll_back(&mut conn, self.statement_timeout).await;
+            let _ = roll_back(&mut conn).await;
             return Err(e);
         }
-        let committed =
-            tokio::time::timeout(self.statement_timeout, conn.batch("COMMIT TRANSACTION"))
-                .await
-                .unwrap_or_else(|_| Err(timed_out(&COMMIT, self.statement_timeout)));
-        match committed {
+        match conn.batch("COMMIT TRANSACTION").await {
             Ok(()) => Ok(()),
             Err(e) => {
                 // The transaction may still be open: the connection goes, and the server rolls back.
@@ -1341,28 +1319,14 @@ impl Tx for SqlServerTx {
         // Every transaction starts with `SET LOCK_TIMEOUT -1` (wait for ever), so this lasts only until
         // the connection's next transaction.
         let ms = limit.as_millis().clamp(1, i32::MAX as u128);
-        let statement = Statement {
-            name: "SET LOCK_TIMEOUT",
-            sql: "SET LOCK_TIMEOUT",
-        };
-        let limit_rt = self.statement_timeout;
         let conn = self.live()?;
-        let set =
-            match tokio::time::timeout(limit_rt, conn.batch(&format!("SET LOCK_TIMEOUT {ms}")))
-                .await
-            {
-                Ok(r) => r,
-                Err(_) => {
-                    conn.broken = true;
-                    Err(timed_out(&statement, limit_rt))
-                }
-            };
+        let set = conn.batch(&format!("SET LOCK_TIMEOUT {ms}")).await;
         self.note(set)
     }
 
     async fn rollback(mut self: Box<Self>) -> Result<(), StoreError> {
         match self.conn.take() {
-            Some(mut conn) => roll_back(&mut conn, self.statement_timeout).await,
+            Some(mut conn) => roll_back(&mut conn).await,
             None => Ok(()),
         }
     }
