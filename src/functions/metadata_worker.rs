@@ -171,7 +171,7 @@ async fn read_worker(
 
 /// One power decision about the worker's runtime, with the Function App's managed identity (the
 /// worker's own principal may have no rights on the VMs).
-async fn runtime_decision(
+pub(super) async fn runtime_decision(
     state: &AppState,
     store: &Store,
     runtime: &WorkerRuntime,
@@ -219,6 +219,23 @@ fn waiting_reply(plan: &WorkerPlan, request: &PipelineRequest, report: &PoolRepo
     reply
 }
 
+/// Record a worker whose runtime VM could not be started as failed (`StartRuntimeVmError`, failure
+/// handling applied). Best effort: the caller answers with `error` either way.
+pub(super) async fn record_runtime_failure(store: &Store, key: WorkerKey, error: &FunctionError) {
+    let failed = crate::leases::workers::WorkerRuntimeFailed { key, now: now() };
+    match store.run(&failed).await {
+        Ok(true) => {
+            tracing::warn!(%key, %error, "the worker's VM could not be started; worker recorded as failed")
+        }
+        Ok(false) => {
+            tracing::warn!(%key, %error, "the worker's VM failed; the worker had already started or ended")
+        }
+        Err(r) => {
+            tracing::warn!(%key, %error, record_error = %r, "the worker's VM failed and the failure could not be recorded")
+        }
+    }
+}
+
 fn another_start(key: WorkerKey) -> FunctionError {
     FunctionError::Conflict {
         message: "another call is starting this worker right now".into(),
@@ -256,14 +273,11 @@ async fn start(
         };
         let report = match runtime_decision(state, store, runtime, take).await {
             Ok(report) => report,
-            Err(FunctionError::Upstream(e)) if e.is_permanent_refusal() => {
+            Err(e) if matches!(&e, FunctionError::Upstream(u) if u.is_permanent_refusal()) => {
                 // The VM does not exist or may not be started: the worker fails now (recorded, and
                 // the failure-handling rule applied) instead of waiting in Preparing for ever.
-                tracing::warn!(%key, error = %e, "worker's runtime VM cannot be started; the worker fails");
-                store
-                    .run(&crate::leases::workers::WorkerRuntimeFailed { key, now: now() })
-                    .await?;
-                return Err(FunctionError::Upstream(e));
+                record_runtime_failure(store, key, &e).await;
+                return Err(e);
             }
             Err(e) => return Err(e),
         };

@@ -20,11 +20,11 @@
 use super::{AppState, FunctionError, Reply};
 use crate::domain::request::{parse_credentials, Fields};
 use crate::domain::{RequestError, ResourceName};
-use crate::leases::workers::{holder as worker_holder, ReadWorkerRuntime, WorkerRuntimeFailed};
+use crate::leases::workers::{holder as worker_holder, ReadWorkerRuntime};
 use crate::leases::{
     Change, Decision, LeaseError, PoolReport, PoolSpec, RuntimeRef, Sizing, MAX_NODES,
 };
-use crate::orchestration::{now, LifecycleError};
+use crate::orchestration::LifecycleError;
 use serde_json::{json, Value};
 
 /// What the caller asks for.
@@ -319,36 +319,15 @@ async fn run_for_worker(state: &AppState, fields: &Fields<'_>) -> Result<Reply, 
             holder: holder.clone(),
         },
     };
-    let credential = state
-        .azure
-        .identity
-        .credential(&crate::domain::Credentials::ManagedIdentity)
-        .await?;
-    let decision = Decision::new(
-        runtime.spec.clone(),
-        change,
-        utc_now(),
-        state.arm_power(credential),
-    )
-    .with_lock_wait(state.settings.vm.lock_wait);
-    let report = match decision.run(store).await {
+    let report = match super::metadata_worker::runtime_decision(state, store, &runtime, change)
+        .await
+    {
         Ok(report) => report,
         Err(e) => {
-            let e = FunctionError::from(e);
             if action == Action::Stop {
                 tracing::warn!(%key, pool = %runtime.spec.key(), error = %e, "VmPower stop failed for the worker; its lease expires by itself and the idle sweep deallocates the VM");
             } else if matches!(e, FunctionError::Upstream(_)) {
-                match store.run(&WorkerRuntimeFailed { key, now: now() }).await {
-                    Ok(true) => {
-                        tracing::warn!(%key, pool = %runtime.spec.key(), error = %e, "the worker's VM could not be started; worker recorded as failed")
-                    }
-                    Ok(false) => {
-                        tracing::warn!(%key, error = %e, "the worker's VM failed, the worker had already started")
-                    }
-                    Err(r) => {
-                        tracing::warn!(%key, error = %e, record_error = %r, "the worker's VM failed and the failure could not be recorded")
-                    }
-                }
+                super::metadata_worker::record_runtime_failure(store, key, &e).await;
             }
             return Err(e);
         }
