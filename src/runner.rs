@@ -165,6 +165,21 @@ fn error_text(out: &Value) -> String {
         .unwrap_or_else(|| out.to_string())
 }
 
+impl WorkerReport {
+    /// A worker of a `PrepareStage` answer, before anything happened to it.
+    fn unknown(item: &Value) -> Self {
+        Self {
+            stage_id: item["stageId"].as_i64().unwrap_or(0),
+            pipeline_id: item["pipelineId"].as_i64().unwrap_or(0),
+            pipeline_name: item["PipelineName"].as_str().unwrap_or("?").to_string(),
+            run_id: None,
+            status: "Unknown".into(),
+            seconds: 0.0,
+            vm: None,
+        }
+    }
+}
+
 /// The Infant: start the worker, poll it until it is over.
 async fn infant(
     caller: Arc<Caller>,
@@ -174,16 +189,7 @@ async fn infant(
     stage_name: String,
 ) -> WorkerReport {
     let started = Instant::now();
-    let name = item["PipelineName"].as_str().unwrap_or("?").to_string();
-    let mut report = WorkerReport {
-        stage_id: item["stageId"].as_i64().unwrap_or(0),
-        pipeline_id: item["pipelineId"].as_i64().unwrap_or(0),
-        pipeline_name: name.clone(),
-        run_id: None,
-        status: "Unknown".into(),
-        seconds: 0.0,
-        vm: None,
-    };
+    let mut report = WorkerReport::unknown(&item);
     worker(
         &caller,
         &item,
@@ -227,16 +233,8 @@ async fn vm_infant(
     stage_name: String,
 ) -> WorkerReport {
     let started = Instant::now();
-    let name = item["PipelineName"].as_str().unwrap_or("?").to_string();
-    let mut report = WorkerReport {
-        stage_id: item["stageId"].as_i64().unwrap_or(0),
-        pipeline_id: item["pipelineId"].as_i64().unwrap_or(0),
-        pipeline_name: name.clone(),
-        run_id: None,
-        status: "Unknown".into(),
-        seconds: 0.0,
-        vm: None,
-    };
+    let mut report = WorkerReport::unknown(&item);
+    let name = report.pipeline_name.clone();
     let power = |action: &str| json!({"action": action, "executionId": item["executionId"], "stageId": item["stageId"], "pipelineId": item["pipelineId"]});
     // Start VM (retry 0); on failure the Infant fails at "VM Not Started" and Stop VM is skipped.
     if let Err(problem) = with_retries(&caller, "VmPower", &power("start"), 0).await {
