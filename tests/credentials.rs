@@ -81,19 +81,7 @@ async fn key_vault_references_are_read_with_the_managed_identity() {
         "the secret from Key Vault belongs to principal B: {counts}"
     );
     assert_eq!(counts["managed-identity"], 1, "one vault token: {counts}");
-    let log = s.sim_get("/_sim/requests").await;
-    let vault_reads = log
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter(|r| {
-                    r["path"]
-                        .as_str()
-                        .is_some_and(|p| p.starts_with("/secrets/"))
-                })
-                .count()
-        })
-        .unwrap_or(0);
+    let vault_reads = s.vault_reads().await;
     assert_eq!(vault_reads, 2, "each secret read once, then cached");
 
     let missing = with(

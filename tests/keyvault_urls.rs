@@ -100,19 +100,7 @@ async fn look_alike_vault_urls_are_refused_and_never_connected_to() {
             "nothing reached [::1]"
         );
     }
-    let log = s.sim_get("/_sim/requests").await;
-    let vault_reads = log
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter(|r| {
-                    r["path"]
-                        .as_str()
-                        .is_some_and(|p| p.starts_with("/secrets/"))
-                })
-                .count()
-        })
-        .unwrap_or(0);
+    let vault_reads = s.vault_reads().await;
     assert_eq!(vault_reads, 0, "no secret was read for a refused reference");
 }
 

@@ -327,6 +327,22 @@ impl Stack {
     pub async fn token_requests(&self) -> Value {
         self.sim_get("/_sim/stats").await["tokenRequests"].clone()
     }
+
+    /// How many Key Vault secret reads reached the simulator.
+    pub async fn vault_reads(&self) -> usize {
+        let log = self.sim_get("/_sim/requests").await;
+        log.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|r| {
+                        r["path"]
+                            .as_str()
+                            .is_some_and(|p| p.starts_with("/secrets/"))
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    }
 }
 
 /// A client-credentials token answer (`access_token`, `token_type`, `expires_in`, …) from the Entra ID
