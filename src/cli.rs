@@ -3,7 +3,7 @@
 
 use crate::config::Settings;
 use crate::functions::AppState;
-use crate::host::Application;
+use crate::host::{shutdown, Application};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::net::{IpAddr, SocketAddr};
@@ -63,7 +63,14 @@ pub fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("could not start the async runtime")?;
-    runtime.block_on(run(cli))
+    let serving = matches!(cli.command, Command::Serve(_));
+    let result = runtime.block_on(run(cli));
+    if serving {
+        // The shutdown bound is the serve command's promise: do not wait on blocking work (a store
+        // call) of an invocation cut at the bound. Its transaction rolls back with its connection.
+        runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    }
+    result
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -84,15 +91,37 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         settings.port = args.port;
     }
     let addr = SocketAddr::new(args.bind, settings.port);
+    let grace = settings.shutdown_grace;
     let state = AppState::new(settings).context("could not set up the Azure clients")?;
     let app = Application::start(state, addr)
         .await
         .with_context(|| format!("could not listen on {addr}"))?;
     tracing::info!(url = %app.url(), "procfwk handler listening");
     println!("procfwk handler listening on {}", app.url());
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("shutting down"),
-        _ = app.wait() => {}
+    let signal = shutdown::signal().await;
+    tracing::info!(
+        signal,
+        grace_secs = grace.as_secs_f64(),
+        "shutting down: refusing new calls, finishing the ones in flight"
+    );
+    let started = std::time::Instant::now();
+    match app.shut_down(grace).await {
+        shutdown::Drained::All { answered } => {
+            tracing::info!(
+                answered,
+                seconds = started.elapsed().as_secs_f64(),
+                "shut down: every in-flight call was answered"
+            );
+            Ok(())
+        }
+        shutdown::Drained::CutShort { cut } => {
+            tracing::error!(cut = ?cut, "shutdown grace passed: these calls were cut");
+            anyhow::bail!(
+                "{signal}: {} call(s) still running after the {} s shutdown grace (PROCFWK_SHUTDOWN_GRACE_SECS) were cut: {}",
+                cut.len(),
+                grace.as_secs_f64(),
+                cut.join(", ")
+            )
+        }
     }
-    Ok(())
 }

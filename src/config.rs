@@ -50,6 +50,13 @@ pub struct Settings {
     /// `PROCFWK_REQUEST_BUDGET_SECS`, default 200: the most one invocation may take, retries included
     /// (ADF's Azure Function activity gives up after 230 s).
     pub request_budget: Duration,
+    /// `PROCFWK_SHUTDOWN_GRACE_SECS`, default 8: on SIGTERM or SIGINT, how long `procfwk serve` waits for
+    /// in-flight invocations to be answered (new ones are refused with a retryable 503) before it exits
+    /// anyway, non-zero. The Functions host kills a custom handler without a signal; a SIGTERM comes from
+    /// a container runtime or service manager, which commonly allow 10 s before SIGKILL (the host's own
+    /// worker shutdown timeout is 10 s too): 8 s leaves room to close and exit. At most the request
+    /// budget.
+    pub shutdown_grace: Duration,
     /// `PROCFWK_EXECUTE_QUEUED_CAP_SECS`, default 120: how long ExecutePipeline waits for a run to leave
     /// `Queued` before answering with the run id and `Queued` (the Infant then keeps polling).
     pub execute_queued_cap: Duration,
@@ -138,6 +145,7 @@ impl Default for Settings {
             keyvault_endpoint: None,
             keyvault_cache: Duration::from_secs(300),
             request_budget: Duration::from_secs(200),
+            shutdown_grace: Duration::from_secs(8),
             execute_queued_cap: Duration::from_secs(120),
             poll_initial: Duration::from_millis(250),
             poll_max: Duration::from_secs(5),
@@ -190,6 +198,7 @@ impl Settings {
         s.keyvault_cache = secs("PROCFWK_KEYVAULT_CACHE_SECS", s.keyvault_cache)?;
         s.request_budget = secs("PROCFWK_REQUEST_BUDGET_SECS", s.request_budget)?;
         s.execute_queued_cap = secs("PROCFWK_EXECUTE_QUEUED_CAP_SECS", s.execute_queued_cap)?;
+        s.shutdown_grace = secs("PROCFWK_SHUTDOWN_GRACE_SECS", s.shutdown_grace)?;
         s.poll_max = secs("PROCFWK_POLL_MAX_SECS", s.poll_max)?;
         s.cancel_wait_cap = secs("PROCFWK_CANCEL_WAIT_CAP_SECS", s.cancel_wait_cap)?;
         s.http_timeout = secs("PROCFWK_HTTP_TIMEOUT_SECS", s.http_timeout)?;
@@ -272,6 +281,14 @@ impl Settings {
                     problem: "must be at least 1".into(),
                 });
             }
+        }
+        if s.shutdown_grace > s.request_budget {
+            return Err(ConfigError {
+                name: "PROCFWK_SHUTDOWN_GRACE_SECS",
+                value: s.shutdown_grace.as_secs_f64().to_string(),
+                problem: "must not be larger than PROCFWK_REQUEST_BUDGET_SECS (no invocation runs longer)"
+                    .into(),
+            });
         }
         if s.execute_queued_cap >= s.request_budget {
             return Err(ConfigError {
@@ -379,6 +396,7 @@ mod tests {
         assert_eq!(s.port, 7071);
         assert!(!s.under_functions_host);
         assert_eq!(s.execute_queued_cap, Duration::from_secs(120));
+        assert_eq!(s.shutdown_grace, Duration::from_secs(8));
         assert_eq!(s.arm_endpoint.as_str(), "https://management.azure.com/");
     }
 
@@ -405,6 +423,12 @@ mod tests {
         );
         assert!(from(&[("PROCFWK_REQUEST_BUDGET_SECS", "abc")]).is_err());
         assert!(from(&[("PROCFWK_EXECUTE_QUEUED_CAP_SECS", "300")]).is_err());
+        assert_eq!(
+            from(&[("PROCFWK_SHUTDOWN_GRACE_SECS", "201")])
+                .err()
+                .map(|e| e.name),
+            Some("PROCFWK_SHUTDOWN_GRACE_SECS")
+        );
     }
 
     #[test]

@@ -14,13 +14,15 @@ mod body;
 mod forwarding;
 mod invocation;
 mod keys;
+pub mod shutdown;
 
 use crate::functions::{AppState, FunctionError, Reply};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
+use tokio_util::task::TaskTracker;
 use warp::http::StatusCode;
 use warp::Filter;
 
@@ -115,10 +117,64 @@ where
     }
 }
 
+/// Tracks each request for the shutdown drain: refused with a 503 once shutdown has begun, otherwise
+/// counted until its response body has been handed to the connection. A response finished after shutdown
+/// began closes its connection.
+#[derive(Clone)]
+struct Tracked<S> {
+    inner: S,
+    drain: shutdown::Drain,
+}
+
+impl<S, R, B> hyper::service::Service<warp::http::Request<R>> for Tracked<S>
+where
+    S: hyper::service::Service<
+        warp::http::Request<R>,
+        Response = warp::http::Response<B>,
+        Error = Infallible,
+    >,
+    S::Future: Send + 'static,
+    B: From<bytes::Bytes> + Send + 'static,
+{
+    type Response = warp::http::Response<shutdown::TicketBody<B>>;
+    type Error = Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Infallible>> + Send>,
+    >;
+
+    fn call(&self, request: warp::http::Request<R>) -> Self::Future {
+        // Method and path only: the query may carry a function key.
+        let described = format!("{} {}", request.method(), request.uri().path());
+        let Some(ticket) = self.drain.admit(described) else {
+            let refusal =
+                shutdown::refusal().map(|bytes| shutdown::TicketBody::new(B::from(bytes), None));
+            return Box::pin(std::future::ready(Ok(refusal)));
+        };
+        let drain = self.drain.clone();
+        let answer = self.inner.call(request);
+        Box::pin(async move {
+            let mut response = answer.await?;
+            if drain.has_begun() {
+                response.headers_mut().insert(
+                    warp::http::header::CONNECTION,
+                    warp::http::HeaderValue::from_static("close"),
+                );
+            }
+            Ok(response.map(|body| shutdown::TicketBody::new(body, Some(ticket))))
+        })
+    }
+}
+
+/// How long connections stay open after the listener closed, for requests already on their way.
+const CLOSE_LINGER: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// A running handler bound to a local port.
 pub struct Application {
     local_addr: SocketAddr,
-    shutdown: Option<oneshot::Sender<()>>,
+    drain: shutdown::Drain,
+    stop_accepting: Option<oneshot::Sender<()>>,
+    close_connections: watch::Sender<bool>,
+    connections: TaskTracker,
     task: JoinHandle<()>,
 }
 
@@ -132,7 +188,12 @@ impl Application {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let local_addr = listener.local_addr()?;
         let (tx, mut rx) = oneshot::channel::<()>();
+        let (close_connections, closing) = watch::channel(false);
+        let drain = shutdown::Drain::new();
+        let connections = TaskTracker::new();
         let service = warp::service(routes(state));
+        let admitting = drain.clone();
+        let tracker = connections.clone();
         let task = tokio::spawn(async move {
             loop {
                 let accepted = tokio::select! {
@@ -149,12 +210,16 @@ impl Application {
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let service = Boxed(hyper_util::service::TowerToHyperService::new(
-                    service.clone(),
-                ));
-                tokio::spawn(async move {
+                let service = Tracked {
+                    inner: Boxed(hyper_util::service::TowerToHyperService::new(
+                        service.clone(),
+                    )),
+                    drain: admitting.clone(),
+                };
+                let mut closing = closing.clone();
+                tracker.spawn(async move {
                     let io = hyper_util::rt::TokioIo::new(stream);
-                    if let Err(e) = hyper::server::conn::http1::Builder::new()
+                    let connection = hyper::server::conn::http1::Builder::new()
                         // A connection's read buffer grows while a client streams its body faster
                         // than we copy it out; 64 KiB still holds any request head the Functions host
                         // sends, and bounds 256 uploading connections to 16 MiB of it.
@@ -163,9 +228,17 @@ impl Application {
                         // up, and that read needs a second 8 KiB buffer while the request still borrows
                         // the first. Our calls end within their budget anyway, hang-up or not.
                         .half_close(true)
-                        .serve_connection(io, service)
-                        .await
-                    {
+                        .serve_connection(io, service);
+                    tokio::pin!(connection);
+                    let ended = tokio::select! {
+                        ended = connection.as_mut() => ended,
+                        _ = async { closing.wait_for(|close| *close).await.map(drop) } => {
+                            // Finish the response being written, if any, then close.
+                            connection.as_mut().graceful_shutdown();
+                            connection.await
+                        }
+                    };
+                    if let Err(e) = ended {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
                 });
@@ -173,7 +246,10 @@ impl Application {
         });
         Ok(Self {
             local_addr,
-            shutdown: Some(tx),
+            drain,
+            stop_accepting: Some(tx),
+            close_connections,
+            connections,
             task,
         })
     }
@@ -186,12 +262,39 @@ impl Application {
         format!("http://{}", self.local_addr)
     }
 
-    /// Stop accepting, finish in-flight requests, return.
-    pub async fn shutdown(mut self) {
-        if let Some(tx) = self.shutdown.take() {
+    /// Shut down gracefully (see [`shutdown`]): refuse new requests with a 503, wait up to `bound` for
+    /// the in-flight ones to be answered, then close the listener and every connection. Says whether
+    /// every in-flight request was answered, or which were cut.
+    pub async fn shut_down(mut self, bound: std::time::Duration) -> shutdown::Drained {
+        let started = tokio::time::Instant::now();
+        let in_flight = self.drain.begin();
+        if !in_flight.is_empty() {
+            tracing::info!(
+                in_flight = in_flight.len(),
+                bound_secs = bound.as_secs_f64(),
+                "shutdown: waiting for in-flight requests"
+            );
+        }
+        let drained = self.drain.drained(bound).await;
+        if let Some(tx) = self.stop_accepting.take() {
             let _ = tx.send(());
         }
         let _ = (&mut self.task).await;
+        // A request already on its way on a connection accepted last (or on a kept-alive one) is read
+        // and refused rather than cut: a moment for it to arrive before connections close.
+        let linger = CLOSE_LINGER.min(bound.saturating_sub(started.elapsed()));
+        tokio::time::sleep(linger).await;
+        let _ = self.close_connections.send(true);
+        self.connections.close();
+        // Connections finish the response they are writing; idle ones close at once.
+        let left = bound.saturating_sub(started.elapsed());
+        let _ = tokio::time::timeout(left, self.connections.wait()).await;
+        drained
+    }
+
+    /// Stop accepting, finish in-flight requests, return.
+    pub async fn shutdown(self) {
+        let _ = self.shut_down(std::time::Duration::from_secs(30)).await;
     }
 
     /// Serve until the server task ends (it does not, unless shut down).
