@@ -7,7 +7,7 @@
 //! ## Layout
 //! - [`host`]: the HTTP / custom-handler protocol edge — both ways the Functions host talks to us
 //!   (HTTP forwarding on `/api/<Name>` and the invocation payload on `POST /<Name>`), function keys,
-//!   body limits, and the one place errors become JSON responses.
+//!   body limits, the one place errors become JSON responses, and graceful shutdown on SIGTERM/SIGINT.
 //! - [`functions`]: one module per Azure Function (`ExecutePipelineV2`, `CheckPipelineStatus`, ...). Each
 //!   parses its request into domain values and delegates.
 //! - [`domain`]: values that can only hold valid data (GUIDs, resource names, run statuses, the two request
@@ -24,6 +24,8 @@
 //!   `procfwk db report --html` writes.
 //! - [`config`]: typed settings with their defaults in one place. [`telemetry`]: tracing set-up.
 //! - [`secret`]: a wrapper that keeps secrets out of logs. [`cli`]: the `procfwk` command line.
+//! - [`pipeline_retries`]: the retry policy of each Azure Function activity of the shipped pipelines,
+//!   which `procfwk run` follows too.
 //! - [`package`]: `procfwk package`, the zip-deploy package for the Linux Functions host.
 //! - [`process`]: process-wide tuning of `procfwk serve` (glibc malloc arenas).
 
@@ -40,6 +42,7 @@ pub mod host;
 pub mod leases;
 pub mod orchestration;
 pub mod package;
+pub mod pipeline_retries;
 pub mod process;
 pub mod runner;
 pub mod secret;

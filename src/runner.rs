@@ -16,6 +16,7 @@
 use crate::config::Settings;
 use crate::functions::AppState;
 use crate::host::Application;
+use crate::pipeline_retries;
 use crate::sim::{SimConfig, Simulator};
 use anyhow::{anyhow, bail, Context};
 use serde_json::{json, Value};
@@ -135,12 +136,19 @@ impl Caller {
         if let Some(k) = &self.key {
             request = request.header("x-functions-key", k);
         }
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("{function}: the handler is unreachable"))?;
-        let status = response.status().as_u16();
-        let out: Value = response.json().await.unwrap_or(Value::Null);
+        let answer = match request.send().await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let out: Value = response.json().await.unwrap_or(Value::Null);
+                Ok((status, out))
+            }
+            Err(e) => Err(e),
+        };
+        // A call that got no answer is recorded with status 0 (ADF sees a failed activity either way).
+        let (status, out) = match &answer {
+            Ok((status, out)) => (*status, out.clone()),
+            Err(_) => (0, Value::Null),
+        };
         if let Ok(mut calls) = self.calls.lock() {
             calls.push(Call {
                 function: function.to_string(),
@@ -154,8 +162,52 @@ impl Caller {
                     .unwrap_or_default(),
             });
         }
-        Ok((status, out))
+        answer
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("{function}: the handler is unreachable"))
     }
+
+    /// Call `function` as its ADF activity does: a failed attempt (an answer other than 200, or none) is
+    /// retried as the shipped pipelines retry that call ([`pipeline_retries`]), the interval scaled by
+    /// `time_scale`; after the last retry the activity has failed.
+    async fn activity(
+        &self,
+        function: &str,
+        body: &Value,
+        time_scale: f64,
+    ) -> Result<Value, Failure> {
+        let policy = pipeline_retries::for_call(function, body["action"].as_str());
+        let mut retried = 0;
+        loop {
+            let failure = match self.call(function, body).await {
+                Ok((200, out)) => return Ok(out),
+                Ok((status, out)) => Failure {
+                    problem: format!("{status}: {}", error_text(&out)),
+                    out,
+                },
+                Err(e) => Failure {
+                    problem: format!("{e:#}"),
+                    out: Value::Null,
+                },
+            };
+            if retried >= policy.retries {
+                return Err(failure);
+            }
+            retried += 1;
+            tokio::time::sleep(scaled(policy.interval(), time_scale)).await;
+        }
+    }
+}
+
+/// A failed activity: what went wrong, and the last answer's body (`null` when there was none).
+struct Failure {
+    problem: String,
+    out: Value,
+}
+
+/// `wait` × `time_scale` (zero for a scale that is not a positive number).
+fn scaled(wait: Duration, time_scale: f64) -> Duration {
+    Duration::try_from_secs_f64(wait.as_secs_f64() * time_scale).unwrap_or(Duration::ZERO)
 }
 
 fn error_text(out: &Value) -> String {
@@ -203,25 +255,6 @@ async fn infant(
     report
 }
 
-/// Call `function` as an ADF activity with `retries` retries would: until it answers 200 or the
-/// attempts are used up (the retry interval is the caller's business: none here).
-async fn with_retries(
-    caller: &Caller,
-    function: &str,
-    body: &Value,
-    retries: u32,
-) -> Result<Value, String> {
-    let mut problem = String::new();
-    for _ in 0..=retries {
-        match caller.call(function, body).await {
-            Ok((200, out)) => return Ok(out),
-            Ok((status, out)) => problem = format!("{status}: {}", error_text(&out)),
-            Err(e) => problem = e.to_string(),
-        }
-    }
-    Err(problem)
-}
-
 /// `04-Infant-VmPower`: start the worker's VM (no stop if that fails), wait until ready, the worker as
 /// in the plain Infant, then stop the VM whatever happened since the start; a failed stop is reported
 /// and does not change the worker's result.
@@ -236,8 +269,11 @@ async fn vm_infant(
     let mut report = WorkerReport::unknown(&item);
     let name = report.pipeline_name.clone();
     let power = |action: &str| json!({"action": action, "executionId": item["executionId"], "stageId": item["stageId"], "pipelineId": item["pipelineId"]});
-    // Start VM (retry 0); on failure the Infant fails at "VM Not Started" and Stop VM is skipped.
-    if let Err(problem) = with_retries(&caller, "VmPower", &power("start"), 0).await {
+    // Start VM; on failure the Infant fails at "VM Not Started" and Stop VM is skipped.
+    if let Err(Failure { problem, .. }) = caller
+        .activity("VmPower", &power("start"), time_scale)
+        .await
+    {
         report.status = format!("VmNotStarted: {problem}");
         report.vm = Some(format!("not started: {problem}"));
         report.seconds = started.elapsed().as_secs_f64();
@@ -247,15 +283,18 @@ async fn vm_infant(
         return report;
     }
     report.vm = Some("started".into());
-    // Wait Until VM Ready: Get VM Status (retry 3), then Wait For VM.
+    // Wait Until VM Ready: Get VM Status, then Wait For VM.
     let ready = loop {
-        match with_retries(&caller, "VmPower", &power("status"), 3).await {
+        match caller
+            .activity("VmPower", &power("status"), time_scale)
+            .await
+        {
             Ok(out) if out["Ready"] == true => break Ok(()),
             Ok(out) => {
                 let secs = out["RetryAfterSeconds"].as_f64().unwrap_or(1.0).max(1.0);
                 tokio::time::sleep(Duration::from_secs_f64(secs * time_scale)).await;
             }
-            Err(problem) => break Err(problem),
+            Err(failure) => break Err(failure.problem),
         }
     };
     match ready {
@@ -281,8 +320,10 @@ async fn vm_infant(
             }
         }
     }
-    // Stop VM (retry 2) on every path after a successful start; Worker Result follows it whatever it did.
-    if let Err(problem) = with_retries(&caller, "VmPower", &power("stop"), 2).await {
+    // Stop VM on every path after a successful start; Worker Result follows it whatever it did.
+    if let Err(Failure { problem, .. }) =
+        caller.activity("VmPower", &power("stop"), time_scale).await
+    {
         report.vm = Some(format!("stop failed: {problem}"));
         if !quiet {
             println!("  [{stage_name}] {name}: VmPower stop failed ({problem}); the lease expires by itself and the idle sweep deallocates the VM");
@@ -306,61 +347,47 @@ async fn worker(
 ) {
     let name = report.pipeline_name.clone();
     let ids = json!({"executionId": item["executionId"], "stageId": item["stageId"], "pipelineId": item["pipelineId"]});
-    let (status, out) = match caller.call("ExecutePipelineV2", &ids).await {
-        Ok(r) => r,
-        Err(e) => {
-            report.status = format!("ExecuteWorkerPipelineError ({e})");
+    let out = match caller.activity("ExecutePipelineV2", &ids, time_scale).await {
+        Ok(out) => out,
+        Err(Failure { problem, .. }) => {
+            report.status = format!("ExecuteWorkerPipelineError: {problem}");
+            report.seconds = started.elapsed().as_secs_f64();
+            if !quiet {
+                println!("  [{stage_name}] {name}: could not start: {problem}");
+            }
             return;
         }
     };
-    if status != 200 {
-        report.status = format!("ExecuteWorkerPipelineError: {}", error_text(&out));
-        report.seconds = started.elapsed().as_secs_f64();
-        if !quiet {
-            println!(
-                "  [{stage_name}] {name}: could not start: {}",
-                error_text(&out)
-            );
-        }
-        return;
-    }
     let run_id = out["RunId"].as_str().unwrap_or_default().to_string();
     report.run_id = Some(run_id.clone());
     if !quiet {
         println!("  [{stage_name}] {name} started, run {run_id}");
     }
-    let wait = Duration::from_secs_f64(
-        out["PipelineStatusCheckDuration"].as_f64().unwrap_or(30.0) * time_scale,
+    let wait = scaled(
+        Duration::try_from_secs_f64(out["PipelineStatusCheckDuration"].as_f64().unwrap_or(30.0))
+            .unwrap_or(Duration::ZERO),
+        time_scale,
     );
     let mut check = ids.clone();
     check["runId"] = json!(run_id);
     // ADF's Until is a do-while: the first status check comes straight after the start, even when the
     // start already reported a finished run — the check is what records the result.
-    let mut last;
-    let mut failures = 0;
-    loop {
-        let problem = match caller.call("CheckPipelineStatus", &check).await {
-            Ok((200, out)) => {
-                failures = 0;
-                last = out;
-                if last["SimpleStatus"] != "Running" {
-                    break;
-                }
-                tokio::time::sleep(wait).await;
-                continue;
+    let last = loop {
+        match caller
+            .activity("CheckPipelineStatus", &check, time_scale)
+            .await
+        {
+            Ok(out) if out["SimpleStatus"] != "Running" => break out,
+            Ok(_) => tokio::time::sleep(wait).await,
+            Err(Failure { problem, .. }) => {
+                // The check activity failed after its retries: the Until, and the Infant, fail (the
+                // run itself is left to ADF).
+                report.status = format!("GetWorkerPipelineStatusError: {problem}");
+                report.seconds = started.elapsed().as_secs_f64();
+                return;
             }
-            Ok((status, out)) => format!("{status}: {}", error_text(&out)),
-            Err(e) => e.to_string(),
-        };
-        // The Infant gives up after a few failed checks in a row (the run itself is left to ADF).
-        failures += 1;
-        if failures > 3 {
-            report.status = format!("GetWorkerPipelineStatusError: {problem}");
-            report.seconds = started.elapsed().as_secs_f64();
-            return;
         }
-        tokio::time::sleep(wait).await;
-    }
+    };
     report.status = last["WorkerStatus"]
         .as_str()
         .unwrap_or(last["ActualStatus"].as_str().unwrap_or("Unknown"))
@@ -399,12 +426,17 @@ pub async fn play(base: String, key: Option<String>, args: &RunArgs) -> anyhow::
     if let Some(b) = &args.batch {
         start["batchName"] = json!(b);
     }
-    let (status, out) = caller.call("StartExecution", &start).await?;
-    if status != 200 {
-        report.message = format!("StartExecution failed ({status}): {}", error_text(&out));
-        report.calls = caller.calls.lock().map(|c| c.clone()).unwrap_or_default();
-        return Ok(report);
-    }
+    let out = match caller
+        .activity("StartExecution", &start, args.time_scale)
+        .await
+    {
+        Ok(out) => out,
+        Err(Failure { problem, .. }) => {
+            report.message = format!("StartExecution failed ({problem})");
+            report.calls = caller.calls.lock().map(|c| c.clone()).unwrap_or_default();
+            return Ok(report);
+        }
+    };
     let execution_id = out["ExecutionId"].as_str().unwrap_or_default().to_string();
     report.execution_id = Some(execution_id.clone());
     report.mode = out["Mode"].as_str().map(String::from);
@@ -420,21 +452,29 @@ pub async fn play(base: String, key: Option<String>, args: &RunArgs) -> anyhow::
     for stage in &stages {
         let stage_id = stage["StageId"].clone();
         let stage_name = format!("{} {}", stage_id, stage["StageName"].as_str().unwrap_or(""));
-        let (status, out) = caller
-            .call(
+        let prepared = caller
+            .activity(
                 "PrepareStage",
                 &json!({"executionId": execution_id, "stageId": stage_id}),
+                args.time_scale,
             )
-            .await?;
-        if status != 200 {
-            if !args.quiet {
-                println!("stage {stage_name}: {}", error_text(&out));
+            .await;
+        let out = match prepared {
+            Ok(out) => out,
+            Err(failure) => {
+                let message = match failure.out {
+                    Value::Null => failure.problem,
+                    out => error_text(&out),
+                };
+                if !args.quiet {
+                    println!("stage {stage_name}: {message}");
+                }
+                // Like ADF's sequential ForEach in the Parent, a failed stage does not stop the loop:
+                // each later stage is prepared (and refused) in turn.
+                stopped.get_or_insert(message);
+                continue;
             }
-            // Like ADF's sequential ForEach in the Parent, a failed stage does not stop the loop: each
-            // later stage is prepared (and refused) in turn.
-            stopped.get_or_insert(error_text(&out));
-            continue;
-        }
+        };
         let workers = out["Workers"].as_array().cloned().unwrap_or_default();
         if !args.quiet {
             println!(
@@ -482,13 +522,16 @@ pub async fn play(base: String, key: Option<String>, args: &RunArgs) -> anyhow::
             }
         }
     }
-    let (status, out) = caller
-        .call("FinishExecution", &json!({"executionId": execution_id}))
-        .await?;
-    let counts = if status == 200 {
-        &out["Workers"]
-    } else {
-        &out["error"]["details"]["Workers"]
+    let finished = caller
+        .activity(
+            "FinishExecution",
+            &json!({"executionId": execution_id}),
+            args.time_scale,
+        )
+        .await;
+    let counts = match &finished {
+        Ok(out) => &out["Workers"],
+        Err(failure) => &failure.out["error"]["details"]["Workers"],
     };
     report.final_counts = counts
         .as_object()
@@ -498,11 +541,18 @@ pub async fn play(base: String, key: Option<String>, args: &RunArgs) -> anyhow::
                 .collect()
         })
         .unwrap_or_default();
-    report.succeeded = status == 200 && stopped.is_none();
-    report.message = match (&stopped, status) {
+    report.succeeded = finished.is_ok() && stopped.is_none();
+    report.message = match (&stopped, &finished) {
         (Some(m), _) => format!("stopped: {m}"),
-        (None, 200) => "all workers succeeded".into(),
-        (None, _) => error_text(&out),
+        (None, Ok(_)) => "all workers succeeded".into(),
+        (
+            None,
+            Err(Failure {
+                out: Value::Null,
+                problem,
+            }),
+        ) => problem.clone(),
+        (None, Err(Failure { out, .. })) => error_text(out),
     };
     report.calls = caller.calls.lock().map(|c| c.clone()).unwrap_or_default();
     report.seconds = started.elapsed().as_secs_f64();
@@ -631,4 +681,83 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         bail!("the execution did not succeed: {}", report.message);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caller_of(base: String) -> Arc<Caller> {
+        Arc::new(Caller {
+            client: reqwest::Client::new(),
+            base,
+            key: None,
+            calls: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn statuses(caller: &Caller) -> Vec<u16> {
+        caller
+            .calls
+            .lock()
+            .map(|c| c.iter().map(|c| c.status).collect())
+            .unwrap_or_default()
+    }
+
+    /// A loopback port nothing listens on (bound, then released).
+    fn closed_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or(1)
+    }
+
+    #[tokio::test]
+    async fn a_worker_call_is_retried_as_the_pipelines_retry_it_across_a_restart_then_gives_up() {
+        let port = closed_port();
+        let caller = caller_of(format!("http://127.0.0.1:{port}"));
+        let policy = pipeline_retries::for_call("ExecutePipelineV2", None);
+        let time_scale = 0.01;
+        let started = Instant::now();
+        let call = {
+            let caller = caller.clone();
+            tokio::spawn(async move {
+                let body = json!({"executionId": "not-a-guid", "stageId": 1, "pipelineId": 1});
+                caller
+                    .activity("ExecutePipelineV2", &body, time_scale)
+                    .await
+                    .err()
+                    .map(|f| f.problem)
+            })
+        };
+        // The handler is down for the first attempt, then up (and refusing this body with a 400)
+        // for the retries.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let state = AppState::new(Settings::default()).expect("state");
+        let app = Application::start(state, ([127, 0, 0, 1], port).into())
+            .await
+            .expect("handler on the same port");
+        let problem = call.await.ok().flatten().unwrap_or_default();
+        let seen = statuses(&caller);
+        let mut expected = vec![400; policy.retries as usize];
+        expected.insert(0, 0);
+        assert_eq!(seen, expected, "one refused connection, then the retries");
+        assert!(problem.starts_with("400"), "{problem}");
+        assert!(
+            started.elapsed() >= scaled(policy.interval(), time_scale) * policy.retries,
+            "the retries wait the (scaled) interval"
+        );
+        app.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn start_execution_is_not_repeated() {
+        let caller = caller_of(format!("http://127.0.0.1:{}", closed_port()));
+        let failed = caller
+            .activity("StartExecution", &json!({}), 0.01)
+            .await
+            .is_err();
+        assert!(failed);
+        assert_eq!(statuses(&caller), [0]);
+    }
 }

@@ -1602,6 +1602,12 @@ async fn with_the_plain_infant_a_missing_vm_fails_its_workers_too() {
     }
 }
 
+/// The calls of a worker whose VM start is refused: the Start VM activity and its retries.
+fn refused_starts() -> Vec<String> {
+    let policy = procfwk::pipeline_retries::for_call("VmPower", Some("start"));
+    vec!["VmPower:start".to_string(); 1 + policy.retries as usize]
+}
+
 #[tokio::test]
 async fn a_missing_vm_fails_its_workers_cleanly_blocks_later_stages_and_is_never_stopped() {
     fn missing_in_stage_2(stage: i64) -> String {
@@ -1632,8 +1638,8 @@ async fn a_missing_vm_fails_its_workers_cleanly_blocks_later_stages_and_is_never
     for ((stage, pipeline), _) in run.workers.iter().filter(|((s, _), _)| *s == 2) {
         assert_eq!(
             run.calls_of(*pipeline),
-            ["VmPower:start"],
-            "stage {stage} worker {pipeline}: no stop for a VM never started, no worker run"
+            refused_starts(),
+            "stage {stage} worker {pipeline}: the start and its retries; no stop for a VM never started, no worker run"
         );
     }
     assert!(
@@ -1678,7 +1684,7 @@ async fn a_refused_start_fails_the_worker_without_a_stop_and_a_refused_stop_fail
         BTreeSet::from(["Blocked".to_string()])
     );
     for ((_, pipeline), _) in run.workers.iter().filter(|((s, _), _)| *s == 3) {
-        assert_eq!(run.calls_of(*pipeline), ["VmPower:start"]);
+        assert_eq!(run.calls_of(*pipeline), refused_starts());
     }
     assert!(run
         .calls
@@ -2258,4 +2264,117 @@ fn replay_vm_infant(run: &VmRun) -> BTreeMap<i64, BTreeMap<String, Outcome>> {
         out.insert(pipeline, outcome);
     }
     out
+}
+
+/// Where the Azure Function activities of `factory` retry otherwise than `procfwk::pipeline_retries`
+/// (the table `procfwk run` follows) says, and rows of that table no pipeline has. VmPower's action is
+/// read from the activity's body as ADF evaluates it.
+fn retry_policy_problems(factory: &Factory) -> Vec<String> {
+    use procfwk::pipeline_retries::{for_call, ACTIVITIES};
+    let mut problems = Vec::new();
+    let mut seen = BTreeSet::new();
+    for (pipeline, activity, _, body) in evaluated_bodies(factory) {
+        let Some(a) = factory
+            .activities(&pipeline)
+            .into_iter()
+            .find(|a| a.name == activity)
+        else {
+            problems.push(format!("{pipeline}/{activity}: not found"));
+            continue;
+        };
+        let function = a.json["typeProperties"]["functionName"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let action = body
+            .as_ref()
+            .ok()
+            .and_then(|b| b["action"].as_str().map(String::from));
+        let policy = &a.json["policy"];
+        let (retry, interval) = (
+            policy["retry"].as_u64(),
+            policy["retryIntervalInSeconds"].as_u64(),
+        );
+        let Some(row) = ACTIVITIES
+            .iter()
+            .find(|r| r.pipeline == pipeline && r.activity == activity)
+        else {
+            problems.push(format!(
+                "{pipeline}/{activity} ({function}): no retry policy in procfwk::pipeline_retries"
+            ));
+            continue;
+        };
+        seen.insert((row.pipeline, row.activity));
+        if row.function != function || row.action.map(String::from) != action {
+            problems.push(format!(
+                "{pipeline}/{activity}: calls {function} {action:?}, the table says {} {:?}",
+                row.function, row.action
+            ));
+        }
+        if retry != Some(u64::from(row.policy.retries))
+            || interval != Some(u64::from(row.policy.interval_secs))
+        {
+            problems.push(format!(
+                "{pipeline}/{activity}: retry {retry:?} every {interval:?} s, documented {} every {} s",
+                row.policy.retries, row.policy.interval_secs
+            ));
+        }
+        if for_call(&function, action.as_deref()) != row.policy {
+            problems.push(format!(
+                "{pipeline}/{activity}: procfwk run retries {function} otherwise"
+            ));
+        }
+    }
+    for row in ACTIVITIES {
+        if !seen.contains(&(row.pipeline, row.activity)) {
+            problems.push(format!(
+                "procfwk::pipeline_retries has {}/{}, which no shipped pipeline has",
+                row.pipeline, row.activity
+            ));
+        }
+    }
+    problems
+}
+
+#[test]
+fn every_function_activity_retries_as_documented_and_as_procfwk_run_does() {
+    let factory = Factory::shipped();
+    let problems = retry_policy_problems(&factory);
+    assert!(problems.is_empty(), "{problems:#?}");
+    // The worker's own calls ride out an instance restart in both Infants.
+    for pipeline in ["04-Infant", "04-Infant-VmPower"] {
+        for a in factory
+            .activities(pipeline)
+            .iter()
+            .filter(|a| a.kind == "AzureFunctionActivity")
+        {
+            assert!(
+                a.json["policy"]["retry"].as_u64() >= Some(3),
+                "{pipeline}/{}",
+                a.name
+            );
+        }
+    }
+}
+
+#[test]
+fn the_retry_check_catches_a_policy_that_drifted() {
+    let mut factory = Factory::shipped();
+    let infant = factory.pipelines.get_mut("04-Infant").expect("04-Infant");
+    infant["properties"]["activities"][0]["policy"]["retry"] = Value::from(0);
+    let problems = retry_policy_problems(&factory);
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("04-Infant/Execute Worker: retry Some(0)")),
+        "{problems:#?}"
+    );
+    let mut factory = Factory::shipped();
+    let child = factory.pipelines.get_mut("03-Child").expect("03-Child");
+    child["properties"]["activities"][0]["name"] = Value::from("Renamed");
+    let problems = retry_policy_problems(&factory);
+    assert!(
+        problems.iter().any(|p| p.contains("03-Child/Renamed")),
+        "{problems:#?}"
+    );
 }
