@@ -1713,10 +1713,11 @@ async fn a_refused_start_fails_the_worker_without_a_stop_and_a_refused_stop_fail
         .filter(|c| c.pipeline_id == Some(pipeline) && c.action.as_deref() == Some("stop"))
         .map(|c| c.status)
         .collect();
+    let retries = procfwk::pipeline_retries::for_call("VmPower", Some("stop")).retries;
     assert_eq!(
         stops,
-        [403, 403, 403],
-        "Stop VM and its two retries, all refused"
+        vec![403; 1 + retries as usize],
+        "Stop VM and its retries, all refused"
     );
     assert!(
         run.leases.iter().all(|p| p.ends_with("/shir-vm-4")) && !run.leases.is_empty(),
