@@ -18,19 +18,7 @@ struct Scenario {
 /// A fresh SQLite metadata database with procfwk's sample, and a handler + simulator using it.
 fn scenario() -> Scenario {
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = format!("sqlite:{}", dir.path().join("procfwk.db").display());
-    for args in [&["db", "init"][..], &["db", "seed-sample"][..]] {
-        let out = Command::new(binary())
-            .args(args)
-            .env("PROCFWK_METADATA_DB", &db)
-            .output()
-            .expect("run procfwk db");
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    let db = sample_db(dir.path());
     let stack = stack_with(
         sim_config(),
         &[
@@ -80,15 +68,7 @@ impl Scenario {
     }
 
     async fn rows(&self, sql: &str) -> Vec<Row> {
-        let statement = Statement {
-            name: "test",
-            sql: Box::leak(sql.to_string().into_boxed_str()),
-        };
-        self.store()
-            .await
-            .run(&Query(statement))
-            .await
-            .expect("query")
+        query(&self.db, sql).await
     }
 
     /// Rows of a table by PipelineStatus.
@@ -122,7 +102,6 @@ impl Scenario {
 }
 
 struct Exec(Statement);
-struct Query(Statement);
 
 #[async_trait::async_trait]
 impl Transition for Exec {
@@ -130,15 +109,6 @@ impl Transition for Exec {
     type Error = StoreError;
     async fn apply(&self, tx: &mut dyn Tx) -> Result<u64, StoreError> {
         tx.execute(&self.0, &[]).await
-    }
-}
-
-#[async_trait::async_trait]
-impl Transition for Query {
-    type Output = Vec<Row>;
-    type Error = StoreError;
-    async fn apply(&self, tx: &mut dyn Tx) -> Result<Vec<Row>, StoreError> {
-        tx.query(&self.0, &[]).await
     }
 }
 

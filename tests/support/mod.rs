@@ -36,6 +36,27 @@ impl Proc {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// Send `signal` (`libc::SIGTERM`, …) to the process.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) only sends a signal to our own child.
+        let sent = unsafe { libc::kill(self.child.id() as i32, signal) };
+        assert_eq!(sent, 0, "kill({}, {signal})", self.child.id());
+    }
+
+    /// Wait up to `bound` for the process to exit; its exit status, or `None` if it still runs.
+    pub fn wait_exit(&mut self, bound: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + bound;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
 }
 
 impl Drop for Proc {
@@ -101,6 +122,56 @@ pub fn spawn(args: &[&str], envs: &[(&str, String)]) -> Proc {
     Proc { child, url, output }
 }
 
+/// A fresh SQLite metadata store in `dir` with procfwk's sample (`procfwk db init`, `db seed-sample`);
+/// its `PROCFWK_METADATA_DB` value.
+pub fn sample_db(dir: &std::path::Path) -> String {
+    let db = format!("sqlite:{}", dir.join("procfwk.db").display());
+    for args in [&["db", "init"][..], &["db", "seed-sample"][..]] {
+        let out = Command::new(binary())
+            .args(args)
+            .env("PROCFWK_METADATA_DB", &db)
+            .output()
+            .expect("run procfwk db");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    db
+}
+
+/// The environment of a handler wired to the simulator at `sim_url` (ARM, Entra ID, Key Vault and
+/// managed identity all pointed at it), with trace logging on.
+pub fn handler_env(sim_url: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("PROCFWK_ARM_ENDPOINT", sim_url.to_string()),
+        ("AZURE_AUTHORITY_HOST", sim_url.to_string()),
+        ("PROCFWK_KEYVAULT_ENDPOINT", sim_url.to_string()),
+        ("IDENTITY_ENDPOINT", format!("{sim_url}/msi/token")),
+        ("IDENTITY_HEADER", IDENTITY_HEADER.to_string()),
+        ("PROCFWK_POLL_INITIAL_MS", "20".to_string()),
+        ("PROCFWK_POLL_MAX_SECS", "0.1".to_string()),
+        ("RUST_LOG", "trace".to_string()),
+    ]
+}
+
+/// Start `procfwk sim` with `config` (written to `dir/sim.json`) on a free port.
+pub fn spawn_sim(config: &Value, dir: &std::path::Path) -> Proc {
+    let path = dir.join("sim.json");
+    std::fs::write(&path, config.to_string()).expect("write sim config");
+    spawn(
+        &[
+            "sim",
+            "--port",
+            "0",
+            "--config",
+            path.to_str().unwrap_or_default(),
+        ],
+        &[],
+    )
+}
+
 /// The simulator configuration used by most tests: the sample workers at time scale 0.01 and a
 /// few principals, one of them without rights on the factories.
 pub fn sim_config() -> Value {
@@ -128,31 +199,11 @@ pub struct Stack {
 
 /// Start the simulator with `config` and a handler wired to it (ARM, Entra ID, Key Vault and managed
 /// identity all pointed at the simulator), with trace logging on so secret-leak checks see everything.
-pub fn stack_with(config: Value, handler_env: &[(&str, String)]) -> Stack {
+pub fn stack_with(config: Value, extra_env: &[(&str, String)]) -> Stack {
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("sim.json");
-    std::fs::write(&path, config.to_string()).expect("write sim config");
-    let sim = spawn(
-        &[
-            "sim",
-            "--port",
-            "0",
-            "--config",
-            path.to_str().unwrap_or_default(),
-        ],
-        &[],
-    );
-    let mut env: Vec<(&str, String)> = vec![
-        ("PROCFWK_ARM_ENDPOINT", sim.url.clone()),
-        ("AZURE_AUTHORITY_HOST", sim.url.clone()),
-        ("PROCFWK_KEYVAULT_ENDPOINT", sim.url.clone()),
-        ("IDENTITY_ENDPOINT", format!("{}/msi/token", sim.url)),
-        ("IDENTITY_HEADER", IDENTITY_HEADER.to_string()),
-        ("PROCFWK_POLL_INITIAL_MS", "20".to_string()),
-        ("PROCFWK_POLL_MAX_SECS", "0.1".to_string()),
-        ("RUST_LOG", "trace".to_string()),
-    ];
-    for (k, v) in handler_env {
+    let sim = spawn_sim(&config, dir.path());
+    let mut env = handler_env(&sim.url);
+    for (k, v) in extra_env {
         env.retain(|(ek, _)| ek != k);
         env.push((k, v.clone()));
     }
@@ -368,4 +419,30 @@ pub async fn client_credentials_token(
         .expect("token request");
     assert_eq!(response.status(), 200);
     response.json().await.expect("token JSON")
+}
+
+/// The rows `sql` reads from the metadata store `db`.
+pub async fn query(db: &str, sql: &str) -> Vec<procfwk::store::Row> {
+    struct Query(procfwk::store::Statement);
+    #[async_trait::async_trait]
+    impl procfwk::store::Transition for Query {
+        type Output = Vec<procfwk::store::Row>;
+        type Error = procfwk::store::StoreError;
+        async fn apply(
+            &self,
+            tx: &mut dyn procfwk::store::Tx,
+        ) -> Result<Vec<procfwk::store::Row>, procfwk::store::StoreError> {
+            tx.query(&self.0, &[]).await
+        }
+    }
+    let statement = procfwk::store::Statement {
+        name: "test",
+        sql: Box::leak(sql.to_string().into_boxed_str()),
+    };
+    procfwk::store::Store::open(db, None)
+        .await
+        .expect("open store")
+        .run(&Query(statement))
+        .await
+        .expect("query")
 }
