@@ -142,7 +142,9 @@ async fn sigterm_during_a_burst_answers_every_accepted_call_and_leaves_the_store
             tokio::spawn(post(client.clone(), url, body)),
         ));
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Long enough for all of them to be admitted (on a busy machine too), well before the first
+    // one's 1.5 s upstream call ends.
+    tokio::time::sleep(Duration::from_millis(800)).await;
     stack.handler.signal(libc::SIGTERM);
     let signalled = Instant::now();
     while !stack
@@ -237,14 +239,21 @@ async fn sigterm_during_a_burst_answers_every_accepted_call_and_leaves_the_store
         stack.handler.output()
     );
     assert!(exit_after < grace, "{exit_after:?}");
+    let log = stack.handler.output();
     assert!(
-        stack
-            .handler
-            .output()
-            .contains("shut down: every in-flight call was answered"),
-        "{}",
-        stack.handler.output()
+        log.contains("shut down: every in-flight call was answered"),
+        "{log}"
     );
+    // What the in-flight calls did is on record: both worker starts, answered during shutdown.
+    let recorded_starts = log
+        .lines()
+        .filter(|l| {
+            l.contains("in-flight request answered during shutdown")
+                && l.contains("POST /api/ExecutePipelineV2")
+                && l.contains("status=200")
+        })
+        .count();
+    assert_eq!(recorded_starts, 2, "{log}");
 
     // The store: each worker whose start was answered has its run recorded; each refused one is as
     // PrepareStage left it; the simulator has exactly the recorded runs.
@@ -307,7 +316,7 @@ async fn a_call_held_past_the_bound_makes_the_process_exit_at_the_bound() {
         format!("{}/api/ValidatePipeline", stack.handler.url),
         v2_body("Wait 1", json!({"WaitTime": "1"})),
     ));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     stack.handler.signal(libc::SIGTERM);
     let signalled = Instant::now();
     let (exit, exited) = wait_exit(&mut stack.handler, Duration::from_secs(10));

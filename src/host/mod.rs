@@ -145,7 +145,7 @@ where
     fn call(&self, request: warp::http::Request<R>) -> Self::Future {
         // Method and path only: the query may carry a function key.
         let described = format!("{} {}", request.method(), request.uri().path());
-        let Some(ticket) = self.drain.admit(described) else {
+        let Some(mut ticket) = self.drain.admit(described) else {
             let refusal =
                 shutdown::refusal().map(|bytes| shutdown::TicketBody::new(B::from(bytes), None));
             return Box::pin(std::future::ready(Ok(refusal)));
@@ -154,6 +154,7 @@ where
         let answer = self.inner.call(request);
         Box::pin(async move {
             let mut response = answer.await?;
+            ticket.answered(response.status().as_u16());
             if drain.has_begun() {
                 response.headers_mut().insert(
                     warp::http::header::CONNECTION,

@@ -69,6 +69,14 @@ impl InFlight {
 pub struct Ticket {
     inner: Arc<Inner>,
     id: u64,
+    status: Option<u16>,
+}
+
+impl Ticket {
+    /// The status the request is answered with (logged when it is answered during shutdown).
+    pub fn answered(&mut self, status: u16) {
+        self.status = Some(status);
+    }
 }
 
 impl Drop for Ticket {
@@ -78,6 +86,7 @@ impl Drop for Ticket {
             if let Some(done) = finished {
                 tracing::info!(
                     request = %done.request,
+                    status = self.status,
                     duration_ms = done.started.elapsed().as_secs_f64() * 1000.0,
                     "in-flight request answered during shutdown"
                 );
@@ -124,6 +133,7 @@ impl Drain {
         Some(Ticket {
             inner: self.inner.clone(),
             id,
+            status: None,
         })
     }
 
