@@ -456,3 +456,24 @@ async fn procfwk_run_rides_out_a_handler_restarted_on_the_same_port() {
         "no duplicate run: {stats}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_shuts_down_the_same_way() {
+    let mut stack = stack_with(sim_config(), &[("RUST_LOG", "info".into())]);
+    let (status, _) = stack
+        .call(
+            "ValidatePipeline",
+            &v2_body("Wait 1", json!({"WaitTime": "1"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    stack.handler.signal(libc::SIGINT);
+    let (exit, _) = wait_exit(&mut stack.handler, Duration::from_secs(5));
+    assert!(exit.is_some_and(|s| s.success()), "{exit:?}");
+    let log = stack.handler.output();
+    assert!(log.contains("signal=\"SIGINT\""), "{log}");
+    assert!(
+        log.contains("shut down: every in-flight call was answered"),
+        "{log}"
+    );
+}
