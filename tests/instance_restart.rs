@@ -351,7 +351,20 @@ fn free_port() -> u16 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn procfwk_run_rides_out_a_handler_restarted_on_the_same_port() {
+async fn procfwk_run_rides_out_a_handler_stopped_and_restarted_on_the_same_port() {
+    run_across_a_restart(libc::SIGTERM).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn procfwk_run_rides_out_a_handler_killed_and_restarted_on_the_same_port() {
+    // Killed while only status checks are in flight (stage 1's workers run; their starts were
+    // answered long before): the checks cut off are retried like the refused ones.
+    run_across_a_restart(libc::SIGKILL).await;
+}
+
+/// `procfwk run` against a handler that gets `signal` mid-run and is started again on the same port
+/// 2.5 s after it exited: the run succeeds, every worker ran once.
+async fn run_across_a_restart(signal: i32) {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = sample_db(dir.path());
     // Workers take 0.6 – 3 s; the Infant checks them every 5 s × 0.05 = 0.25 s, while a failed call
@@ -392,13 +405,16 @@ async fn procfwk_run_rides_out_a_handler_restarted_on_the_same_port() {
         .spawn()
         .expect("spawn procfwk run");
 
-    // Mid-run (stage 1's workers running): stop the handler (SIGTERM), keep it down for 2.5 s, and
-    // start it again on the same port. Three retries 1.5 s apart outlast the gap; four checks 0.25 s
-    // apart would not.
+    // Mid-run (stage 1's workers running): stop the handler, keep it down for 2.5 s, and start it
+    // again on the same port. Three retries 1.5 s apart outlast the gap; four checks 0.25 s apart
+    // would not.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    handler.signal(libc::SIGTERM);
+    handler.signal(signal);
     let (exit, _) = wait_exit(&mut handler, Duration::from_secs(15));
-    assert!(exit.is_some_and(|s| s.success()), "{exit:?}");
+    assert!(exit.is_some(), "the handler exited");
+    if signal == libc::SIGTERM {
+        assert!(exit.is_some_and(|s| s.success()), "{exit:?}");
+    }
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let restarted = spawn(&serve, &env);
     assert_eq!(restarted.url, handler.url);
