@@ -105,7 +105,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "shutting down: refusing new calls, finishing the ones in flight"
     );
     let started = std::time::Instant::now();
-    match app.shut_down(grace).await {
+    // A second signal (Ctrl-C twice) does not wait for the calls in flight.
+    let drained = tokio::select! {
+        drained = app.shut_down(grace) => drained,
+        again = shutdown::signal() => anyhow::bail!(
+            "{again} during shutdown: exiting without waiting for the calls in flight"
+        ),
+    };
+    match drained {
         shutdown::Drained::All { answered } => {
             tracing::info!(
                 answered,

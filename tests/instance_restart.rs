@@ -493,3 +493,51 @@ async fn sigint_shuts_down_the_same_way() {
         "{log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_exits_without_waiting() {
+    let mut stack = stack_with(
+        sim_config(),
+        &[
+            ("PROCFWK_SHUTDOWN_GRACE_SECS", "20".into()),
+            ("RUST_LOG", "info".into()),
+        ],
+    );
+    stack.set_faults(json!({"latency_ms": 30000})).await;
+    let _held = tokio::spawn(post(
+        fresh_connections(),
+        format!("{}/api/ValidatePipeline", stack.handler.url),
+        v2_body("Wait 1", json!({"WaitTime": "1"})),
+    ));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stack.handler.signal(libc::SIGTERM);
+    let signalled = Instant::now();
+    while !stack
+        .handler
+        .output()
+        .contains("shutting down: refusing new calls")
+    {
+        assert!(
+            signalled.elapsed() < Duration::from_secs(5),
+            "no shutdown began"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stack.handler.signal(libc::SIGINT);
+    let again = Instant::now();
+    let (exit, exited) = wait_exit(&mut stack.handler, Duration::from_secs(10));
+    assert!(exit.is_some_and(|s| !s.success()), "{exit:?}");
+    assert!(
+        exited - again < Duration::from_secs(2),
+        "{:?}",
+        exited - again
+    );
+    assert!(
+        stack
+            .handler
+            .output()
+            .contains("SIGINT during shutdown: exiting without waiting"),
+        "{}",
+        stack.handler.output()
+    );
+}
