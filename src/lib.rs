@@ -25,7 +25,8 @@
 //! - [`config`]: typed settings with their defaults in one place. [`telemetry`]: tracing set-up.
 //! - [`secret`]: a wrapper that keeps secrets out of logs. [`cli`]: the `procfwk` command line.
 //! - [`package`]: `procfwk package`, the zip-deploy package for the Linux Functions host.
-//! - [`process`]: process-wide tuning of `procfwk serve` (glibc malloc arenas).
+//! - [`process`]: process-wide tuning of `procfwk serve` (glibc malloc arenas). [`fault`]: the crash
+//!   test's named abort points (a no-op unless `PROCFWK_FAULT_POINT` is set).
 
 pub mod adapters;
 pub mod bench;
@@ -35,6 +36,7 @@ pub mod dashboard;
 pub mod db;
 pub mod demo;
 pub mod domain;
+pub mod fault;
 pub mod functions;
 pub mod host;
 pub mod leases;

@@ -21,14 +21,15 @@ pub async fn run(state: &AppState, body: &Value) -> Result<Reply, FunctionError>
     let stage_id =
         i32::try_from(stage_id).map_err(|_| RequestError::new("stageId", "is out of range"))?;
     let store = state.store().await?;
-    match store
+    let prepared = store
         .run(&PrepareStage {
             execution_id,
             stage_id,
             now: now(),
         })
-        .await?
-    {
+        .await?;
+    crate::fault::point(crate::fault::PREPARE_STAGE);
+    match prepared {
         Prepared::Workers(workers) => {
             let items: Vec<Value> = workers
                 .iter()
