@@ -149,6 +149,7 @@ fn start_at(now: NaiveDateTime, parent: &str) -> StartExecution {
         batch: None,
         calling_orchestrator: "FrameworkFactory".into(),
         parent_run_id: Some(parent.into()),
+        previous_parent: None,
         now,
     }
 }
