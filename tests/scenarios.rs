@@ -18,19 +18,7 @@ struct Scenario {
 /// A fresh SQLite metadata database with procfwk's sample, and a handler + simulator using it.
 fn scenario() -> Scenario {
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = format!("sqlite:{}", dir.path().join("procfwk.db").display());
-    for args in [&["db", "init"][..], &["db", "seed-sample"][..]] {
-        let out = Command::new(binary())
-            .args(args)
-            .env("PROCFWK_METADATA_DB", &db)
-            .output()
-            .expect("run procfwk db");
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    let db = sample_db(dir.path());
     let stack = stack_with(
         sim_config(),
         &[
