@@ -637,7 +637,31 @@ pub async fn settle_in_flight(
     store: &Store,
     parent_over: Option<uuid::Uuid>,
 ) -> Result<(), FunctionError> {
-    let in_flight = store.run(&InFlightWorkers).await?;
+    settle_unfinished(state, store, InFlightWorkers { before: None }, parent_over).await
+}
+
+/// Before a stage is prepared: settle the workers of earlier stages still in flight (an Infant that
+/// gave up on a call while its run went on, or whose start died unrecorded), so that only a worker
+/// whose run is really still going is marked failed by `PrepareStage`.
+pub async fn settle_earlier_stages(
+    state: &AppState,
+    store: &Store,
+    execution_id: uuid::Uuid,
+    stage_id: i32,
+) -> Result<(), FunctionError> {
+    let which = InFlightWorkers {
+        before: Some((execution_id, stage_id)),
+    };
+    settle_unfinished(state, store, which, None).await
+}
+
+async fn settle_unfinished(
+    state: &AppState,
+    store: &Store,
+    which: InFlightWorkers,
+    parent_over: Option<uuid::Uuid>,
+) -> Result<(), FunctionError> {
+    let in_flight = store.run(&which).await?;
     let mut to_settle = in_flight.recorded;
     for claim in in_flight.unrecorded {
         let key = claim.key;

@@ -588,8 +588,11 @@ pub struct InFlight {
     pub unrecorded: Vec<UnrecordedClaim>,
 }
 
-/// Workers in flight in any execution still in CurrentExecution.
-pub struct InFlightWorkers;
+/// Workers in flight in any execution still in CurrentExecution (`before: None`), or only in one
+/// execution's stages before a stage (`before: Some((execution, stage))`, for `PrepareStage`).
+pub struct InFlightWorkers {
+    pub before: Option<(Uuid, i32)>,
+}
 
 #[async_trait::async_trait]
 impl Transition for InFlightWorkers {
@@ -600,6 +603,11 @@ impl Transition for InFlightWorkers {
         let mut out = InFlight::default();
         for execution in tx.query(&statements::EXECUTIONS_PRESENT, &[]).await? {
             let id = execution.guid("LocalExecutionId")?;
+            if self.before.is_some_and(|(only, _)| only != id) {
+                continue;
+            }
+            let wanted =
+                |key: &WorkerKey| self.before.is_none_or(|(_, stage)| key.stage_id < stage);
             let key = |row: &crate::store::Row| -> Result<WorkerKey, LifecycleError> {
                 Ok(WorkerKey {
                     execution_id: id,
@@ -611,14 +619,21 @@ impl Transition for InFlightWorkers {
                 .query(&statements::IN_FLIGHT_WORKERS, &[id.into()])
                 .await?
             {
-                out.recorded.push((key(&row)?, row.guid("PipelineRunId")?));
+                let worker = key(&row)?;
+                if wanted(&worker) {
+                    out.recorded.push((worker, row.guid("PipelineRunId")?));
+                }
             }
             for row in tx
                 .query(&statements::UNRECORDED_CLAIMS, &[id.into()])
                 .await?
             {
+                let worker = key(&row)?;
+                if !wanted(&worker) {
+                    continue;
+                }
                 out.unrecorded.push(UnrecordedClaim {
-                    key: key(&row)?,
+                    key: worker,
                     since: match row.opt_datetime("ClaimedDateTime")? {
                         Some(at) => Some(at),
                         None => row.opt_datetime("StartDateTime")?,
