@@ -193,12 +193,18 @@ fn retryable(answer: &Answer) -> bool {
 
 impl World {
     async fn new(fault_env: Option<String>) -> Self {
+        Self::with(fault_env, &[]).await
+    }
+
+    /// The same with more handler settings.
+    async fn with(fault_env: Option<String>, settings: &[(&'static str, String)]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = sample_db(dir.path());
         let mut config = sim_config();
         config["time_scale"] = json!(TIME_SCALE);
         let sim = spawn_sim(&config, dir.path());
         let mut extra = handler_settings();
+        extra.extend(settings.iter().cloned());
         extra.push(("PROCFWK_METADATA_DB", db.clone()));
         let env = handler_env(&sim, &extra);
         let handler = Handler::start(env, fault_env);
@@ -313,12 +319,18 @@ impl World {
 
     /// A new Parent run (the stand-in that "holds" the execution while it is driven).
     async fn new_parent(&self) -> String {
+        self.create_run(PARENT_PIPELINE, &json!({"WaitTime": 1_000_000}))
+            .await
+    }
+
+    /// `createRun` straight at the simulator's ARM API.
+    async fn create_run(&self, pipeline: &str, parameters: &Value) -> String {
         let token = self.arm_token().await;
         let created: Value = self
             .http
-            .post(self.factory_url(&format!("pipelines/{PARENT_PIPELINE}/createRun")))
+            .post(self.factory_url(&format!("pipelines/{pipeline}/createRun")))
             .bearer_auth(&token)
-            .json(&json!({"WaitTime": 1_000_000}))
+            .json(parameters)
             .send()
             .await
             .expect("sim reachable")
@@ -771,4 +783,116 @@ async fn the_handler_killed_at_any_moment_leaves_no_orphan_no_duplicate_and_noth
         "only {random_deaths} of {total_kills} random kills landed"
     );
     assert!(failed.is_empty(), "scenarios that failed: {failed:?}");
+}
+
+/// The runs the simulator has of one pipeline.
+async fn runs_of(world: &World, pipeline: &str) -> Vec<Value> {
+    world
+        .sim_runs()
+        .await
+        .into_iter()
+        .filter(|r| r["pipelineName"] == json!(pipeline))
+        .collect()
+}
+
+/// A worker whose Execute died after createRun (the fault point), in a fresh world: its key body, its
+/// pipeline name, and the one run ADF has of it.
+async fn worker_whose_start_died_after_create_run(world: &World) -> (Value, String, Value) {
+    let parent = world.new_parent().await;
+    let (status, started) = world
+        .call_once(
+            "StartExecution",
+            &json!({"callingOrchestratorName": FACTORY, "parentRunId": parent}),
+        )
+        .await
+        .expect("StartExecution answered");
+    assert_eq!(status, 200, "{started}");
+    let execution_id = started["ExecutionId"].clone();
+    let stage = started["Stages"][0]["StageId"].clone();
+    let prepared = world
+        .call_once(
+            "PrepareStage",
+            &json!({"executionId": execution_id, "stageId": stage}),
+        )
+        .await
+        .expect("PrepareStage answered");
+    let worker = prepared.1["Workers"][0].clone();
+    let pipeline = worker["PipelineName"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let body =
+        json!({"executionId": execution_id, "stageId": stage, "pipelineId": worker["pipelineId"]});
+    assert!(
+        world.call_once("ExecutePipelineV2", &body).await.is_none(),
+        "the handler died at the fault point"
+    );
+    while !world.handler.is_up() || world.handler.deaths.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let runs = runs_of(world, &pipeline).await;
+    assert_eq!(
+        runs.len(),
+        1,
+        "ADF accepted the run before the handler died"
+    );
+    (body, pipeline, runs[0].clone())
+}
+
+/// Item 1's "cannot decide": while ADF cannot be asked, or lists two runs that fit the dead claim, a
+/// retried Execute answers "not yet" (409) and creates nothing; once ADF answers, the run is adopted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_that_cannot_be_decided_answers_not_yet_and_creates_no_run() {
+    let settings = [("PROCFWK_ARM_MAX_RETRIES", "0".to_string())];
+    let world = World::with(Some(format!("{}@1", fault::AFTER_CREATE_RUN)), &settings).await;
+    let (body, pipeline, orphan) = worker_whose_start_died_after_create_run(&world).await;
+    let faults = |ratio: f64| json!({"throttle_ratio": 0.0, "retry_after_secs": 0, "server_error_ratio": ratio, "latency_ms": 0, "latency_ratio": 1.0});
+    let put_faults = |ratio: f64| {
+        world
+            .http
+            .put(format!("{}/_sim/faults", world.sim.url))
+            .json(&faults(ratio))
+            .send()
+    };
+    assert!(put_faults(1.0).await.expect("sim").status().is_success());
+    let (status, out) = world
+        .call_once("ExecutePipelineV2", &body)
+        .await
+        .expect("answer");
+    assert_eq!(status, 409, "{out}");
+    assert!(out.to_string().contains("not settled yet"), "{out}");
+    assert!(put_faults(0.0).await.expect("sim").status().is_success());
+    assert_eq!(runs_of(&world, &pipeline).await.len(), 1, "no second run");
+    let (status, out) = world
+        .call_once("ExecutePipelineV2", &body)
+        .await
+        .expect("answer");
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(
+        out["RunId"], orphan["runId"],
+        "the run ADF accepted is adopted"
+    );
+    assert_eq!(runs_of(&world, &pipeline).await.len(), 1, "no second run");
+
+    // Two runs that fit the claim (someone started the same pipeline with the same parameters).
+    let world = World::new(Some(format!("{}@1", fault::AFTER_CREATE_RUN))).await;
+    let (body, pipeline, orphan) = worker_whose_start_died_after_create_run(&world).await;
+    world.create_run(&pipeline, &orphan["parameters"]).await;
+    let (status, out) = world
+        .call_once("ExecutePipelineV2", &body)
+        .await
+        .expect("answer");
+    assert_eq!(status, 409, "{out}");
+    assert!(out.to_string().contains("match the claim"), "{out}");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (status, out) = world
+        .call_once("ExecutePipelineV2", &body)
+        .await
+        .expect("answer");
+    assert_eq!(
+        status, 409,
+        "still undecided past the claim's lifetime: {out}"
+    );
+    assert_eq!(runs_of(&world, &pipeline).await.len(), 2, "no third run");
+    world.handler.stop.store(true, Ordering::SeqCst);
 }
