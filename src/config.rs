@@ -57,6 +57,11 @@ pub struct Settings {
     /// worker shutdown timeout is 10 s too): 8 s leaves room to close and exit. At most the request
     /// budget.
     pub shutdown_grace: Duration,
+    /// `PROCFWK_CLAIM_GRACE_SECS`, default 30: how long past its request budget a worker's claim still
+    /// counts as held by a live call. Until then a retried Execute whose run ADF does not list yet
+    /// answers "another call is starting this worker"; after it the claim is taken over (or, at
+    /// StartExecution, given up) once ADF is asked and lists no run of it.
+    pub claim_grace: Duration,
     /// `PROCFWK_EXECUTE_QUEUED_CAP_SECS`, default 120: how long ExecutePipeline waits for a run to leave
     /// `Queued` before answering with the run id and `Queued` (the Infant then keeps polling).
     pub execute_queued_cap: Duration,
@@ -146,6 +151,7 @@ impl Default for Settings {
             keyvault_cache: Duration::from_secs(300),
             request_budget: Duration::from_secs(200),
             shutdown_grace: Duration::from_secs(8),
+            claim_grace: Duration::from_secs(30),
             execute_queued_cap: Duration::from_secs(120),
             poll_initial: Duration::from_millis(250),
             poll_max: Duration::from_secs(5),
@@ -197,6 +203,7 @@ impl Settings {
         };
         s.keyvault_cache = secs("PROCFWK_KEYVAULT_CACHE_SECS", s.keyvault_cache)?;
         s.request_budget = secs("PROCFWK_REQUEST_BUDGET_SECS", s.request_budget)?;
+        s.claim_grace = secs("PROCFWK_CLAIM_GRACE_SECS", s.claim_grace)?;
         s.execute_queued_cap = secs("PROCFWK_EXECUTE_QUEUED_CAP_SECS", s.execute_queued_cap)?;
         s.shutdown_grace = secs("PROCFWK_SHUTDOWN_GRACE_SECS", s.shutdown_grace)?;
         s.poll_max = secs("PROCFWK_POLL_MAX_SECS", s.poll_max)?;

@@ -27,7 +27,8 @@
 //! - [`pipeline_retries`]: the retry policy of each Azure Function activity of the shipped pipelines,
 //!   which `procfwk run` follows too.
 //! - [`package`]: `procfwk package`, the zip-deploy package for the Linux Functions host.
-//! - [`process`]: process-wide tuning of `procfwk serve` (glibc malloc arenas).
+//! - [`process`]: process-wide tuning of `procfwk serve` (glibc malloc arenas). [`fault`]: the crash
+//!   test's named abort points (a no-op unless `PROCFWK_FAULT_POINT` is set).
 
 pub mod adapters;
 pub mod bench;
@@ -37,6 +38,7 @@ pub mod dashboard;
 pub mod db;
 pub mod demo;
 pub mod domain;
+pub mod fault;
 pub mod functions;
 pub mod host;
 pub mod leases;

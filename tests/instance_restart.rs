@@ -379,12 +379,14 @@ async fn run_across_a_restart(signal: i32) {
     config["time_scale"] = json!(0.3);
     let sim = spawn_sim(&config, dir.path());
     let port = free_port().to_string();
-    let mut env = handler_env(&sim.url);
-    env.retain(|(k, _)| *k != "RUST_LOG");
-    env.extend([
-        ("PROCFWK_METADATA_DB", db.clone()),
-        ("RUST_LOG", "info".to_string()),
-    ]);
+    let env = handler_env(
+        &sim,
+        &[
+            ("PROCFWK_METADATA_DB", db.clone()),
+            ("RUST_LOG", "info".to_string()),
+        ],
+    );
+    let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
     let serve = ["serve", "--port", port.as_str()];
     let mut handler = spawn(&serve, &env);
     let record = dir.path().join("calls.json");

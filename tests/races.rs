@@ -12,8 +12,8 @@ use procfwk::leases::{Change, Decision};
 use procfwk::orchestration::sample::SeedSample;
 use procfwk::orchestration::stage::Prepared;
 use procfwk::orchestration::{
-    now, Claim, ClaimWorker, LifecycleError, PrepareStage, ReadWorker, StartExecution,
-    TakeOverClaim, WorkerKey,
+    now, AdoptRun, Claim, ClaimWorker, LifecycleError, ParentState, PrepareStage, PreviousParent,
+    ReadWorker, RecordRunId, StartExecution, TakeOverClaim, WorkerKey,
 };
 use procfwk::store::sqlserver::SqlServerBackend;
 use procfwk::store::{Backend, Row, SqlValue, Statement, Store, StoreError, Transition, Tx};
@@ -149,6 +149,7 @@ fn start_at(now: NaiveDateTime, parent: &str) -> StartExecution {
         batch: None,
         calling_orchestrator: "FrameworkFactory".into(),
         parent_run_id: Some(parent.into()),
+        previous_parent: None,
         now,
     }
 }
@@ -253,9 +254,9 @@ async fn a_replayed_start_recognises_its_own_execution() {
 
 /// Item 3: two callers take over the claim of a start that died, at the same moment. The takeover is
 /// a compare-and-set on the claim token: the second waits on the row, re-reads it and loses.
-#[tokio::test]
-async fn of_two_takeovers_one_wins() {
-    let db = db().await;
+/// The first worker of the first stage of a new execution, claimed with a token whose holder then
+/// "died" (records nothing).
+async fn worker_claimed_by_a_dead_call(db: &Db) -> (WorkerKey, Uuid, String) {
     let started = db.store.run(&start_at(now(), "p")).await.expect("start");
     let id = started.execution_id;
     let stage = started.stages[0].stage_id;
@@ -290,6 +291,13 @@ async fn of_two_takeovers_one_wins() {
         .await
         .expect("claim");
     assert_eq!(claim, Claim::Claimed);
+    (key, dead, plan.params_used())
+}
+
+#[tokio::test]
+async fn of_two_takeovers_one_wins() {
+    let db = db().await;
+    let (key, dead, params_used) = worker_claimed_by_a_dead_call(&db).await;
     // The holder died. A and B both saw its claim and take it over.
     let take = |token| TakeOverClaim {
         key,
@@ -312,7 +320,7 @@ async fn of_two_takeovers_one_wins() {
         .store
         .run(&ClaimWorker {
             key,
-            params_used: plan.params_used(),
+            params_used,
             token: b_token,
             now: now(),
         })
@@ -322,6 +330,124 @@ async fn of_two_takeovers_one_wins() {
         matches!(again, Claim::InFlight { token: Some(t), .. } if t == a_token),
         "{again:?}"
     );
+}
+
+/// Issue #10: one caller takes a dead claim over to start the worker afresh (ADF listed no run a moment
+/// earlier) while another, whose look-up found a run of the same claim, adopts it. Both are
+/// compare-and-sets on the claim seen: the adopter waits on the row, re-reads it, finds the claim
+/// changed and records nothing — the new holder's own run is the only one recorded, never a run of a
+/// claim that is no longer the worker's.
+#[tokio::test]
+async fn adopting_a_dead_claims_run_and_taking_the_claim_over_exclude_each_other() {
+    let db = db().await;
+    let (key, dead, _) = worker_claimed_by_a_dead_call(&db).await;
+    let new_holder = Uuid::new_v4();
+    let take = TakeOverClaim {
+        key,
+        seen: Some(dead),
+        token: new_holder,
+        now: now(),
+    };
+    let (reached, go, a) = run_held(db.backend.clone(), take, "CLAIM_TAKEOVER");
+    reached.await.expect("A took over, not committed yet");
+    let b_store = db.store.clone();
+    let found = Uuid::new_v4();
+    let b = tokio::spawn(async move {
+        b_store
+            .run(&AdoptRun {
+                key,
+                seen: Some(dead),
+                run_id: found,
+            })
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!b.is_finished(), "B waits on A's row lock");
+    let _ = go.send(());
+    assert!(a.await.expect("A").expect("A's takeover"), "A takes over");
+    assert!(
+        !b.await.expect("B").expect("B's adoption"),
+        "B adopts nothing"
+    );
+    let plan = db.store.run(&ReadWorker { key }).await.expect("plan");
+    assert_eq!(plan.run_id, None);
+    // The new holder records its own run; an adoption after that changes nothing either.
+    let own = Uuid::new_v4();
+    let recorded = db
+        .store
+        .run(&RecordRunId {
+            key,
+            run_id: own,
+            token: new_holder,
+        })
+        .await
+        .expect("record");
+    assert!(recorded);
+    let late = AdoptRun {
+        key,
+        seen: Some(new_holder),
+        run_id: found,
+    };
+    assert!(!db.store.run(&late).await.expect("adopt late"));
+    let plan = db.store.run(&ReadWorker { key }).await.expect("plan");
+    assert_eq!(plan.run_id, Some(own));
+}
+
+/// Issue #10: two new Parents arrive for a scope whose Parent run ADF reports over (asked before each
+/// start's transaction). The first takes the scope over at once — no stale timeout — and the second,
+/// waiting on the scope's lock, finds a different Parent recorded than the one it asked about, so its
+/// answer no longer applies and the (not stale) scope is refused.
+#[tokio::test]
+async fn two_parents_told_the_holder_is_over_take_the_scope_over_once() {
+    let db = db().await;
+    let first = db
+        .store
+        .run(&start_at(now(), "parent-0"))
+        .await
+        .expect("first execution");
+    let told = |parent: &str, state| StartExecution {
+        previous_parent: Some(PreviousParent {
+            execution_id: first.execution_id,
+            parent_run_id: "parent-0".into(),
+            state,
+        }),
+        ..start_at(now(), parent)
+    };
+    // Alive: refused although nothing else would refuse it.
+    let alive = db.store.run(&told("parent-x", ParentState::Alive)).await;
+    assert!(
+        matches!(alive, Err(LifecycleError::AlreadyRunning(_))),
+        "{alive:?}"
+    );
+    let (reached, go, a) = run_held(
+        db.backend.clone(),
+        told("parent-a", ParentState::Over),
+        "CONTROL_GET",
+    );
+    reached.await.expect("A read the scope");
+    let b_store = db.store.clone();
+    let b_start = told("parent-b", ParentState::Over);
+    let b = tokio::spawn(async move { b_store.run(&b_start).await });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let b_finished_while_a_held = b.is_finished();
+    let _ = go.send(());
+    let a = a.await.expect("A's task");
+    let b = b.await.expect("B's task");
+    assert!(!b_finished_while_a_held, "B decided while A held the scope");
+    let a = a.expect("A takes the scope over at once: its holder is over");
+    assert_eq!(
+        a.execution_id, first.execution_id,
+        "a restart of the execution"
+    );
+    assert!(matches!(b, Err(LifecycleError::AlreadyRunning(_))), "{b:?}");
+    let control = db
+        .store
+        .run(&Sql(
+            "SELECT COUNT(0) AS N FROM procfwk.ExecutionControl WHERE ParentRunId = 'parent-a'",
+        ))
+        .await
+        .expect("control");
+    assert_eq!(count(&control), 1);
 }
 
 /// Item 2: a worker renews its lease (without the pool lock) while a power decision that read the

@@ -39,6 +39,20 @@ pub struct RunInfo {
     pub message: String,
 }
 
+/// A pipeline run as `queryPipelineRuns` lists it: enough to tell whether it is the run a call of ours
+/// created.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ListedRun {
+    pub run_id: String,
+    pub pipeline_name: String,
+    pub status: RunStatus,
+    /// The run's parameters as ADF shows them (strings; defaults filled in, secure ones masked).
+    pub parameters: Map<String, Value>,
+    pub run_start: Option<time::OffsetDateTime>,
+    /// `invokedBy.invokedByType`: `Manual` for a REST `createRun`.
+    pub invoked_by_type: Option<String>,
+}
+
 /// The activity runs of a pipeline run: how many there were and the ones that failed.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ActivityReport {
@@ -264,6 +278,63 @@ impl DataFactory {
             .await
             .map_err(|e| UpstreamError::from_azure(Service::Arm, &e))?;
         Ok(())
+    }
+
+    /// `POST .../queryPipelineRuns`: the runs of `pipeline` last updated in `[after, before]`, following
+    /// continuation tokens (at most `max_pages` pages; more is an error rather than a partial answer).
+    pub async fn query_runs(
+        &self,
+        credential: Arc<dyn TokenCredential>,
+        target: &WorkerTarget,
+        pipeline: &PipelineName,
+        after: time::OffsetDateTime,
+        before: time::OffsetDateTime,
+        max_pages: usize,
+    ) -> Result<Vec<ListedRun>, UpstreamError> {
+        use models::run_query_filter::{Operand, Operator};
+        Self::require_adf(target)?;
+        let _permit = self.permit().await?;
+        let client = self.client(credential);
+        let mut filter = models::RunFilterParameters::new(after, before);
+        filter.filters = vec![models::RunQueryFilter::new(
+            Operand::PipelineName,
+            Operator::Equals,
+            vec![pipeline.as_str().to_string()],
+        )];
+        let mut runs = Vec::new();
+        for _page in 0..max_pages {
+            let page = client
+                .pipeline_runs_client()
+                .query_by_factory(
+                    target.subscription.to_string(),
+                    target.resource_group.as_str(),
+                    target.orchestrator.as_str(),
+                    filter.clone(),
+                )
+                .await
+                .map_err(|e| UpstreamError::from_azure(Service::Arm, &e))?;
+            runs.extend(page.value.into_iter().map(|run| ListedRun {
+                run_id: run.run_id.unwrap_or_default(),
+                pipeline_name: run.pipeline_name.unwrap_or_default(),
+                status: RunStatus::parse(run.status.as_deref().unwrap_or("Unknown")),
+                parameters: match run.parameters {
+                    Some(Value::Object(map)) => map,
+                    _ => Map::new(),
+                },
+                run_start: run.run_start,
+                invoked_by_type: run.invoked_by.and_then(|i| i.invoked_by_type),
+            }));
+            match page.continuation_token.filter(|t| !t.is_empty()) {
+                Some(token) => filter.continuation_token = Some(token),
+                None => return Ok(runs),
+            }
+        }
+        Err(UpstreamError::Protocol {
+            service: Service::Arm,
+            message: format!(
+                "queryPipelineRuns for {pipeline} listed more than {max_pages} pages of runs"
+            ),
+        })
     }
 
     /// `POST .../pipelineruns/{runId}/queryActivityruns` over `[after, before]`, following continuation

@@ -19,6 +19,7 @@ pub async fn run(state: &AppState, body: &Value) -> Result<Reply, FunctionError>
             now: now(),
         })
         .await?;
+    crate::fault::point(crate::fault::FINISH_EXECUTION);
     let counts: Map<String, Value> = finished
         .counts
         .iter()

@@ -3,6 +3,7 @@
 //! reads orchestrator, pipeline, parameters and credentials from the metadata store — no secret passes
 //! through ADF — and records every transition itself, so the Infant needs no SQL activity.
 
+use super::orphan_runs::{self, Found};
 use super::{AppState, FunctionError, Reply};
 use crate::adapters::UpstreamError;
 use crate::domain::request::{Fields, RequestError};
@@ -15,13 +16,12 @@ use crate::leases::workers::{holder, ReadWorkerRuntime, RenewLease, WorkerRuntim
 use crate::leases::{Change, Decision, PoolReport};
 use crate::orchestration::worker::StoredCredential;
 use crate::orchestration::{
-    now, Applied, ApplyResult, Claim, ClaimWorker, InFlightWorkers, LifecycleError, ReadWorker,
-    RecordCheck, RecordRunId, TakeOverClaim, WorkerActivityFailed, WorkerKey, WorkerOutcome,
-    WorkerPlan,
+    now, AbandonClaim, AdoptRun, Applied, ApplyResult, Claim, ClaimWorker, InFlightWorkers,
+    LifecycleError, ReadWorker, RecordCheck, RecordRunId, TakeOverClaim, UnrecordedClaim,
+    WorkerActivityFailed, WorkerKey, WorkerOutcome, WorkerPlan,
 };
 use crate::store::{Store, Transition, Tx};
 use serde_json::{json, Value};
-use std::time::Duration;
 
 /// The worker a metadata-mode body names, if it names one.
 pub fn worker_key(fields: &Fields<'_>) -> Result<Option<WorkerKey>, FunctionError> {
@@ -236,6 +236,60 @@ pub(super) async fn record_runtime_failure(store: &Store, key: WorkerKey, error:
     }
 }
 
+/// A claim whose run ADF cannot be asked about now (or lists ambiguously): retry later.
+fn not_yet(key: WorkerKey, why: &str) -> FunctionError {
+    FunctionError::Conflict {
+        message: format!(
+            "a previous start of this worker is not settled yet ({why}); try again later"
+        ),
+        details: json!({"executionId": key.execution_id.to_string(), "stageId": key.stage_id, "pipelineId": key.pipeline_id}),
+    }
+}
+
+/// What became of a claim whose run id is not recorded.
+enum Recovered {
+    /// Its run, found in ADF, is recorded now (by us or a concurrent caller).
+    Run(uuid::Uuid),
+    /// ADF lists no run of it.
+    NoRun,
+    /// Not decided now; the reason.
+    NotYet(String),
+}
+
+/// Ask ADF for the run of a claim whose run id is not recorded, and record the run if there is one.
+async fn recover(
+    state: &AppState,
+    store: &Store,
+    request: &PipelineRequest,
+    credential: std::sync::Arc<dyn azure_core::auth::TokenCredential>,
+    claim: &UnrecordedClaim,
+) -> Result<Recovered, FunctionError> {
+    let key = claim.key;
+    match orphan_runs::look_up(state, store, request, credential, claim).await? {
+        Found::Run(run_id) => {
+            let adopted = store
+                .run(&AdoptRun {
+                    key,
+                    seen: claim.token,
+                    run_id,
+                })
+                .await?;
+            if adopted {
+                tracing::warn!(%key, %run_id, "a previous start of this worker died before recording its run; the run ADF accepted is recorded now");
+                return Ok(Recovered::Run(run_id));
+            }
+            // The claim changed meanwhile (taken over, or settled): read what the worker has now.
+            let plan = store.run(&ReadWorker { key }).await?;
+            Ok(match plan.run_id {
+                Some(recorded) => Recovered::Run(recorded),
+                None => Recovered::NotYet("the claim changed while its run was looked up".into()),
+            })
+        }
+        Found::Nothing => Ok(Recovered::NoRun),
+        Found::Undecided(why) => Ok(Recovered::NotYet(why)),
+    }
+}
+
 fn another_start(key: WorkerKey) -> FunctionError {
     FunctionError::Conflict {
         message: "another call is starting this worker right now".into(),
@@ -308,15 +362,37 @@ async fn start(
             let reply = reply(plan, &request, &run.run_id, &run.status, Some("Running"));
             return Ok((reply, Some(run_id)));
         }
-        Claim::InFlight { since, token: seen } => {
-            let age = since
-                .map(|s| (now() - s).to_std().unwrap_or_default())
-                .unwrap_or_default();
-            if age < state.settings.request_budget + Duration::from_secs(30) {
-                return Err(another_start(key));
+        Claim::InFlight {
+            since,
+            token: seen,
+            params_used,
+        } => {
+            // Another call claimed the worker and recorded no run (yet): ADF may have accepted its
+            // run already, so ADF is asked before anything else is decided.
+            let claim = UnrecordedClaim {
+                key,
+                since,
+                token: seen,
+                params_used,
+            };
+            match recover(state, store, &request, credential.clone(), &claim).await? {
+                Recovered::Run(run_id) => {
+                    let run = state
+                        .azure
+                        .data_factory
+                        .get_run(credential, &request.target, &run_id.to_string())
+                        .await?;
+                    let reply = reply(plan, &request, &run.run_id, &run.status, Some("Running"));
+                    return Ok((reply, Some(run_id)));
+                }
+                Recovered::NotYet(why) => return Err(not_yet(key, &why)),
+                Recovered::NoRun if orphan_runs::holder_may_be_alive(state, since, now()) => {
+                    return Err(another_start(key));
+                }
+                Recovered::NoRun => {}
             }
-            // The claim's holder died before recording a run id. Taking over is a compare-and-set on
-            // the claim seen: of two callers doing this at once, one gets it.
+            // The claim's holder died before creating a run. Taking over is a compare-and-set on the
+            // claim seen: of two callers doing this at once, one gets it.
             let took = store
                 .run(&TakeOverClaim {
                     key,
@@ -328,7 +404,7 @@ async fn start(
             if !took {
                 return Err(another_start(key));
             }
-            tracing::warn!(%key, "a previous start of this worker died before recording a run id; starting it again");
+            tracing::warn!(%key, "a previous start of this worker died before creating a run (ADF lists none); starting it again");
         }
         Claim::NotStartable { status } => {
             // The lease taken above is not needed after all.
@@ -341,6 +417,7 @@ async fn start(
             });
         }
     }
+    crate::fault::point(crate::fault::AFTER_CLAIM);
     let created = state
         .azure
         .data_factory
@@ -372,6 +449,7 @@ async fn start(
             return Err(e.into());
         }
     };
+    crate::fault::point(crate::fault::AFTER_CREATE_RUN);
     let run_uuid = uuid::Uuid::parse_str(&run_id).map_err(|_| {
         FunctionError::Upstream(UpstreamError::Protocol {
             service: crate::adapters::Service::Arm,
@@ -532,6 +610,7 @@ async fn settle(
     } else {
         Vec::new()
     };
+    crate::fault::point(crate::fault::CHECK_APPLY);
     let applied = store
         .run(&ApplyResult {
             key,
@@ -549,16 +628,77 @@ async fn settle(
 }
 
 /// Before a start: settle every run a previous execution left in flight (the Parent's "Clean Up Previous
-/// Run"). Runs still going stay Running, and the start then refuses.
-pub async fn settle_in_flight(state: &AppState, store: &Store) -> Result<(), FunctionError> {
-    for (key, run_id) in store.run(&InFlightWorkers).await? {
-        let plan = store.run(&ReadWorker { key }).await?;
-        let request = request_for(&plan)?;
-        let credential = state
-            .azure
-            .identity
-            .credential(&request.credentials)
-            .await?;
+/// Run"). Runs still going stay Running, and the start then refuses. A claim without a recorded run
+/// is first looked up in ADF (its run adopted and settled); one ADF lists no run of is given up once its
+/// holder is gone — past the claim's lifetime, or at once in `parent_over`, the execution whose Parent
+/// run ADF reports over — so a restart can run the worker again.
+pub async fn settle_in_flight(
+    state: &AppState,
+    store: &Store,
+    parent_over: Option<uuid::Uuid>,
+) -> Result<(), FunctionError> {
+    settle_unfinished(state, store, InFlightWorkers { before: None }, parent_over).await
+}
+
+/// Before a stage is prepared: settle the workers of earlier stages still in flight (an Infant that
+/// gave up on a call while its run went on, or whose start died unrecorded), so that only a worker
+/// whose run is really still going is marked failed by `PrepareStage`.
+pub async fn settle_earlier_stages(
+    state: &AppState,
+    store: &Store,
+    execution_id: uuid::Uuid,
+    stage_id: i32,
+) -> Result<(), FunctionError> {
+    let which = InFlightWorkers {
+        before: Some((execution_id, stage_id)),
+    };
+    settle_unfinished(state, store, which, None).await
+}
+
+async fn settle_unfinished(
+    state: &AppState,
+    store: &Store,
+    which: InFlightWorkers,
+    parent_over: Option<uuid::Uuid>,
+) -> Result<(), FunctionError> {
+    let in_flight = store.run(&which).await?;
+    let mut to_settle = in_flight.recorded;
+    for claim in in_flight.unrecorded {
+        let key = claim.key;
+        let (request, credential) = match request_and_credential(state, store, key).await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(%key, error = %e, "previous claim could not be looked up");
+                continue;
+            }
+        };
+        match recover(state, store, &request, credential, &claim).await {
+            Ok(Recovered::Run(run_id)) => to_settle.push((key, run_id)),
+            Ok(Recovered::NoRun)
+                if parent_over == Some(key.execution_id)
+                    || !orphan_runs::holder_may_be_alive(state, claim.since, now()) =>
+            {
+                let abandoned = store
+                    .run(&AbandonClaim {
+                        key,
+                        seen: claim.token,
+                        activity: "ExecuteWorkerPipeline",
+                        now: now(),
+                    })
+                    .await?;
+                tracing::warn!(%key, abandoned, "a previous start of this worker died before creating a run; the worker is recorded as failed to start");
+            }
+            Ok(Recovered::NoRun) => {
+                tracing::info!(%key, "a previous start of this worker may still be creating its run")
+            }
+            Ok(Recovered::NotYet(why)) => {
+                tracing::warn!(%key, %why, "a previous start of this worker is not settled yet")
+            }
+            Err(e) => tracing::warn!(%key, error = %e, "previous claim could not be looked up"),
+        }
+    }
+    for (key, run_id) in to_settle {
+        let (request, credential) = request_and_credential(state, store, key).await?;
         match settle(state, store, &request, credential, key, run_id).await {
             Ok((status, _)) => tracing::info!(%key, %run_id, %status, "previous run checked"),
             Err(e) => {
@@ -567,4 +707,25 @@ pub async fn settle_in_flight(state: &AppState, store: &Store) -> Result<(), Fun
         }
     }
     Ok(())
+}
+
+async fn request_and_credential(
+    state: &AppState,
+    store: &Store,
+    key: WorkerKey,
+) -> Result<
+    (
+        PipelineRequest,
+        std::sync::Arc<dyn azure_core::auth::TokenCredential>,
+    ),
+    FunctionError,
+> {
+    let plan = store.run(&ReadWorker { key }).await?;
+    let request = request_for(&plan)?;
+    let credential = state
+        .azure
+        .identity
+        .credential(&request.credentials)
+        .await?;
+    Ok((request, credential))
 }

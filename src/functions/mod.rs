@@ -11,6 +11,7 @@ pub mod finish_execution;
 pub mod get_activity_errors;
 pub mod metadata_worker;
 pub mod openapi;
+pub mod orphan_runs;
 pub mod prepare_stage;
 pub mod start_execution;
 pub mod validate_pipeline;

@@ -1,6 +1,7 @@
 //! `PrepareStage` (metadata mode, replaces the Parent's `CheckForBlockedPipelines` and
-//! `SetLogStagePreparing` and the Child's `GetPipelinesInStage`): apply the failure-handling rules to the
-//! stage and list the workers the Child runs in parallel.
+//! `SetLogStagePreparing` and the Child's `GetPipelinesInStage`): settle what earlier stages left in
+//! flight (their runs read from ADF, a start that died unrecorded looked up there), apply the
+//! failure-handling rules to the stage and list the workers the Child runs in parallel.
 //!
 //! Request: `{"executionId", "stageId"}`. Response: `{"ExecutionId", "StageId", "WorkerCount", "Workers":
 //! [{"executionId", "stageId", "pipelineId", "PipelineName"}]}` — each item is the body of the worker's
@@ -21,14 +22,16 @@ pub async fn run(state: &AppState, body: &Value) -> Result<Reply, FunctionError>
     let stage_id =
         i32::try_from(stage_id).map_err(|_| RequestError::new("stageId", "is out of range"))?;
     let store = state.store().await?;
-    match store
+    super::metadata_worker::settle_earlier_stages(state, store, execution_id, stage_id).await?;
+    let prepared = store
         .run(&PrepareStage {
             execution_id,
             stage_id,
             now: now(),
         })
-        .await?
-    {
+        .await?;
+    crate::fault::point(crate::fault::PREPARE_STAGE);
+    match prepared {
         Prepared::Workers(workers) => {
             let items: Vec<Value> = workers
                 .iter()

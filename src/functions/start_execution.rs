@@ -9,7 +9,11 @@
 use super::metadata_worker::settle_in_flight;
 use super::{AppState, FunctionError, Reply};
 use crate::domain::request::{Fields, RequestError};
-use crate::orchestration::{now, StartExecution, StartMode};
+use crate::domain::{Credentials, Guid, OrchestratorType, ResourceName, WorkerTarget};
+use crate::orchestration::{
+    now, ParentState, PreviousParent, ReadOrchestrator, ReadScopeHolder, StartExecution, StartMode,
+};
+use crate::store::Store;
 use serde_json::{json, Value};
 
 /// The request, checked against what the store's columns hold (`BatchName` 255, `CallingOrchestratorName`
@@ -57,12 +61,19 @@ pub async fn run(state: &AppState, body: &Value) -> Result<Reply, FunctionError>
         parent_run_id,
     } = StartRequest::parse(body)?;
     let store = state.store().await?;
-    settle_in_flight(state, store).await?;
+    let previous_parent =
+        ask_previous_parent(state, store, &batch, parent_run_id.as_deref()).await?;
+    let parent_over = previous_parent
+        .as_ref()
+        .filter(|p| p.state == ParentState::Over)
+        .map(|p| p.execution_id);
+    settle_in_flight(state, store, parent_over).await?;
     let started = store
         .run(&StartExecution {
             batch,
             calling_orchestrator: calling,
             parent_run_id,
+            previous_parent,
             now: now(),
         })
         .await?;
@@ -74,6 +85,111 @@ pub async fn run(state: &AppState, body: &Value) -> Result<Reply, FunctionError>
         "Stages": started.stages,
         "PipelineStatusCheckDuration": started.properties.status_check_every.as_secs(),
     })))
+}
+
+/// If another Parent run holds the scope, ask ADF whether that run is still going. The run is looked up
+/// in the factory its `callingOrchestratorName` names in `procfwk.Orchestrators`, with the Function
+/// App's managed identity (which needs read access to the framework factory's runs).
+async fn ask_previous_parent(
+    state: &AppState,
+    store: &Store,
+    batch: &Option<String>,
+    ours: Option<&str>,
+) -> Result<Option<PreviousParent>, FunctionError> {
+    let holder = store
+        .run(&ReadScopeHolder {
+            batch: batch.clone(),
+        })
+        .await?;
+    let Some(holder) = holder.filter(|h| h.status == "Running") else {
+        return Ok(None);
+    };
+    let Some(parent_run_id) = holder.parent_run_id.filter(|p| !p.trim().is_empty()) else {
+        return Ok(None);
+    };
+    if ours.is_some_and(|o| o.trim().eq_ignore_ascii_case(parent_run_id.trim())) {
+        return Ok(None);
+    }
+    let state_of_run = match holder.calling_orchestrator {
+        Some(name) => parent_run_state(state, store, &name, &parent_run_id).await,
+        None => ParentState::Unknown,
+    };
+    tracing::info!(%parent_run_id, execution_id = %holder.execution_id, state = ?state_of_run, "asked ADF about the Parent run holding the scope");
+    Ok(Some(PreviousParent {
+        execution_id: holder.execution_id,
+        parent_run_id,
+        state: state_of_run,
+    }))
+}
+
+async fn parent_run_state(
+    state: &AppState,
+    store: &Store,
+    orchestrator: &str,
+    run_id: &str,
+) -> ParentState {
+    let factory = match store
+        .run(&ReadOrchestrator {
+            name: orchestrator.to_string(),
+        })
+        .await
+    {
+        Ok(Some(factory)) => factory,
+        Ok(None) => {
+            tracing::warn!(%orchestrator, "the Parent's orchestrator is not (uniquely) in procfwk.Orchestrators; the stale timeout decides");
+            return ParentState::Unknown;
+        }
+        Err(e) => {
+            tracing::warn!(%orchestrator, error = %e, "the Parent's orchestrator could not be read");
+            return ParentState::Unknown;
+        }
+    };
+    let target = (|| {
+        Some(WorkerTarget {
+            subscription: Guid::parse(&factory.subscription_id.to_string())?,
+            resource_group: ResourceName::parse(&factory.resource_group).ok()?,
+            orchestrator: ResourceName::parse(&factory.name).ok()?,
+            orchestrator_type: OrchestratorType::parse(&factory.orchestrator_type)?,
+        })
+    })();
+    let Some(target) = target else {
+        return ParentState::Unknown;
+    };
+    let credential = match state
+        .azure
+        .identity
+        .credential(&Credentials::ManagedIdentity)
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "no managed identity to ask ADF about the Parent run");
+            return ParentState::Unknown;
+        }
+    };
+    match state
+        .azure
+        .data_factory
+        .get_run(credential, &target, run_id)
+        .await
+    {
+        Ok(run) => {
+            use crate::domain::RunStatus;
+            match run.status {
+                RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled => {
+                    ParentState::Over
+                }
+                RunStatus::Queued | RunStatus::InProgress | RunStatus::Canceling => {
+                    ParentState::Alive
+                }
+                RunStatus::Other(_) => ParentState::Unknown,
+            }
+        }
+        Err(e) => {
+            tracing::warn!(%run_id, error = %e, "ADF could not be asked about the Parent run; the stale timeout decides");
+            ParentState::Unknown
+        }
+    }
 }
 
 #[cfg(test)]

@@ -41,7 +41,119 @@ pub struct StartExecution {
     pub batch: Option<String>,
     pub calling_orchestrator: String,
     pub parent_run_id: Option<String>,
+    /// What ADF said, just before, of the Parent run holding the scope (if another one held it).
+    pub previous_parent: Option<PreviousParent>,
     pub now: NaiveDateTime,
+}
+
+/// What ADF says of a Parent run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParentState {
+    /// Succeeded, failed or cancelled: its execution can be taken over now.
+    Over,
+    /// Queued or in progress (or cancelling): its scope stays its own.
+    Alive,
+    /// ADF could not be asked (or the run's factory is not known): the stale timeout decides.
+    Unknown,
+}
+
+/// The Parent run that held a scope, as read before the start, and what ADF said of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PreviousParent {
+    pub execution_id: Uuid,
+    pub parent_run_id: String,
+    pub state: ParentState,
+}
+
+/// Who holds a scope (`ExecutionControl`), read before a start to ask ADF about its Parent run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScopeHolder {
+    pub execution_id: Uuid,
+    pub status: String,
+    pub parent_run_id: Option<String>,
+    pub calling_orchestrator: Option<String>,
+}
+
+/// Read who holds the scope `StartExecution` with `batch` would start.
+pub struct ReadScopeHolder {
+    pub batch: Option<String>,
+}
+
+#[async_trait::async_trait]
+impl Transition for ReadScopeHolder {
+    type Output = Option<ScopeHolder>;
+    type Error = LifecycleError;
+
+    async fn apply(&self, tx: &mut dyn Tx) -> Result<Option<ScopeHolder>, LifecycleError> {
+        let key = control_key(self.batch.as_deref());
+        let row = tx
+            .query(&statements::CONTROL_GET, &[key.as_str().into()])
+            .await?
+            .into_iter()
+            .next();
+        row.map(|c| {
+            Ok(ScopeHolder {
+                execution_id: c.guid("ExecutionId")?,
+                status: c.text("ControlStatus")?,
+                parent_run_id: c.opt_text("ParentRunId")?,
+                calling_orchestrator: c.opt_text("CallingOrchestratorName")?,
+            })
+        })
+        .transpose()
+    }
+}
+
+/// The factory an orchestrator name stands for (`procfwk.Orchestrators`): subscription, resource group
+/// and type. `None` unless exactly one orchestrator (or one framework orchestrator) has the name.
+pub struct ReadOrchestrator {
+    pub name: String,
+}
+
+/// An orchestrator's coordinates.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OrchestratorRef {
+    pub name: String,
+    pub orchestrator_type: String,
+    pub resource_group: String,
+    pub subscription_id: Uuid,
+}
+
+#[async_trait::async_trait]
+impl Transition for ReadOrchestrator {
+    type Output = Option<OrchestratorRef>;
+    type Error = LifecycleError;
+
+    async fn apply(&self, tx: &mut dyn Tx) -> Result<Option<OrchestratorRef>, LifecycleError> {
+        let rows = tx
+            .query(
+                &statements::ORCHESTRATOR_BY_NAME,
+                &[self.name.as_str().into()],
+            )
+            .await?;
+        let framework: Vec<&Row> = rows
+            .iter()
+            .filter(|r| r.bool("IsFrameworkOrchestrator").unwrap_or(false))
+            .collect();
+        let row: &Row = match (rows.as_slice(), framework.as_slice()) {
+            ([only], _) => only,
+            (_, [only]) => only,
+            _ => return Ok(None),
+        };
+        Ok(Some(OrchestratorRef {
+            name: row.text("OrchestratorName")?,
+            orchestrator_type: row.text("OrchestratorType")?.trim().to_string(),
+            resource_group: row.text("ResourceGroupName")?,
+            subscription_id: row.guid("SubscriptionId")?,
+        }))
+    }
+}
+
+/// The `ExecutionControl` key of a scope: all stages, or one batch.
+pub fn control_key(batch: Option<&str>) -> String {
+    match batch {
+        Some(b) => format!("batch:{}", b.to_uppercase()),
+        None => "all".into(),
+    }
 }
 
 const ALREADY_RUNNING: &str =
@@ -49,10 +161,26 @@ const ALREADY_RUNNING: &str =
 
 impl StartExecution {
     fn control_key(&self) -> String {
-        match &self.batch {
-            Some(b) => format!("batch:{}", b.to_uppercase()),
-            None => "all".into(),
-        }
+        control_key(self.batch.as_deref())
+    }
+
+    /// What ADF said of the Parent run recorded in the scope's control row, if that is the run asked
+    /// about (the row is locked: a Parent that took the scope over since is not the one asked about).
+    fn asked_state(&self, control: &Row) -> Result<ParentState, StoreError> {
+        let recorded = control.opt_text("ParentRunId")?;
+        let execution = control.guid("ExecutionId")?;
+        Ok(match (&self.previous_parent, recorded) {
+            (Some(asked), Some(recorded))
+                if asked.execution_id == execution
+                    && asked
+                        .parent_run_id
+                        .trim()
+                        .eq_ignore_ascii_case(recorded.trim()) =>
+            {
+                asked.state
+            }
+            _ => ParentState::Unknown,
+        })
     }
 
     async fn create(
@@ -110,8 +238,11 @@ impl StartExecution {
         props: &Properties,
     ) -> Result<(Uuid, StartMode), LifecycleError> {
         let present = tx.query(&statements::EXECUTIONS_PRESENT, &[]).await?;
-        if present.iter().any(|r| r.i64("Running").unwrap_or(0) > 0) {
-            return Err(LifecycleError::AlreadyRunning(ALREADY_RUNNING.into()));
+        let running: i64 = present.iter().map(|r| r.i64("Running").unwrap_or(0)).sum();
+        if running > 0 {
+            return Err(LifecycleError::AlreadyRunning(format!(
+                "{ALREADY_RUNNING} ({running} worker(s) of the previous execution are still running in the orchestrator or not settled yet.)"
+            )));
         }
         let unfinished: Vec<&Row> = present
             .iter()
@@ -240,15 +371,28 @@ impl Transition for StartExecution {
                     return self.resume_own(tx, c.guid("ExecutionId")?, props).await;
                 }
                 if status == "Running" {
-                    let last = c.opt_datetime("LastActivityDateTime")?.unwrap_or(self.now);
-                    let idle = (self.now - last).to_std().unwrap_or_default();
-                    if idle < props.stale_after {
-                        return Err(LifecycleError::AlreadyRunning(match &self.batch {
+                    let refused = || {
+                        LifecycleError::AlreadyRunning(match &self.batch {
                             Some(b) => format!("There is already an batch execution run in progress for batch {b}. Stop this via the Orchestrator before restarting."),
                             None => ALREADY_RUNNING.into(),
-                        }));
+                        })
+                    };
+                    // Whether the holding Parent is alive is asked of ADF; the timeout is only the
+                    // fallback when ADF could not be asked.
+                    match self.asked_state(c)? {
+                        ParentState::Alive => return Err(refused()),
+                        ParentState::Over => {
+                            tracing::warn!(scope = %key, "taking over an execution whose Parent run is over")
+                        }
+                        ParentState::Unknown => {
+                            let last = c.opt_datetime("LastActivityDateTime")?.unwrap_or(self.now);
+                            let idle = (self.now - last).to_std().unwrap_or_default();
+                            if idle < props.stale_after {
+                                return Err(refused());
+                            }
+                            tracing::warn!(scope = %key, idle_minutes = idle.as_secs() / 60, "taking over an execution whose Parent stopped reporting");
+                        }
                     }
-                    tracing::warn!(scope = %key, idle_minutes = idle.as_secs() / 60, "taking over an execution whose Parent stopped reporting");
                 }
                 Some(status)
             }

@@ -14,12 +14,16 @@ pub mod sample;
 pub mod stage;
 pub mod worker;
 
-pub use execution::{FinishExecution, Finished, StartExecution, StartMode, Started};
+pub use execution::{
+    control_key, FinishExecution, Finished, OrchestratorRef, ParentState, PreviousParent,
+    ReadOrchestrator, ReadScopeHolder, ScopeHolder, StartExecution, StartMode, Started,
+};
 pub use properties::{FailureHandling, Properties};
 pub use stage::{PrepareStage, Prepared};
 pub use worker::{
-    Applied, ApplyResult, Claim, ClaimWorker, InFlightWorkers, ReadWorker, RecordCheck,
-    RecordRunId, TakeOverClaim, WorkerActivityFailed, WorkerKey, WorkerOutcome, WorkerPlan,
+    AbandonClaim, AdoptRun, Applied, ApplyResult, Claim, ClaimWorker, InFlight, InFlightWorkers,
+    ReadWorker, RecordCheck, RecordRunId, RunIdKnown, TakeOverClaim, UnrecordedClaim,
+    WorkerActivityFailed, WorkerKey, WorkerOutcome, WorkerPlan,
 };
 
 use crate::store::{StoreError, TransientCheck};

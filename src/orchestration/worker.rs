@@ -145,6 +145,8 @@ pub enum Claim {
         since: Option<NaiveDateTime>,
         /// The other call's claim token (`None` for a claim made before tokens existed).
         token: Option<Uuid>,
+        /// What that call sent (`PipelineParamsUsed`), to recognise its run in ADF.
+        params_used: Option<String>,
     },
     /// Finished, blocked or failed: not to be started.
     NotStartable { status: String },
@@ -206,6 +208,7 @@ impl Transition for ClaimWorker {
                     None => row.opt_datetime("StartDateTime")?,
                 },
                 token,
+                params_used: row.opt_text("PipelineParamsUsed")?,
             },
             _ => Claim::NotStartable { status },
         })
@@ -469,31 +472,175 @@ fn clip(text: &str, max: usize) -> String {
     text.chars().take(max).collect()
 }
 
-/// Workers whose run is in flight in any execution still in CurrentExecution (for the clean-up before a
-/// start: procfwk's `CheckPreviousExeuction`).
-pub struct InFlightWorkers;
+/// A claim whose run id is not recorded: the call holding it is creating the run, or died before or
+/// after ADF accepted it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UnrecordedClaim {
+    pub key: WorkerKey,
+    /// When the claim was made (its holder's createRun came after this).
+    pub since: Option<NaiveDateTime>,
+    /// The claim's token (`None` for a claim made before tokens existed).
+    pub token: Option<Uuid>,
+    /// What the holder sent (`PipelineParamsUsed`).
+    pub params_used: Option<String>,
+}
+
+/// Record the run a dead claim produced (found in ADF), only while the claim `seen` still holds and no
+/// run id is recorded. True when the worker's run is now `run_id` (also for a replay).
+pub struct AdoptRun {
+    pub key: WorkerKey,
+    pub seen: Option<Uuid>,
+    pub run_id: Uuid,
+}
+
+#[async_trait::async_trait]
+impl Transition for AdoptRun {
+    type Output = bool;
+    type Error = LifecycleError;
+
+    async fn apply(&self, tx: &mut dyn Tx) -> Result<bool, LifecycleError> {
+        let adopted = tx
+            .execute(
+                &statements::ADOPT_RUN,
+                &self
+                    .key
+                    .with([self.run_id.into(), self.seen.unwrap_or(Uuid::nil()).into()]),
+            )
+            .await?;
+        if adopted > 0 {
+            return Ok(true);
+        }
+        let row = tx
+            .query(&statements::WORKER_ROW, &self.key.params())
+            .await?;
+        Ok(row
+            .first()
+            .map(|r| r.opt_guid("PipelineRunId"))
+            .transpose()?
+            .flatten()
+            == Some(self.run_id))
+    }
+}
+
+/// Give up a dead claim whose holder created no run (ADF lists none): the worker ends with
+/// `<activity>Error`, logged, failure handling applied — as if its Execute had failed — so a restart
+/// runs it again. A compare-and-set on the claim `seen`: false if it changed meanwhile.
+pub struct AbandonClaim {
+    pub key: WorkerKey,
+    pub seen: Option<Uuid>,
+    pub activity: &'static str,
+    pub now: NaiveDateTime,
+}
+
+#[async_trait::async_trait]
+impl Transition for AbandonClaim {
+    type Output = bool;
+    type Error = LifecycleError;
+
+    async fn apply(&self, tx: &mut dyn Tx) -> Result<bool, LifecycleError> {
+        let status = format!("{}Error", self.activity);
+        let updated = tx
+            .execute(
+                &statements::ABANDON_CLAIM,
+                &self.key.with([
+                    status.into(),
+                    self.now.into(),
+                    self.seen.unwrap_or(Uuid::nil()).into(),
+                ]),
+            )
+            .await?;
+        if updated == 0 {
+            return Ok(false);
+        }
+        tx.execute(&statements::LOG_WORKER, &self.key.params())
+            .await?;
+        let props = Properties::read(tx).await?;
+        blocking::after_failure(tx, &props, &self.key).await?;
+        Ok(true)
+    }
+}
+
+/// Whether any worker, current or logged, has recorded this run id.
+pub struct RunIdKnown {
+    pub run_id: Uuid,
+}
+
+#[async_trait::async_trait]
+impl Transition for RunIdKnown {
+    type Output = bool;
+    type Error = LifecycleError;
+
+    async fn apply(&self, tx: &mut dyn Tx) -> Result<bool, LifecycleError> {
+        let rows = tx
+            .query(&statements::RUN_ID_KNOWN, &[self.run_id.into()])
+            .await?;
+        Ok(rows.first().map(|r| r.i64("N")).transpose()?.unwrap_or(0) > 0)
+    }
+}
+
+/// What executions still in CurrentExecution have in flight (for the clean-up before a start:
+/// procfwk's `CheckPreviousExeuction`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct InFlight {
+    /// Workers with a recorded run that has not been settled.
+    pub recorded: Vec<(WorkerKey, Uuid)>,
+    /// Workers claimed whose run id was never recorded.
+    pub unrecorded: Vec<UnrecordedClaim>,
+}
+
+/// Workers in flight in any execution still in CurrentExecution (`before: None`), or only in one
+/// execution's stages before a stage (`before: Some((execution, stage))`, for `PrepareStage`).
+pub struct InFlightWorkers {
+    pub before: Option<(Uuid, i32)>,
+}
 
 #[async_trait::async_trait]
 impl Transition for InFlightWorkers {
-    type Output = Vec<(WorkerKey, Uuid)>;
+    type Output = InFlight;
     type Error = LifecycleError;
 
-    async fn apply(&self, tx: &mut dyn Tx) -> Result<Vec<(WorkerKey, Uuid)>, LifecycleError> {
-        let mut out = Vec::new();
+    async fn apply(&self, tx: &mut dyn Tx) -> Result<InFlight, LifecycleError> {
+        let mut out = InFlight::default();
         for execution in tx.query(&statements::EXECUTIONS_PRESENT, &[]).await? {
             let id = execution.guid("LocalExecutionId")?;
+            if self.before.is_some_and(|(only, _)| only != id) {
+                continue;
+            }
+            let wanted =
+                |key: &WorkerKey| self.before.is_none_or(|(_, stage)| key.stage_id < stage);
+            let key = |row: &crate::store::Row| -> Result<WorkerKey, LifecycleError> {
+                Ok(WorkerKey {
+                    execution_id: id,
+                    stage_id: row.i32("StageId")?,
+                    pipeline_id: row.i32("PipelineId")?,
+                })
+            };
             for row in tx
                 .query(&statements::IN_FLIGHT_WORKERS, &[id.into()])
                 .await?
             {
-                out.push((
-                    WorkerKey {
-                        execution_id: id,
-                        stage_id: row.i32("StageId")?,
-                        pipeline_id: row.i32("PipelineId")?,
+                let worker = key(&row)?;
+                if wanted(&worker) {
+                    out.recorded.push((worker, row.guid("PipelineRunId")?));
+                }
+            }
+            for row in tx
+                .query(&statements::UNRECORDED_CLAIMS, &[id.into()])
+                .await?
+            {
+                let worker = key(&row)?;
+                if !wanted(&worker) {
+                    continue;
+                }
+                out.unrecorded.push(UnrecordedClaim {
+                    key: worker,
+                    since: match row.opt_datetime("ClaimedDateTime")? {
+                        Some(at) => Some(at),
+                        None => row.opt_datetime("StartDateTime")?,
                     },
-                    row.guid("PipelineRunId")?,
-                ));
+                    token: row.opt_guid("ClaimToken")?,
+                    params_used: row.opt_text("PipelineParamsUsed")?,
+                });
             }
         }
         Ok(out)

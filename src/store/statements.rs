@@ -38,12 +38,14 @@ statements! {
     /// write lock on SQLite): a second Parent waits, then reads what the first committed. Without it,
     /// snapshot reads (Azure SQL's READ_COMMITTED_SNAPSHOT) let two Parents take over one stale scope.
     CONTROL_LOCK = "UPDATE procfwk.ExecutionControl SET LastActivityDateTime = LastActivityDateTime WHERE ControlKey = @P1";
-    CONTROL_GET = "SELECT ControlKey, ExecutionId, ControlStatus, StartedDateTime, LastActivityDateTime, ParentRunId FROM procfwk.ExecutionControl WHERE ControlKey = @P1";
+    CONTROL_GET = "SELECT ControlKey, ExecutionId, ControlStatus, StartedDateTime, LastActivityDateTime, ParentRunId, CallingOrchestratorName FROM procfwk.ExecutionControl WHERE ControlKey = @P1";
     CONTROL_INSERT = "INSERT INTO procfwk.ExecutionControl (ControlKey, ExecutionId, ControlStatus, StartedDateTime, LastActivityDateTime, ParentRunId, CallingOrchestratorName) VALUES (@P1, @P2, 'Running', @P3, @P3, @P4, @P5)";
     /// Take over a scope that is not running (compare-and-set on the status read before).
     CONTROL_TAKE = "UPDATE procfwk.ExecutionControl SET ExecutionId = @P2, ControlStatus = 'Running', StartedDateTime = @P3, LastActivityDateTime = @P3, ParentRunId = @P4, CallingOrchestratorName = @P5 WHERE ControlKey = @P1 AND ControlStatus = @P6";
     CONTROL_TOUCH = "UPDATE procfwk.ExecutionControl SET LastActivityDateTime = @P2 WHERE ExecutionId = @P1 AND ControlStatus = 'Running'";
     CONTROL_SET_STATUS = "UPDATE procfwk.ExecutionControl SET ControlStatus = @P2, LastActivityDateTime = @P3 WHERE ExecutionId = @P1";
+    /// An orchestrator by name (the factory of a Parent run, from `CallingOrchestratorName`).
+    ORCHESTRATOR_BY_NAME = "SELECT OrchestratorName, OrchestratorType, IsFrameworkOrchestrator, ResourceGroupName, SubscriptionId FROM procfwk.Orchestrators WHERE OrchestratorName = @P1";
     CONTROL_BY_EXECUTION = "SELECT ControlKey, ExecutionId, ControlStatus FROM procfwk.ExecutionControl WHERE ExecutionId = @P1";
 
     // ---------------------------------------------------------------- batches
@@ -146,10 +148,25 @@ statements! {
     /// Dependency-chain failure handling: the worker's dependants are blocked.
     BLOCK_DEPENDANTS = "UPDATE procfwk.CurrentExecution SET PipelineStatus = 'Blocked', IsBlocked = 1 WHERE LocalExecutionId = @P1 \
         AND PipelineId IN (SELECT DependantPipelineId FROM procfwk.PipelineDependencies WHERE PipelineId = @P2)";
+    /// Claims whose run id was never recorded (the holder may have died after ADF accepted the run).
+    UNRECORDED_CLAIMS = "SELECT c.StageId, c.PipelineId, c.ClaimToken, c.ClaimedDateTime, c.StartDateTime, c.PipelineParamsUsed FROM procfwk.CurrentExecution c \
+        WHERE c.LocalExecutionId = @P1 AND c.PipelineStatus = 'Running' AND c.PipelineRunId IS NULL";
+    /// Adopt the run a dead claim produced: only while the claim seen (@P5; the nil GUID for a claim
+    /// without a token) still holds and no run id is recorded — a compare-and-set, so of two callers
+    /// adopting at once one records and the other finds the run recorded.
+    ADOPT_RUN = "UPDATE procfwk.CurrentExecution SET PipelineRunId = @P4 \
+        WHERE LocalExecutionId = @P1 AND StageId = @P2 AND PipelineId = @P3 AND PipelineStatus = 'Running' AND PipelineRunId IS NULL \
+        AND COALESCE(ClaimToken, '00000000-0000-0000-0000-000000000000') = @P5";
+    /// Give up a dead claim that produced no run (status @P4): compare-and-set on the claim seen (@P6).
+    ABANDON_CLAIM = "UPDATE procfwk.CurrentExecution SET PipelineStatus = @P4, EndDateTime = COALESCE(EndDateTime, @P5) \
+        WHERE LocalExecutionId = @P1 AND StageId = @P2 AND PipelineId = @P3 AND PipelineStatus = 'Running' AND PipelineRunId IS NULL \
+        AND COALESCE(ClaimToken, '00000000-0000-0000-0000-000000000000') = @P6";
+    /// How many workers (current or logged) have recorded run @P1.
+    RUN_ID_KNOWN = "SELECT (SELECT COUNT(0) FROM procfwk.CurrentExecution WHERE PipelineRunId = @P1) + (SELECT COUNT(0) FROM procfwk.ExecutionLog WHERE PipelineRunId = @P1) AS N";
     /// Workers whose run is in flight (for the clean-up before a restart).
     IN_FLIGHT_WORKERS = "SELECT c.LocalExecutionId, c.StageId, c.PipelineId, c.PipelineRunId FROM procfwk.CurrentExecution c \
         WHERE c.LocalExecutionId = @P1 AND c.PipelineRunId IS NOT NULL AND c.PipelineStatus NOT IN ('Success', 'Failed', 'Blocked', 'Cancelled')";
-    WORKER_ROW = "SELECT LocalExecutionId, StageId, PipelineId, PipelineName, PipelineStatus, PipelineRunId, IsBlocked, StartDateTime, EndDateTime, LastStatusCheckDateTime, ClaimToken, ClaimedDateTime FROM procfwk.CurrentExecution \
+    WORKER_ROW = "SELECT LocalExecutionId, StageId, PipelineId, PipelineName, PipelineStatus, PipelineRunId, IsBlocked, StartDateTime, EndDateTime, LastStatusCheckDateTime, ClaimToken, ClaimedDateTime, PipelineParamsUsed FROM procfwk.CurrentExecution \
         WHERE LocalExecutionId = @P1 AND StageId = @P2 AND PipelineId = @P3";
 
     // ---------------------------------------------------------------- metadata administration (seed-sample)

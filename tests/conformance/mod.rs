@@ -102,6 +102,7 @@ pub fn start() -> StartExecution {
         batch: None,
         calling_orchestrator: "FrameworkFactory".into(),
         parent_run_id: None,
+        previous_parent: None,
         now: now(),
     }
 }

@@ -57,6 +57,17 @@ impl Proc {
             std::thread::sleep(Duration::from_millis(5));
         }
     }
+
+    /// SIGKILL the process (no clean-up of any kind) and reap it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Whether the process has ended (by itself: an abort, a crash).
+    pub fn has_exited(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
+    }
 }
 
 impl Drop for Proc {
@@ -122,56 +133,6 @@ pub fn spawn(args: &[&str], envs: &[(&str, String)]) -> Proc {
     Proc { child, url, output }
 }
 
-/// A fresh SQLite metadata store in `dir` with procfwk's sample (`procfwk db init`, `db seed-sample`);
-/// its `PROCFWK_METADATA_DB` value.
-pub fn sample_db(dir: &std::path::Path) -> String {
-    let db = format!("sqlite:{}", dir.join("procfwk.db").display());
-    for args in [&["db", "init"][..], &["db", "seed-sample"][..]] {
-        let out = Command::new(binary())
-            .args(args)
-            .env("PROCFWK_METADATA_DB", &db)
-            .output()
-            .expect("run procfwk db");
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    db
-}
-
-/// The environment of a handler wired to the simulator at `sim_url` (ARM, Entra ID, Key Vault and
-/// managed identity all pointed at it), with trace logging on.
-pub fn handler_env(sim_url: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("PROCFWK_ARM_ENDPOINT", sim_url.to_string()),
-        ("AZURE_AUTHORITY_HOST", sim_url.to_string()),
-        ("PROCFWK_KEYVAULT_ENDPOINT", sim_url.to_string()),
-        ("IDENTITY_ENDPOINT", format!("{sim_url}/msi/token")),
-        ("IDENTITY_HEADER", IDENTITY_HEADER.to_string()),
-        ("PROCFWK_POLL_INITIAL_MS", "20".to_string()),
-        ("PROCFWK_POLL_MAX_SECS", "0.1".to_string()),
-        ("RUST_LOG", "trace".to_string()),
-    ]
-}
-
-/// Start `procfwk sim` with `config` (written to `dir/sim.json`) on a free port.
-pub fn spawn_sim(config: &Value, dir: &std::path::Path) -> Proc {
-    let path = dir.join("sim.json");
-    std::fs::write(&path, config.to_string()).expect("write sim config");
-    spawn(
-        &[
-            "sim",
-            "--port",
-            "0",
-            "--config",
-            path.to_str().unwrap_or_default(),
-        ],
-        &[],
-    )
-}
-
 /// The simulator configuration used by most tests: the sample workers at time scale 0.01 and a
 /// few principals, one of them without rights on the factories.
 pub fn sim_config() -> Value {
@@ -197,23 +158,81 @@ pub struct Stack {
     pub client: reqwest::Client,
 }
 
-/// Start the simulator with `config` and a handler wired to it (ARM, Entra ID, Key Vault and managed
-/// identity all pointed at the simulator), with trace logging on so secret-leak checks see everything.
-pub fn stack_with(config: Value, extra_env: &[(&str, String)]) -> Stack {
+/// Start the simulator with `config` (written to a file in `dir`).
+pub fn spawn_sim(config: &Value, dir: &std::path::Path) -> Proc {
+    let path = dir.join("sim.json");
+    std::fs::write(&path, config.to_string()).expect("write sim config");
+    spawn(
+        &[
+            "sim",
+            "--port",
+            "0",
+            "--config",
+            path.to_str().unwrap_or_default(),
+        ],
+        &[],
+    )
+}
+
+/// The environment of a handler wired to `sim` (ARM, Entra ID, Key Vault and managed identity all
+/// pointed at the simulator), with trace logging on so secret-leak checks see everything; `extra`
+/// entries replace or add to it.
+pub fn handler_env(sim: &Proc, extra: &[(&str, String)]) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = [
+        ("PROCFWK_ARM_ENDPOINT", sim.url.clone()),
+        ("AZURE_AUTHORITY_HOST", sim.url.clone()),
+        ("PROCFWK_KEYVAULT_ENDPOINT", sim.url.clone()),
+        ("IDENTITY_ENDPOINT", format!("{}/msi/token", sim.url)),
+        ("IDENTITY_HEADER", IDENTITY_HEADER.to_string()),
+        ("PROCFWK_POLL_INITIAL_MS", "20".to_string()),
+        ("PROCFWK_POLL_MAX_SECS", "0.1".to_string()),
+        ("RUST_LOG", "trace".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    for (k, v) in extra {
+        env.retain(|(ek, _)| ek != k);
+        env.push((k.to_string(), v.clone()));
+    }
+    env
+}
+
+/// `procfwk serve --port 0` with `env`.
+pub fn spawn_handler(env: &[(String, String)]) -> Proc {
+    let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    spawn(&["serve", "--port", "0"], &env)
+}
+
+/// Start the simulator with `config` and a handler wired to it.
+pub fn stack_with(config: Value, handler_env_extra: &[(&str, String)]) -> Stack {
     let dir = tempfile::tempdir().expect("tempdir");
     let sim = spawn_sim(&config, dir.path());
-    let mut env = handler_env(&sim.url);
-    for (k, v) in extra_env {
-        env.retain(|(ek, _)| ek != k);
-        env.push((k, v.clone()));
-    }
-    let handler = spawn(&["serve", "--port", "0"], &env);
+    let handler = spawn_handler(&handler_env(&sim, handler_env_extra));
     Stack {
         sim,
         handler,
         _dir: dir,
         client: reqwest::Client::new(),
     }
+}
+
+/// A fresh SQLite metadata database in `dir` with procfwk's sample (`db init`, `db seed-sample`).
+pub fn sample_db(dir: &std::path::Path) -> String {
+    let db = format!("sqlite:{}", dir.join("procfwk.db").display());
+    for args in [&["db", "init"][..], &["db", "seed-sample"][..]] {
+        let out = Command::new(binary())
+            .args(args)
+            .env("PROCFWK_METADATA_DB", &db)
+            .output()
+            .expect("run procfwk db");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    db
 }
 
 pub fn stack() -> Stack {
