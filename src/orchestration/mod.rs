@@ -15,7 +15,7 @@ pub mod stage;
 pub mod worker;
 
 pub use execution::{FinishExecution, Finished, StartExecution, StartMode, Started};
-pub use properties::{FailureHandling, Properties};
+pub use properties::{FailureHandling, Properties, SpnHandling, UNLINKED_WORKERS_PROPERTY};
 pub use stage::{PrepareStage, Prepared};
 pub use worker::{
     Applied, ApplyResult, Claim, ClaimWorker, InFlightWorkers, ReadWorker, RecordCheck,

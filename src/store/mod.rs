@@ -7,6 +7,7 @@
 //! rolled back and run again from the start. Transitions are written so that running one twice (an ADF
 //! activity retry, or a commit whose acknowledgement was lost) changes nothing the second time.
 
+pub mod passphrase;
 pub mod sqlite;
 pub mod sqlserver;
 pub mod statements;

@@ -76,7 +76,32 @@ fn attach(path: &str) -> Result<Connection, StoreError> {
         .map_err(db_error)?;
     conn.execute_batch("PRAGMA procfwk.journal_mode = WAL; PRAGMA foreign_keys = ON;")
         .map_err(db_error)?;
+    register_functions(&conn)?;
     Ok(conn)
+}
+
+/// SQL Server's functions the shared statements use that SQLite lacks: `DECRYPTBYPASSPHRASE(passphrase,
+/// data)` in SQL Server's version-2 layout ([`super::passphrase`]): a BLOB, or NULL for a wrong passphrase,
+/// NULL input or data that is not a version-2 blob.
+fn register_functions(conn: &Connection) -> Result<(), StoreError> {
+    use rusqlite::functions::FunctionFlags;
+    conn.create_scalar_function(
+        "DECRYPTBYPASSPHRASE",
+        2,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        |ctx| {
+            let passphrase = match ctx.get_raw(0) {
+                ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+                _ => return Ok(None),
+            };
+            let clear = match ctx.get_raw(1) {
+                ValueRef::Blob(b) => super::passphrase::decrypt(&passphrase, b),
+                _ => None,
+            };
+            Ok(clear)
+        },
+    )
+    .map_err(db_error)
 }
 
 impl SqliteBackend {
