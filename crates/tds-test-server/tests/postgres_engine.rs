@@ -537,6 +537,17 @@ async fn procedures_and_synonyms_are_objects_of_their_type_in_sys_objects() {
         scalar(&mut c, "SELECT COUNT(*) FROM procfwk.Things").await,
         0
     );
+    // A synonym of a procedure is a synonym, not a procedure.
+    run(
+        &mut c,
+        "CREATE SYNONYM [procfwk].[AddThingAlias] FOR [procfwk].[AddThing]",
+    )
+    .await
+    .expect("synonym of a procedure");
+    assert_eq!(
+        scalar(&mut c, "SELECT CASE WHEN OBJECT_ID(N'procfwk.AddThingAlias', N'P') IS NULL AND OBJECT_ID(N'procfwk.AddThingAlias', N'SN') IS NOT NULL THEN 1 ELSE 0 END").await,
+        1
+    );
     assert_eq!(
         scalar(
             &mut c,
@@ -579,6 +590,7 @@ async fn procedures_and_synonyms_are_objects_of_their_type_in_sys_objects() {
         types,
         [
             ("AddThing", "P"),
+            ("AddThingAlias", "SN"),
             ("CurrentThings", "SN"),
             ("Things", "U"),
             ("ThingsView", "V")

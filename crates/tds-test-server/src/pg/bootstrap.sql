@@ -19,8 +19,9 @@ DO $$ BEGIN
     END IF;
 END $$;
 
--- Synonyms: each one is a view plus a row here, so OBJECT_ID(..., 'SN') finds it and
--- OBJECT_ID(..., 'V') does not (as on SQL Server).
+-- Synonyms: each one is a view (of a table or view) or a do-nothing procedure (of a procedure) plus a row
+-- here (view_oid: that view's or procedure's oid), so OBJECT_ID(..., 'SN') finds it and
+-- OBJECT_ID(..., 'V') / (..., 'P') do not (as on SQL Server).
 CREATE TABLE IF NOT EXISTS tds.synonyms (
     schema_name text NOT NULL,
     name text NOT NULL,
@@ -203,6 +204,7 @@ BEGIN
     IF t IN ('', 'P', 'FN', 'IF', 'TF') THEN
         SELECT p.oid INTO r FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
         WHERE n.nspname = s AND p.proname = o
+          AND NOT EXISTS (SELECT 1 FROM tds.synonyms y WHERE y.view_oid = p.oid)
           AND (t = '' OR (t = 'P' AND p.prokind = 'p') OR (t <> 'P' AND p.prokind = 'f'))
         LIMIT 1;
         IF r IS NOT NULL OR t <> '' THEN RETURN (r::bigint & 2147483647)::integer; END IF;
@@ -386,14 +388,16 @@ UNION ALL
 SELECT (p.oid::bigint & 2147483647)::integer,
        tds.spelling(p.proname::text)::varchar(128),
        (p.pronamespace::bigint & 2147483647)::integer,
-       (CASE WHEN p.prokind = 'p' THEN 'P' ELSE 'FN' END)::char(2),
-       (CASE WHEN p.prokind = 'p' THEN 'SQL_STORED_PROCEDURE' ELSE 'SQL_SCALAR_FUNCTION' END)::varchar(60)
+       (CASE WHEN EXISTS (SELECT 1 FROM tds.synonyms y WHERE y.view_oid = p.oid) THEN 'SN'
+             WHEN p.prokind = 'p' THEN 'P' ELSE 'FN' END)::char(2),
+       (CASE WHEN EXISTS (SELECT 1 FROM tds.synonyms y WHERE y.view_oid = p.oid) THEN 'SYNONYM'
+             WHEN p.prokind = 'p' THEN 'SQL_STORED_PROCEDURE' ELSE 'SQL_SCALAR_FUNCTION' END)::varchar(60)
 FROM pg_proc p JOIN sys.schemas s ON s.schema_id = (p.pronamespace::bigint & 2147483647)::integer
 WHERE p.prokind IN ('p', 'f');
 
 CREATE OR REPLACE VIEW sys.synonyms AS
 SELECT (y.view_oid::bigint & 2147483647)::integer AS object_id,
        tds.spelling(y.name)::varchar(128) AS name,
-       (c.relnamespace::bigint & 2147483647)::integer AS schema_id,
+       (SELECT (n.oid::bigint & 2147483647)::integer FROM pg_namespace n WHERE n.nspname = y.schema_name) AS schema_id,
        ('[' || replace(y.target, '.', '].[') || ']')::varchar(1035) AS base_object_name
-FROM tds.synonyms y JOIN pg_class c ON c.oid = y.view_oid;
+FROM tds.synonyms y;

@@ -403,14 +403,31 @@ impl PgExecutor {
                 target_sql,
             } => {
                 let view = format!("{}.{}", quote(&schema), quote(&name));
+                // A synonym of a procedure is a procedure that does nothing; of anything else, a view.
+                let of_procedure = self
+                    .client
+                    .query("SELECT tds.object_id($1, 'P') IS NOT NULL", &[&target])
+                    .ok()
+                    .and_then(|r| r.first().map(|r| r.get::<_, bool>(0)))
+                    .unwrap_or(false);
+                let (create, oid) = if of_procedure {
+                    (
+                        format!("CREATE PROCEDURE {view}() LANGUAGE plpgsql AS $tds$ BEGIN NULL; END $tds$"),
+                        format!("'{}()'::regprocedure::oid", view.replace('\'', "''")),
+                    )
+                } else {
+                    (
+                        format!("CREATE VIEW {view} AS SELECT * FROM {target_sql}"),
+                        format!("'{}'::regclass::oid", view.replace('\'', "''")),
+                    )
+                };
                 let sql = vec![
-                    format!("CREATE VIEW {view} AS SELECT * FROM {target_sql}"),
+                    create,
                     format!(
-                        "INSERT INTO tds.synonyms (schema_name, name, target, view_oid) VALUES ({}, {}, {}, '{}'::regclass)",
+                        "INSERT INTO tds.synonyms (schema_name, name, target, view_oid) VALUES ({}, {}, {}, {oid})",
                         literal(&schema),
                         literal(&name),
                         literal(&target),
-                        view.replace('\'', "''")
                     ),
                 ];
                 let spellings = spellings(text);
@@ -442,7 +459,11 @@ impl PgExecutor {
                     return self.after_error(w, ErrClass::Runtime);
                 }
                 let sql = vec![
-                    format!("DROP VIEW {}.{}", quote(&schema), quote(&name)),
+                    format!(
+                        "DO $tds$ BEGIN IF to_regclass({0}) IS NOT NULL THEN DROP VIEW {1}; ELSE DROP PROCEDURE {1}(); END IF; END $tds$",
+                        literal(&format!("{}.{}", quote(&schema), quote(&name))),
+                        format_args!("{}.{}", quote(&schema), quote(&name))
+                    ),
                     format!(
                         "DELETE FROM tds.synonyms WHERE schema_name = {} AND name = {}",
                         literal(&schema),
