@@ -78,6 +78,19 @@ fn describe_change(action: &str) -> String {
 }
 
 impl Batch {
+    /// The table or view this batch creates, if it creates one (`procfwk.ServicePrincipals`).
+    pub fn creates(&self) -> Option<String> {
+        Self::creates_in(&self.change)
+    }
+
+    /// The table or view a change description creates.
+    pub fn creates_in(change: &str) -> Option<String> {
+        ["CREATE TABLE ", "CREATE VIEW "]
+            .iter()
+            .find_map(|k| change.strip_prefix(k))
+            .map(unbracket)
+    }
+
     fn parse(text: String) -> Self {
         let mut lines = text.lines().filter(|l| {
             let t = l.trim_start();

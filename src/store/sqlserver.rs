@@ -1238,7 +1238,15 @@ impl Backend for SqlServerBackend {
                     },
                     other => other,
                 };
-                if guard_holds(&mut conn, batch).await.map_err(context)? {
+                // A dry run changes nothing, so a later guard still sees a name an earlier change
+                // would create (ServicePrincipals: the view over dbo's table, else the table): a name
+                // is created once.
+                let created_before = batch.creates().is_some_and(|name| {
+                    report.changes.iter().any(|(_, c)| {
+                        schema::Batch::creates_in(c).is_some_and(|n| n.eq_ignore_ascii_case(&name))
+                    })
+                });
+                if !created_before && guard_holds(&mut conn, batch).await.map_err(context)? {
                     report
                         .changes
                         .push((script.file.to_string(), batch.change.clone()));
@@ -1310,7 +1318,8 @@ async fn guard_holds(conn: &mut SqlConnection, batch: &Batch) -> Result<bool, St
 async fn object_type(conn: &mut SqlConnection, name: &str) -> Result<Option<String>, StoreError> {
     let rows = conn
         .query(
-            "SELECT type AS ObjectType FROM sys.objects WHERE object_id = OBJECT_ID(@P1)",
+            // (OBJECT_ID in a sub-select: evaluated once, not once per catalogue row, on any engine.)
+            "SELECT type AS ObjectType FROM sys.objects WHERE object_id = (SELECT OBJECT_ID(@P1))",
             &[name.into()],
         )
         .await?;
@@ -1347,7 +1356,7 @@ async fn check_shapes(conn: &mut SqlConnection, pending: &[Script]) -> Result<()
         if code == "SN" {
             let rows = conn
                 .query(
-                    "SELECT base_object_name AS BaseObject FROM sys.synonyms WHERE object_id = OBJECT_ID(@P1)",
+                    "SELECT base_object_name AS BaseObject FROM sys.synonyms WHERE object_id = (SELECT OBJECT_ID(@P1))",
                     &[target.as_str().into()],
                 )
                 .await?;

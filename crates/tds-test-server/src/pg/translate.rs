@@ -890,8 +890,16 @@ fn rewrite_functions_pg(toks: Vec<Token>, ddl: bool) -> Result<Vec<Token>, SqlEr
                         .filter(|x| !x.is_op(","))
                         .collect();
                     if let [seed, step] = args.as_slice() {
+                        // SQL Server allows any seed (IDENTITY(0,1)); PostgreSQL's default
+                        // MINVALUE is 1.
+                        let below_one = seed.text.parse::<i64>().is_ok_and(|v| v < 1);
+                        let min = if below_one {
+                            format!(" MINVALUE {}", seed.text)
+                        } else {
+                            String::new()
+                        };
                         out.push(raw(format!(
-                            "(START WITH {} INCREMENT BY {})",
+                            "(START WITH {} INCREMENT BY {}{min})",
                             seed.text, step.text
                         )));
                     }
