@@ -421,3 +421,47 @@ async fn a_worker_without_credentials_is_refused_unless_the_metadata_says_manage
     assert_eq!(stack.token_requests().await["managed-identity"], 1);
     m.server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engines_encryptbypassphrase_and_rusts_decrypt_agree_both_ways() {
+    use procfwk::store::passphrase;
+    let m = master().await;
+    let mut c = m.connect().await;
+    // Made by the engine's ENCRYPTBYPASSPHRASE (02_rows.sql), opened in Rust.
+    let stored = c
+        .simple_query("SELECT PrincipalSecret FROM dbo.ServicePrincipals WHERE CredentialId = 1")
+        .await
+        .expect("query")
+        .into_row()
+        .await
+        .expect("row")
+        .and_then(|r| r.get::<&[u8], _>(0).map(<[u8]>::to_vec))
+        .expect("a secret");
+    assert_eq!(&stored[..4], &[2, 0, 0, 0], "SQL Server's version-2 layout");
+    let clear = passphrase::decrypt("FrameworkFactoryADF", &stored).expect("decrypts in Rust");
+    assert_eq!(passphrase::from_utf16le(&clear).as_deref(), Some(SECRET_A));
+    assert_eq!(
+        passphrase::decrypt("FrameworkFactoryADFWait 1", &stored),
+        None
+    );
+    // Made in Rust, opened by the engine's DECRYPTBYPASSPHRASE.
+    let ours = passphrase::encrypt(
+        "FrameworkFactoryADFWait 3",
+        &passphrase::utf16le(SECRET_B),
+        [9; 16],
+    )
+    .expect("encrypts");
+    let opened = c
+        .query(
+            "SELECT DECRYPTBYPASSPHRASE(CONCAT(N'FrameworkFactory', 'ADF', N'Wait 3'), @P1) AS Clear",
+            &[&ours.as_slice()],
+        )
+        .await
+        .expect("query")
+        .into_row()
+        .await
+        .expect("row")
+        .and_then(|r| r.get::<&[u8], _>(0).map(<[u8]>::to_vec));
+    assert_eq!(opened, Some(passphrase::utf16le(SECRET_B)));
+    m.server.shutdown().await;
+}
