@@ -25,10 +25,16 @@ pub struct DbArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum DbCommand {
-    /// Create the schema, or add what is missing (idempotent). `db upgrade` is the same command:
-    /// it brings an older schema up to this version.
+    /// Create the schema, or upgrade an existing database in place (one procfwk master made, or an
+    /// older version of ours), keeping every row. `db upgrade` is the same command. Consults the
+    /// recorded schema version (skips what is done, refuses a newer one) and refuses, naming it and
+    /// before changing anything, an object whose shape procfwk cannot use.
     #[command(alias = "upgrade")]
-    Init,
+    Init {
+        /// List what would change, and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Load procfwk's sample metadata into an empty database.
     SeedSample,
     /// Set a property (closing its current version, as procfwk's AddProperty does).
@@ -202,12 +208,22 @@ pub async fn run(args: DbArgs) -> anyhow::Result<()> {
                 );
             }
         }
-        DbCommand::Init => {
-            store
-                .init_schema()
-                .await
-                .context("schema creation failed")?;
-            println!("schema ready in {}", store.describe());
+        DbCommand::Init { dry_run } => {
+            let report = store.upgrade_schema(dry_run).await.context(if dry_run {
+                "the schema upgrade cannot be planned"
+            } else {
+                "schema creation or upgrade failed"
+            })?;
+            for line in report.lines() {
+                println!("{line}");
+            }
+            if !dry_run {
+                println!(
+                    "schema ready in {} (version {})",
+                    store.describe(),
+                    report.version
+                );
+            }
         }
         DbCommand::SeedSample => match store.run(&SeedSample { now: now() }).await {
             Ok(n) => println!(

@@ -574,22 +574,51 @@ async fn concurrent_transitions_share_a_small_pool() {
 }
 
 #[tokio::test]
-async fn init_schema_sends_the_deploy_scripts_batch_by_batch() {
+async fn db_init_consults_the_recorded_version_and_sends_the_scripts_batch_by_batch() {
     let _shared = LOG_CAPTURE.read().await;
     let db = TestDb::start(vec![]).await;
     let backend = db.backend(1).await;
-    // The engine runs the scripts as written (IF OBJECT_ID … / EXEC (N'…')); on a database that
-    // already has the schema they change nothing and succeed.
-    backend
-        .init_schema()
+    // The database has the schema (the engine ran the scripts as written at start): its recorded
+    // version says so, and db init sends no script at all.
+    let report = backend
+        .upgrade_schema(false)
         .await
         .expect("db init on an initialised database");
-    backend.init_schema().await.expect("and again: idempotent");
+    assert_eq!(report.found_version, Some(procfwk::store::SCHEMA_VERSION));
+    assert!(report.changes.is_empty(), "{report:?}");
+    assert!(
+        !db.server
+            .statements()
+            .iter()
+            .any(|s| s.contains("SCHEMA_ID")),
+        "nothing is sent when the recorded version is current"
+    );
+    // Without the recorded version, the scripts are gone through again, batch by batch: each guard is
+    // evaluated, and only the batches whose guard holds (the version rows) are sent, as written.
+    let mut conn = backend.begin().await.expect("tx");
+    conn.execute(
+        &Statement {
+            name: "FORGET_VERSIONS",
+            sql: "DELETE FROM procfwk.SchemaVersion",
+        },
+        &[],
+    )
+    .await
+    .expect("forget");
+    conn.commit().await.expect("commit");
+    let report = backend.upgrade_schema(false).await.expect("db init again");
+    assert_eq!(report.found_version, None);
+    let changes: Vec<&str> = report.changes.iter().map(|(_, c)| c.as_str()).collect();
+    assert_eq!(changes.len(), 3, "{changes:?}");
+    assert!(
+        changes.iter().all(|c| c.contains("[SchemaVersion]")),
+        "{changes:?}"
+    );
     let sent = db.server.statements();
     let first = sent
         .iter()
-        .find(|s| s.contains("SCHEMA_ID"))
-        .expect("first batch sent");
+        .find(|s| s.contains("INSERT INTO [procfwk].[SchemaVersion]"))
+        .expect("a version batch sent");
     assert!(
         first.starts_with("--") || first.starts_with("IF"),
         "{first}"

@@ -229,3 +229,79 @@ async fn a_failed_transaction_leaves_the_previous_state() {
         11
     );
 }
+
+/// On SQLite the credential read is the same statement: its DECRYPTBYPASSPHRASE is the Rust one,
+/// opening secrets made as procfwk's AddServicePrincipal makes them, with procfwk's passphrase rule.
+#[tokio::test]
+async fn sqlite_decrypts_store_in_database_secrets_with_procfwks_passphrase() {
+    use procfwk::store::passphrase::{encrypt, utf16le};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("credentials.db");
+    let store = Store::open(&format!("sqlite:{}", path.display()), None)
+        .await
+        .expect("open");
+    store.init_schema().await.expect("db init");
+    store.run(&SeedSample { now: now() }).await.expect("seed");
+    {
+        let conn = rusqlite::Connection::open(&path).expect("file");
+        let wide = encrypt(
+            "FrameworkFactoryADF",
+            &utf16le("secret-of-everyone"),
+            [1; 16],
+        );
+        let own = encrypt(
+            "FrameworkFactoryADFWait 3",
+            &utf16le("secret-of-wait-3"),
+            [2; 16],
+        );
+        let stale = encrypt(
+            "OldFactoryNameADFWait 2",
+            &utf16le("secret-of-wait-2"),
+            [3; 16],
+        );
+        for (id, client, secret) in [(1, 'a', wide), (2, 'b', own), (3, 'c', stale)] {
+            conn.execute(
+                "INSERT INTO ServicePrincipals (CredentialId, PrincipalId, PrincipalSecret) VALUES (?1, ?2, ?3)",
+                rusqlite::params![id, client.to_string().repeat(8) + "-0000-0000-0000-000000000000", secret],
+            )
+            .expect("principal");
+        }
+        conn.execute_batch(
+            "INSERT INTO PipelineAuthLink (PipelineId, OrchestratorId, CredentialId) VALUES (NULL, 1, 1), (4, 1, 2), (2, 1, 3)",
+        )
+        .expect("links");
+    }
+    let started = store.run(&start()).await.expect("start");
+    prepare(&store, started.execution_id, 1).await;
+    let secret = |pipeline_id: i32| {
+        let store = store.clone();
+        async move {
+            let key = WorkerKey {
+                execution_id: started.execution_id,
+                stage_id: 1,
+                pipeline_id,
+            };
+            let plan = store.run(&ReadWorker { key }).await.expect("plan");
+            let credential = plan.credential.expect("a credential");
+            (
+                credential.credential_id,
+                credential.has_stored_secret,
+                credential.stored_secret.map(|s| s.expose().to_string()),
+            )
+        }
+    };
+    assert_eq!(
+        secret(1).await,
+        (1, true, Some("secret-of-everyone".into()))
+    );
+    assert_eq!(
+        secret(4).await,
+        (2, true, Some("secret-of-wait-3".into())),
+        "its own wins"
+    );
+    assert_eq!(
+        secret(2).await,
+        (3, true, None),
+        "stored under another passphrase"
+    );
+}

@@ -1,12 +1,17 @@
 -- procfwk metadata schema, version 1: the tables and reporting views of procfwk master, with the same
 -- names and columns, so existing procfwk databases, users' own SQL and reports keep working.
--- Idempotent: every object is created only when missing; safe to run on an existing procfwk database.
--- Run by `procfwk db init` (or sqlcmd / a deployment pipeline), one batch per GO.
+-- Idempotent: every object is created only when no object of that name exists, of *any* type (procfwk
+-- master keeps CurrentExecutionSummary, CompleteExecutionLog, LastExecution … as synonyms of its
+-- procfwkReporting views, which a guard on type 'V' would miss); safe on an existing procfwk database.
+-- Run by `procfwk db init` (or sqlcmd / a deployment pipeline), one batch per GO. Each batch is one guard
+-- line `IF <condition>` and the change on the lines after it (`db upgrade --dry-run` lists the changes
+-- whose guard holds).
 
-IF SCHEMA_ID(N'procfwk') IS NULL EXEC (N'CREATE SCHEMA [procfwk]');
+IF SCHEMA_ID(N'procfwk') IS NULL
+EXEC (N'CREATE SCHEMA [procfwk]');
 GO
 
-IF OBJECT_ID(N'[procfwk].[SchemaVersion]', N'U') IS NULL
+IF OBJECT_ID(N'[procfwk].[SchemaVersion]') IS NULL
 CREATE TABLE [procfwk].[SchemaVersion] (
     [Version] INT NOT NULL PRIMARY KEY,
     [Description] NVARCHAR(400) NOT NULL,
@@ -14,7 +19,7 @@ CREATE TABLE [procfwk].[SchemaVersion] (
 );
 GO
 
-IF OBJECT_ID(N'[procfwk].[Tenants]', N'U') IS NULL
+IF OBJECT_ID(N'[procfwk].[Tenants]') IS NULL
 CREATE TABLE [procfwk].[Tenants] (
     [TenantId] UNIQUEIDENTIFIER NOT NULL PRIMARY KEY,
     [Name] NVARCHAR(200) NOT NULL,
@@ -22,7 +27,7 @@ CREATE TABLE [procfwk].[Tenants] (
 );
 GO
 
-IF OBJECT_ID(N'[procfwk].[Subscriptions]', N'U') IS NULL
+IF OBJECT_ID(N'[procfwk].[Subscriptions]') IS NULL
 CREATE TABLE [procfwk].[Subscriptions] (
     [SubscriptionId] UNIQUEIDENTIFIER NOT NULL PRIMARY KEY,
     [Name] NVARCHAR(200) NOT NULL,
@@ -31,7 +36,7 @@ CREATE TABLE [procfwk].[Subscriptions] (
 );
 GO
 
-IF OBJECT_ID(N'[procfwk].[Orchestrators]', N'U') IS NULL
+IF OBJECT_ID(N'[procfwk].[Orchestrators]') IS NULL
 CREATE TABLE [procfwk].[Orchestrators] (
     [OrchestratorId] INT IDENTITY(1,1) NOT NULL PRIMARY KEY,
     [OrchestratorName] NVARCHAR(200) NOT NULL,
@@ -43,7 +48,7 @@ CREATE TABLE [procfwk].[Orchestrators] (
 );
 GO
 
-IF OBJECT_ID(N'[procfwk].[Stages]', N'U') IS NULL
+IF OBJECT_ID(N'[procfwk].[Stages]') IS NULL
 CREATE TABLE [procfwk].[Stages] (
     [StageId] INT IDENTITY(1,1) NOT NULL PRIMARY KEY,
     [StageName] VARCHAR(225) NOT NULL,
@@ -52,7 +57,7 @@ CREATE TABLE [procfwk].[Stages] (
 );
 GO
 
-IF OBJECT_ID(N'[procfwk].[Pipelines]', N'U') IS NULL
+IF OBJECT_ID(N'[procfwk].[Pipelines]') IS NULL
 CREATE TABLE [procfwk].[Pipelines] (
     [PipelineId] INT IDENTITY(1,1) NOT NULL PRIMARY KEY,
     [OrchestratorId] INT NOT NULL REFERENCES [procfwk].[Orchestrators] ([OrchestratorId]),
@@ -63,7 +68,7 @@ CREATE TABLE [procfwk].[Pipelines] (
 );
 GO
 
-IF OBJECT_ID(N'[procfwk].[PipelineParameters]', N'U') IS NULL
+IF OBJECT_ID(N'[procfwk].[PipelineParameters]') IS NULL
 CREATE TABLE [procfwk].[PipelineParameters] (
     [ParameterId] INT IDENTITY(1,1) NOT NULL PRIMARY KEY,
     [PipelineId] INT NOT NULL REFERENCES [procfwk].[Pipelines] ([PipelineId]),
@@ -73,7 +78,7 @@ CREATE TABLE [procfwk].[PipelineParameters] (
 );
 GO
 
-IF OBJECT_ID(N'[procfwk].[PipelineDependencies]', N'U') IS NULL
+IF OBJECT_ID(N'[procfwk].[PipelineDependencies]') IS NULL
 CREATE TABLE [procfwk].[PipelineDependencies] (
     [DependencyId] INT IDENTITY(1,1) NOT NULL PRIMARY KEY,
     [PipelineId] INT NOT NULL REFERENCES [procfwk].[Pipelines] ([PipelineId]),
@@ -83,7 +88,7 @@ CREATE TABLE [procfwk].[PipelineDependencies] (
 );
 GO
 
-IF OBJECT_ID(N'[procfwk].[Properties]', N'U') IS NULL
+IF OBJECT_ID(N'[procfwk].[Properties]') IS NULL
 CREATE TABLE [procfwk].[Properties] (
     [PropertyId] INT IDENTITY(1,1) NOT NULL,
     [PropertyName] VARCHAR(128) NOT NULL,
@@ -99,7 +104,7 @@ GO
 -- it lets the Function App read the same rows; otherwise create the table with the same columns.
 -- The Function App reads PrincipalId / PrincipalIdUrl / PrincipalSecretUrl (Key Vault references); it never
 -- stores or decrypts a plain secret (PrincipalSecret is kept only for compatibility).
-IF OBJECT_ID(N'[procfwk].[ServicePrincipals]') IS NULL AND OBJECT_ID(N'[dbo].[ServicePrincipals]', N'U') IS NOT NULL
+IF OBJECT_ID(N'[procfwk].[ServicePrincipals]') IS NULL AND OBJECT_ID(N'[dbo].[ServicePrincipals]') IS NOT NULL
 EXEC (N'CREATE VIEW [procfwk].[ServicePrincipals] AS
 SELECT [CredentialId], [PrincipalName], [PrincipalId], [PrincipalSecret], [PrincipalIdUrl], [PrincipalSecretUrl]
 FROM [dbo].[ServicePrincipals]');
@@ -116,7 +121,7 @@ CREATE TABLE [procfwk].[ServicePrincipals] (
 );
 GO
 
-IF OBJECT_ID(N'[procfwk].[PipelineAuthLink]', N'U') IS NULL
+IF OBJECT_ID(N'[procfwk].[PipelineAuthLink]') IS NULL
 CREATE TABLE [procfwk].[PipelineAuthLink] (
     [AuthId] INT IDENTITY(1,1) NOT NULL PRIMARY KEY,
     [PipelineId] INT NULL REFERENCES [procfwk].[Pipelines] ([PipelineId]),
@@ -125,7 +130,7 @@ CREATE TABLE [procfwk].[PipelineAuthLink] (
 );
 GO
 
-IF OBJECT_ID(N'[procfwk].[Batches]', N'U') IS NULL
+IF OBJECT_ID(N'[procfwk].[Batches]') IS NULL
 CREATE TABLE [procfwk].[Batches] (
     [BatchId] UNIQUEIDENTIFIER NOT NULL DEFAULT NEWID() PRIMARY KEY,
     [BatchName] VARCHAR(255) NOT NULL,
@@ -134,7 +139,7 @@ CREATE TABLE [procfwk].[Batches] (
 );
 GO
 
-IF OBJECT_ID(N'[procfwk].[BatchStageLink]', N'U') IS NULL
+IF OBJECT_ID(N'[procfwk].[BatchStageLink]') IS NULL
 CREATE TABLE [procfwk].[BatchStageLink] (
     [BatchId] UNIQUEIDENTIFIER NOT NULL REFERENCES [procfwk].[Batches] ([BatchId]),
     [StageId] INT NOT NULL REFERENCES [procfwk].[Stages] ([StageId]),
@@ -142,7 +147,7 @@ CREATE TABLE [procfwk].[BatchStageLink] (
 );
 GO
 
-IF OBJECT_ID(N'[procfwk].[BatchExecution]', N'U') IS NULL
+IF OBJECT_ID(N'[procfwk].[BatchExecution]') IS NULL
 CREATE TABLE [procfwk].[BatchExecution] (
     [BatchId] UNIQUEIDENTIFIER NOT NULL,
     [ExecutionId] UNIQUEIDENTIFIER NOT NULL,
@@ -154,7 +159,7 @@ CREATE TABLE [procfwk].[BatchExecution] (
 );
 GO
 
-IF OBJECT_ID(N'[procfwk].[CurrentExecution]', N'U') IS NULL
+IF OBJECT_ID(N'[procfwk].[CurrentExecution]') IS NULL
 CREATE TABLE [procfwk].[CurrentExecution] (
     [LocalExecutionId] UNIQUEIDENTIFIER NOT NULL,
     [StageId] INT NOT NULL,
@@ -175,7 +180,7 @@ CREATE TABLE [procfwk].[CurrentExecution] (
 );
 GO
 
-IF OBJECT_ID(N'[procfwk].[ExecutionLog]', N'U') IS NULL
+IF OBJECT_ID(N'[procfwk].[ExecutionLog]') IS NULL
 CREATE TABLE [procfwk].[ExecutionLog] (
     [LogId] INT IDENTITY(1,1) NOT NULL PRIMARY KEY,
     [LocalExecutionId] UNIQUEIDENTIFIER NOT NULL,
@@ -194,7 +199,7 @@ CREATE TABLE [procfwk].[ExecutionLog] (
 );
 GO
 
-IF OBJECT_ID(N'[procfwk].[ErrorLog]', N'U') IS NULL
+IF OBJECT_ID(N'[procfwk].[ErrorLog]') IS NULL
 CREATE TABLE [procfwk].[ErrorLog] (
     [LogId] INT IDENTITY(1,1) NOT NULL PRIMARY KEY,
     [LocalExecutionId] UNIQUEIDENTIFIER NOT NULL,
@@ -210,7 +215,7 @@ GO
 
 -- Ours: who runs an execution scope (all stages, or one batch) right now, so two Parents cannot run the
 -- same scope at once, and a Parent that died does not block the next one for ever.
-IF OBJECT_ID(N'[procfwk].[ExecutionControl]', N'U') IS NULL
+IF OBJECT_ID(N'[procfwk].[ExecutionControl]') IS NULL
 CREATE TABLE [procfwk].[ExecutionControl] (
     [ControlKey] NVARCHAR(300) NOT NULL PRIMARY KEY,
     [ExecutionId] UNIQUEIDENTIFIER NOT NULL,
@@ -222,19 +227,19 @@ CREATE TABLE [procfwk].[ExecutionControl] (
 );
 GO
 
-IF OBJECT_ID(N'[procfwk].[CurrentProperties]', N'V') IS NULL
+IF OBJECT_ID(N'[procfwk].[CurrentProperties]') IS NULL
 EXEC (N'CREATE VIEW [procfwk].[CurrentProperties] AS
 SELECT [PropertyName], [PropertyValue] FROM [procfwk].[Properties] WHERE [ValidTo] IS NULL');
 GO
 
-IF OBJECT_ID(N'[procfwk].[CurrentExecutionSummary]', N'V') IS NULL
+IF OBJECT_ID(N'[procfwk].[CurrentExecutionSummary]') IS NULL
 EXEC (N'CREATE VIEW [procfwk].[CurrentExecutionSummary] AS
 SELECT ISNULL([PipelineStatus], ''Not Started'') AS [PipelineStatus], COUNT(0) AS [RecordCount]
 FROM [procfwk].[CurrentExecution]
 GROUP BY [PipelineStatus]');
 GO
 
-IF OBJECT_ID(N'[procfwk].[CompleteExecutionLog]', N'V') IS NULL
+IF OBJECT_ID(N'[procfwk].[CompleteExecutionLog]') IS NULL
 EXEC (N'CREATE VIEW [procfwk].[CompleteExecutionLog] AS
 SELECT [LogId], [LocalExecutionId], [StageId], [PipelineId], [CallingOrchestratorName], [ResourceGroupName],
        [OrchestratorType], [OrchestratorName], [PipelineName], [StartDateTime], [PipelineStatus], [EndDateTime],
@@ -243,7 +248,7 @@ SELECT [LogId], [LocalExecutionId], [StageId], [PipelineId], [CallingOrchestrato
 FROM [procfwk].[ExecutionLog]');
 GO
 
-IF OBJECT_ID(N'[procfwk].[LastExecution]', N'V') IS NULL
+IF OBJECT_ID(N'[procfwk].[LastExecution]') IS NULL
 EXEC (N'CREATE VIEW [procfwk].[LastExecution] AS
 SELECT [LogId], [StageId], [PipelineId], [PipelineName], [StartDateTime], [PipelineStatus], [EndDateTime],
        DATEDIFF(MINUTE, [StartDateTime], [EndDateTime]) AS [RunDurationMinutes]

@@ -2,7 +2,7 @@
 -- keep them allocated, and the log of every lease and power decision (read by `procfwk vm report`).
 -- Idempotent: every object is created only when missing. Run by `procfwk db init`, one batch per GO.
 
-IF OBJECT_ID(N'[procfwk].[VmPools]', N'U') IS NULL
+IF OBJECT_ID(N'[procfwk].[VmPools]') IS NULL
 CREATE TABLE [procfwk].[VmPools] (
     [PoolKey] NVARCHAR(400) NOT NULL PRIMARY KEY,
     [SubscriptionId] UNIQUEIDENTIFIER NOT NULL,
@@ -20,7 +20,7 @@ CREATE TABLE [procfwk].[VmPools] (
 );
 GO
 
-IF OBJECT_ID(N'[procfwk].[VmPoolNodes]', N'U') IS NULL
+IF OBJECT_ID(N'[procfwk].[VmPoolNodes]') IS NULL
 CREATE TABLE [procfwk].[VmPoolNodes] (
     [PoolKey] NVARCHAR(400) NOT NULL REFERENCES [procfwk].[VmPools] ([PoolKey]),
     [NodeIndex] INT NOT NULL,
@@ -36,7 +36,7 @@ CREATE TABLE [procfwk].[VmPoolNodes] (
 );
 GO
 
-IF OBJECT_ID(N'[procfwk].[VmLeases]', N'U') IS NULL
+IF OBJECT_ID(N'[procfwk].[VmLeases]') IS NULL
 CREATE TABLE [procfwk].[VmLeases] (
     [PoolKey] NVARCHAR(400) NOT NULL REFERENCES [procfwk].[VmPools] ([PoolKey]),
     [Holder] NVARCHAR(200) NOT NULL,
@@ -47,7 +47,7 @@ CREATE TABLE [procfwk].[VmLeases] (
 );
 GO
 
-IF OBJECT_ID(N'[procfwk].[VmPowerLog]', N'U') IS NULL
+IF OBJECT_ID(N'[procfwk].[VmPowerLog]') IS NULL
 CREATE TABLE [procfwk].[VmPowerLog] (
     [LogId] INT IDENTITY(1,1) NOT NULL PRIMARY KEY,
     [PoolKey] NVARCHAR(400) NOT NULL,
@@ -63,7 +63,7 @@ GO
 
 -- Which workers need a self-hosted runtime: one row per worker (PipelineId) or per orchestrator
 -- (OrchestratorId, for all its workers); a worker's own row wins. VmNames: the node VMs, comma-separated.
-IF OBJECT_ID(N'[procfwk].[WorkerRuntimes]', N'U') IS NULL
+IF OBJECT_ID(N'[procfwk].[WorkerRuntimes]') IS NULL
 CREATE TABLE [procfwk].[WorkerRuntimes] (
     [LinkId] INT IDENTITY(1,1) NOT NULL PRIMARY KEY,
     [PipelineId] INT NULL REFERENCES [procfwk].[Pipelines] ([PipelineId]),

@@ -14,11 +14,10 @@ use crate::domain::{
 };
 use crate::leases::workers::{holder, ReadWorkerRuntime, RenewLease, WorkerRuntime};
 use crate::leases::{Change, Decision, PoolReport};
-use crate::orchestration::worker::StoredCredential;
 use crate::orchestration::{
     now, AbandonClaim, AdoptRun, Applied, ApplyResult, Claim, ClaimWorker, InFlightWorkers,
-    LifecycleError, ReadWorker, RecordCheck, RecordRunId, TakeOverClaim, UnrecordedClaim,
-    WorkerActivityFailed, WorkerKey, WorkerOutcome, WorkerPlan,
+    LifecycleError, ReadWorker, RecordCheck, RecordRunId, SpnHandling, TakeOverClaim, UnrecordedClaim,
+    WorkerActivityFailed, WorkerKey, WorkerOutcome, WorkerPlan, UNLINKED_WORKERS_PROPERTY,
 };
 use crate::store::{Store, Transition, Tx};
 use serde_json::{json, Value};
@@ -46,47 +45,76 @@ fn metadata(problem: String) -> FunctionError {
     FunctionError::Lifecycle(LifecycleError::Metadata(problem))
 }
 
+/// How the worker authenticates, from its stored credential and the properties: a secret stored in
+/// the database (decrypted by the credential read) or Key Vault references (`SPNHandlingMethod`); no
+/// credential at all only when `UseManagedIdentityForUnlinkedWorkers = 1` says the managed identity may
+/// be used. The problem otherwise, naming the credential and the property.
+fn credentials_for(plan: &WorkerPlan) -> Result<Credentials, String> {
+    let Some(credential) = &plan.credential else {
+        return if plan.properties.unlinked_workers_use_managed_identity {
+            Ok(Credentials::ManagedIdentity)
+        } else {
+            Err(format!(
+                "the worker has no credential: no PipelineAuthLink row for pipeline {:?} or orchestrator {:?} \
+                 (add a service principal, or set the property {UNLINKED_WORKERS_PROPERTY} = 1 to run such \
+                 workers as the Function App's managed identity)",
+                plan.pipeline_name, plan.orchestrator_name
+            ))
+        };
+    };
+    let id = credential.credential_id;
+    let url = |column: &str, u: &str| match crate::domain::KeyVaultSecretRef::parse(u) {
+        Ok(Some(reference)) => Ok(SecretSource::KeyVault(reference)),
+        Ok(None) => Err(format!(
+            "credential {id}: {column} {u:?} is not a Key Vault secret URL"
+        )),
+        Err(problem) => Err(format!("credential {id}: {column} {u:?} {problem}")),
+    };
+    let client_id = |required_url: bool| match (&credential.client_id_url, credential.client_id) {
+        (Some(u), _) => url("PrincipalIdUrl", u),
+        (None, Some(client)) if !required_url => Ok(SecretSource::Value(
+            crate::secret::Secret::new(client.to_string()),
+        )),
+        (None, _) if required_url => Err(format!(
+            "credential {id} has no PrincipalIdUrl (SPNHandlingMethod is StoreInKeyVault)"
+        )),
+        (None, _) => Err(format!("credential {id} has no PrincipalId")),
+    };
+    let (client_id, client_secret) = match plan.properties.spn_handling {
+        SpnHandling::StoreInKeyVault => {
+            let secret = credential.secret_url.as_deref().ok_or_else(|| {
+                format!("credential {id} has no PrincipalSecretUrl (SPNHandlingMethod is StoreInKeyVault)")
+            })?;
+            (client_id(true)?, url("PrincipalSecretUrl", secret)?)
+        }
+        SpnHandling::StoreInDatabase => match (&credential.stored_secret, &credential.secret_url) {
+            (Some(secret), _) => (client_id(false)?, SecretSource::Value(secret.clone())),
+            (None, _) if credential.has_stored_secret => {
+                return Err(format!(
+                    "credential {id}: PrincipalSecret does not decrypt with procfwk's passphrase \
+                     (orchestrator name and type{}, as when it was stored by AddServicePrincipal): was the \
+                     orchestrator or pipeline renamed?",
+                    if credential.pipeline_specific { ", pipeline name" } else { "" }
+                ))
+            }
+            (None, Some(secret)) => (client_id(false)?, url("PrincipalSecretUrl", secret)?),
+            (None, None) => {
+                return Err(format!(
+                    "credential {id} has neither a PrincipalSecret nor a PrincipalSecretUrl"
+                ))
+            }
+        },
+    };
+    Ok(Credentials::ServicePrincipal {
+        tenant: Guid::parse(&plan.tenant_id.to_string()).ok_or("bad tenant id")?,
+        client_id,
+        client_secret,
+    })
+}
+
 /// The compatibility-mode request the stored metadata amounts to.
 fn request_for(plan: &WorkerPlan) -> Result<PipelineRequest, FunctionError> {
-    let credentials = match &plan.credential {
-        None => Credentials::ManagedIdentity,
-        Some(StoredCredential {
-            client_id,
-            client_id_url,
-            secret_url,
-        }) => {
-            let url = |u: &str| match crate::domain::KeyVaultSecretRef::parse(u) {
-                Ok(Some(reference)) => Ok(reference),
-                Ok(None) => Err(metadata(format!(
-                    "the worker's Key Vault reference {u:?} is not a URL"
-                ))),
-                Err(problem) => Err(metadata(format!(
-                    "the worker's Key Vault reference {u:?} {problem}"
-                ))),
-            };
-            let client_id = match (client_id_url, client_id) {
-                (Some(u), _) => SecretSource::KeyVault(url(u)?),
-                (None, Some(id)) => SecretSource::Value(crate::secret::Secret::new(id.to_string())),
-                (None, None) => {
-                    return Err(metadata(
-                        "the worker's credential has no PrincipalId".into(),
-                    ))
-                }
-            };
-            let secret = secret_url.as_deref().ok_or_else(|| {
-                metadata(
-                    "the worker's credential has no PrincipalSecretUrl (secrets live in Key Vault)"
-                        .into(),
-                )
-            })?;
-            Credentials::ServicePrincipal {
-                tenant: Guid::parse(&plan.tenant_id.to_string())
-                    .ok_or_else(|| metadata("bad tenant id".into()))?,
-                client_id,
-                client_secret: SecretSource::KeyVault(url(secret)?),
-            }
-        }
-    };
+    let credentials = credentials_for(plan).map_err(metadata)?;
     let name = |field: &str, v: &str| {
         ResourceName::parse(v).map_err(|p| metadata(format!("{field} {v:?} {p}")))
     };
@@ -290,6 +318,45 @@ async fn recover(
     }
 }
 
+/// A worker whose metadata does not say how to call it (no usable credential, a bad name) fails the way
+/// procfwk's Infant fails when its `Execute Worker Pipeline` activity does: claimed, then set to
+/// `ExecuteWorkerPipelineError`, logged, and failure handling applied. Best effort: the caller answers
+/// with `error` either way.
+async fn record_unstartable(
+    store: &Store,
+    key: WorkerKey,
+    plan: &WorkerPlan,
+    error: &FunctionError,
+) {
+    let claim = ClaimWorker {
+        key,
+        params_used: plan.params_used(),
+        token: uuid::Uuid::new_v4(),
+        now: now(),
+    };
+    match store.run(&claim).await {
+        Ok(Claim::Claimed) => {}
+        Ok(_) => return,
+        Err(e) => {
+            tracing::warn!(%key, %error, record_error = %e, "the worker cannot be started and the failure could not be recorded");
+            return;
+        }
+    }
+    let failed = WorkerActivityFailed {
+        key,
+        activity: "ExecuteWorkerPipeline",
+        now: now(),
+    };
+    match store.run(&failed).await {
+        Ok(_) => {
+            tracing::warn!(%key, %error, "the worker cannot be started; recorded as ExecuteWorkerPipelineError")
+        }
+        Err(e) => {
+            tracing::warn!(%key, %error, record_error = %e, "the worker cannot be started and the failure could not be recorded")
+        }
+    }
+}
+
 fn another_start(key: WorkerKey) -> FunctionError {
     FunctionError::Conflict {
         message: "another call is starting this worker right now".into(),
@@ -313,7 +380,15 @@ async fn start(
     plan: &WorkerPlan,
     runtime: Option<&WorkerRuntime>,
 ) -> Result<(Reply, Option<uuid::Uuid>), FunctionError> {
-    let request = request_for(plan)?;
+    let request = match request_for(plan) {
+        Ok(request) => request,
+        Err(e) => {
+            if plan.run_id.is_none() {
+                record_unstartable(store, key, plan, &e).await;
+            }
+            return Err(e);
+        }
+    };
     let credential = state
         .azure
         .identity

@@ -18,7 +18,7 @@ pub use execution::{
     control_key, FinishExecution, Finished, OrchestratorRef, ParentState, PreviousParent,
     ReadOrchestrator, ReadScopeHolder, ScopeHolder, StartExecution, StartMode, Started,
 };
-pub use properties::{FailureHandling, Properties};
+pub use properties::{FailureHandling, Properties, SpnHandling, UNLINKED_WORKERS_PROPERTY};
 pub use stage::{PrepareStage, Prepared};
 pub use worker::{
     AbandonClaim, AdoptRun, Applied, ApplyResult, Claim, ClaimWorker, InFlight, InFlightWorkers,

@@ -16,6 +16,16 @@ pub enum FailureHandling {
     DependencyChain,
 }
 
+/// Where the secrets of `dbo.ServicePrincipals` are kept (procfwk 1.8.2+, property `SPNHandlingMethod`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpnHandling {
+    /// `PrincipalSecret`, `ENCRYPTBYPASSPHRASE`'d with procfwk's passphrase (procfwk's default). A row
+    /// with no `PrincipalSecret` but Key Vault URLs is read from Key Vault.
+    StoreInDatabase,
+    /// `PrincipalIdUrl` / `PrincipalSecretUrl`: Key Vault secret URLs.
+    StoreInKeyVault,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Properties {
     pub override_restart: bool,
@@ -28,6 +38,12 @@ pub struct Properties {
     /// cancelled or crashed), so a new Parent may take over. Property `ExecutionStaleAfterMinutes`,
     /// default 240 (the Infant's 4-hour `Until` timeout).
     pub stale_after: Duration,
+    /// `SPNHandlingMethod` (default `StoreInDatabase`, as procfwk's).
+    pub spn_handling: SpnHandling,
+    /// Ours: a worker without a credential (no `PipelineAuthLink` for it or its orchestrator) runs as
+    /// the Function App's managed identity. Property `UseManagedIdentityForUnlinkedWorkers`, default 0:
+    /// such a worker is refused.
+    pub unlinked_workers_use_managed_identity: bool,
 }
 
 impl Default for Properties {
@@ -40,9 +56,14 @@ impl Default for Properties {
             failure_handling: FailureHandling::Simple,
             use_batches: false,
             stale_after: Duration::from_secs(240 * 60),
+            spn_handling: SpnHandling::StoreInDatabase,
+            unlinked_workers_use_managed_identity: false,
         }
     }
 }
+
+/// The property that lets workers without a credential run as the Function App's managed identity.
+pub const UNLINKED_WORKERS_PROPERTY: &str = "UseManagedIdentityForUnlinkedWorkers";
 
 fn flag(map: &HashMap<String, String>, name: &str, default: bool) -> Result<bool, LifecycleError> {
     match map.get(name).map(|v| v.trim()) {
@@ -83,7 +104,24 @@ impl Properties {
                 })
             }
         };
+        let spn_handling = match map.get("SPNHandlingMethod").map(|v| v.trim()) {
+            None | Some("StoreInDatabase") => SpnHandling::StoreInDatabase,
+            Some("StoreInKeyVault") => SpnHandling::StoreInKeyVault,
+            Some(other) => {
+                return Err(LifecycleError::InvalidProperty {
+                    name: "SPNHandlingMethod".into(),
+                    value: other.into(),
+                    problem: "accepted values: StoreInDatabase, StoreInKeyVault".into(),
+                })
+            }
+        };
         Ok(Self {
+            spn_handling,
+            unlinked_workers_use_managed_identity: flag(
+                map,
+                UNLINKED_WORKERS_PROPERTY,
+                d.unlinked_workers_use_managed_identity,
+            )?,
             override_restart: flag(map, "OverideRestart", d.override_restart)?,
             status_check_every: Duration::from_secs(number(
                 map,
@@ -137,6 +175,15 @@ mod tests {
         assert_eq!(p.status_check_every, Duration::from_secs(5));
         assert!(props(&[("FailureHandling", "Sometimes")]).is_err());
         assert!(props(&[("OverideRestart", "yes")]).is_err());
+        assert!(props(&[("SPNHandlingMethod", "InTheCloud")]).is_err());
+        let kv = props(&[
+            ("SPNHandlingMethod", "StoreInKeyVault"),
+            ("UseManagedIdentityForUnlinkedWorkers", "1"),
+        ])
+        .unwrap_or_default();
+        assert_eq!(kv.spn_handling, SpnHandling::StoreInKeyVault);
+        assert!(kv.unlinked_workers_use_managed_identity);
+        assert!(!Properties::default().unlinked_workers_use_managed_identity);
         assert_eq!(props(&[]).ok(), Some(Properties::default()));
     }
 }

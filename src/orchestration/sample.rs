@@ -119,6 +119,9 @@ pub const PROPERTIES: &[(&str, &str, &str)] = &[
     ("UseExecutionBatches", "0", "Establishes if execution batches are used as a level above execution stages within the framework. 1 = True, 0 = False."),
     ("FrameworkFactoryResourceGroup", "ADF.procfwk", "Supports various queries where the framework factory is inspecting itself and the resource group cant be inferred."),
     ("PreviousPipelineRunsQueryRange", "-1", "Used as a date range, today +- this value, when checking for if an execution for a given pipeline is already running. Must include +- symbol in value."),
+    // Ours: the sample workers have no service principal (PipelineAuthLink is empty), so they run as the
+    // Function App's managed identity; without this property they would be refused.
+    (super::UNLINKED_WORKERS_PROPERTY, "1", "Function App in Rust: should a worker with no credential in PipelineAuthLink run as the Function App's managed identity? 1 = Yes, 0 = No (the worker is refused)."),
 ];
 
 /// Set a property the way `AddProperty` does: close the current version, insert a new one.

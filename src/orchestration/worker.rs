@@ -4,7 +4,8 @@
 
 use super::{blocking, LifecycleError, Properties};
 use crate::domain::response::ActivityError;
-use crate::store::{statements, SqlValue, Transition, Tx};
+use crate::secret::Secret;
+use crate::store::{passphrase, statements, SqlValue, Transition, Tx};
 use chrono::NaiveDateTime;
 use serde_json::{Map, Value};
 use std::fmt;
@@ -38,13 +39,22 @@ impl fmt::Display for WorkerKey {
     }
 }
 
-/// A credential as the metadata stores it: the client id (or a Key Vault URL for it) and a Key Vault
-/// URL for the secret. Plain secrets are never stored.
+/// A credential as the metadata stores it (`dbo.ServicePrincipals` through `procfwk.ServicePrincipals`):
+/// the client id (or a Key Vault URL for it), and the secret either stored in the database
+/// (`PrincipalSecret`, `ENCRYPTBYPASSPHRASE`'d; decrypted by the credential read) or as a Key Vault URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredCredential {
+    pub credential_id: i32,
+    /// Linked to the worker itself (`PipelineAuthLink.PipelineId`), not to its whole orchestrator.
+    pub pipeline_specific: bool,
     pub client_id: Option<Uuid>,
     pub client_id_url: Option<String>,
     pub secret_url: Option<String>,
+    /// The row has a `PrincipalSecret`.
+    pub has_stored_secret: bool,
+    /// `PrincipalSecret` decrypted with procfwk's passphrase (`None`: no secret, or the passphrase did
+    /// not fit — the orchestrator or pipeline was renamed since the secret was stored).
+    pub stored_secret: Option<Secret>,
 }
 
 /// Everything needed to call a worker.
@@ -101,9 +111,20 @@ impl Transition for ReadWorker {
             .next()
             .map(|c| {
                 Ok::<_, LifecycleError>(StoredCredential {
+                    credential_id: c.i32("CredentialId")?,
+                    pipeline_specific: c.opt_i64("PipelineId")?.is_some(),
                     client_id: c.opt_guid("PrincipalId")?,
                     client_id_url: c.opt_text("PrincipalIdUrl")?,
                     secret_url: c.opt_text("PrincipalSecretUrl")?,
+                    has_stored_secret: c.i64("HasPrincipalSecret")? != 0,
+                    // Binary columns arrive as hex; the clear text is an NVARCHAR (UTF-16LE).
+                    stored_secret: c
+                        .opt_text("PrincipalSecretValue")?
+                        .as_deref()
+                        .and_then(passphrase::from_hex)
+                        .as_deref()
+                        .and_then(passphrase::from_utf16le)
+                        .map(Secret::new),
                 })
             })
             .transpose()?;

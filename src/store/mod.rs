@@ -7,6 +7,8 @@
 //! rolled back and run again from the start. Transitions are written so that running one twice (an ADF
 //! activity retry, or a commit whose acknowledgement was lost) changes nothing the second time.
 
+pub mod passphrase;
+pub mod schema;
 pub mod sqlite;
 pub mod sqlserver;
 pub mod statements;
@@ -45,6 +47,16 @@ pub enum StoreError {
          procfwk needs: run `procfwk db upgrade` (the same as `db init`: it adds what is missing)"
     )]
     TooOld { found: i64, needed: i64 },
+    /// The store's schema is newer than this version of procfwk knows: `db init` changes nothing.
+    #[error(
+        "the metadata store's schema is version {found}, newer than the version {supported} this \
+         procfwk knows: use a procfwk at least as new as the one that upgraded it (nothing was changed)"
+    )]
+    TooNew { found: i64, supported: i64 },
+    /// An object exists under a name the schema needs, in a shape procfwk cannot use; found before
+    /// anything was changed.
+    #[error("{object}: {problem}. Nothing was changed")]
+    UnusableObject { object: String, problem: String },
 }
 
 /// The schema version this build needs (`procfwk.SchemaVersion`; `db init` records each version it
@@ -136,8 +148,8 @@ pub const LOCK_TIMEOUT: u32 = 1222;
 #[async_trait::async_trait]
 pub trait Backend: Send + Sync {
     async fn begin(&self) -> Result<Box<dyn Tx>, StoreError>;
-    /// Create or upgrade the schema.
-    async fn init_schema(&self) -> Result<(), StoreError>;
+    /// Create or upgrade the schema (`dry_run`: only find out what that would change).
+    async fn upgrade_schema(&self, dry_run: bool) -> Result<schema::SchemaReport, StoreError>;
     /// A short description for logs (never the connection string).
     fn describe(&self) -> String;
 }
@@ -309,7 +321,13 @@ impl Store {
     }
 
     pub async fn init_schema(&self) -> Result<(), StoreError> {
-        self.backend.init_schema().await
+        self.backend.upgrade_schema(false).await.map(|_| ())
+    }
+
+    /// `db init` / `db upgrade`: create or upgrade the schema in place, or (`dry_run`) list what that
+    /// would change and change nothing.
+    pub async fn upgrade_schema(&self, dry_run: bool) -> Result<schema::SchemaReport, StoreError> {
+        self.backend.upgrade_schema(dry_run).await
     }
 
     /// Run `transition` in one transaction, retrying the whole of it on transient failures.
@@ -429,8 +447,8 @@ mod tests {
             }
             Ok(Box::new(NoopTx))
         }
-        async fn init_schema(&self) -> Result<(), StoreError> {
-            Ok(())
+        async fn upgrade_schema(&self, _: bool) -> Result<schema::SchemaReport, StoreError> {
+            Ok(schema::SchemaReport::default())
         }
         fn describe(&self) -> String {
             "flaky".into()

@@ -6,6 +6,7 @@
 //! `COMMIT`, so transitions in this process are serialised, and other processes on the same file wait on
 //! SQLite's write lock (busy timeout 5 s).
 
+use super::schema::SchemaReport;
 use super::value::DATETIME_FORMAT;
 use super::{Backend, Row, SqlValue, Statement, StoreError, Tx};
 use rusqlite::types::ValueRef;
@@ -76,7 +77,32 @@ fn attach(path: &str) -> Result<Connection, StoreError> {
         .map_err(db_error)?;
     conn.execute_batch("PRAGMA procfwk.journal_mode = WAL; PRAGMA foreign_keys = ON;")
         .map_err(db_error)?;
+    register_functions(&conn)?;
     Ok(conn)
+}
+
+/// SQL Server's functions the shared statements use that SQLite lacks: `DECRYPTBYPASSPHRASE(passphrase,
+/// data)` in SQL Server's version-2 layout ([`super::passphrase`]): a BLOB, or NULL for a wrong passphrase,
+/// NULL input or data that is not a version-2 blob.
+fn register_functions(conn: &Connection) -> Result<(), StoreError> {
+    use rusqlite::functions::FunctionFlags;
+    conn.create_scalar_function(
+        "DECRYPTBYPASSPHRASE",
+        2,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        |ctx| {
+            let passphrase = match ctx.get_raw(0) {
+                ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+                _ => return Ok(None),
+            };
+            let clear = match ctx.get_raw(1) {
+                ValueRef::Blob(b) => super::passphrase::decrypt(&passphrase, b),
+                _ => None,
+            };
+            Ok(clear)
+        },
+    )
+    .map_err(db_error)
 }
 
 impl SqliteBackend {
@@ -121,20 +147,139 @@ impl Backend for SqliteBackend {
         Ok(Box::new(SqliteTx { conn: Some(guard) }))
     }
 
-    async fn init_schema(&self) -> Result<(), StoreError> {
+    async fn upgrade_schema(&self, dry_run: bool) -> Result<SchemaReport, StoreError> {
+        let exists = std::path::Path::new(&self.path).exists();
+        if !exists && dry_run {
+            return Ok(SchemaReport {
+                found_version: None,
+                version: super::SCHEMA_VERSION,
+                changes: vec![(
+                    "sqlite_schema.sql".into(),
+                    format!("create the SQLite file {} with the whole schema", self.path),
+                )],
+                dry_run,
+            });
+        }
         // The DDL names tables without a prefix, so it runs on a plain connection to the file itself
         // (which creates the file when it is missing).
         let conn = Connection::open(&self.path).map_err(db_error)?;
         conn.busy_timeout(Duration::from_secs(5))
             .map_err(db_error)?;
-        conn.execute_batch(SCHEMA_SQL).map_err(db_error)?;
-        upgrade_in_place(&conn)?;
-        Ok(())
+        let found = recorded_version(&conn)?;
+        if let Some(v) = found {
+            if v > super::SCHEMA_VERSION {
+                return Err(StoreError::TooNew {
+                    found: v,
+                    supported: super::SCHEMA_VERSION,
+                });
+            }
+        }
+        let mut report = SchemaReport {
+            found_version: found,
+            version: super::SCHEMA_VERSION,
+            changes: Vec::new(),
+            dry_run,
+        };
+        if found == Some(super::SCHEMA_VERSION) {
+            return Ok(report);
+        }
+        // One transaction (SQLite's DDL is transactional): what changed is read from the catalogue
+        // before and after; a dry run rolls it all back.
+        let before = catalogue(&conn)?;
+        conn.execute_batch("BEGIN IMMEDIATE").map_err(db_error)?;
+        let applied = conn
+            .execute_batch(SCHEMA_SQL)
+            .map_err(db_error)
+            .and_then(|()| upgrade_in_place(&conn))
+            .and_then(|()| catalogue(&conn));
+        let after = match applied {
+            Ok(after) => after,
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(e);
+            }
+        };
+        conn.execute_batch(if dry_run { "ROLLBACK" } else { "COMMIT" })
+            .map_err(db_error)?;
+        report.changes = after
+            .into_iter()
+            .filter(|entry| !before.contains(entry))
+            .map(|entry| ("sqlite_schema.sql".to_string(), entry))
+            .collect();
+        Ok(report)
     }
 
     fn describe(&self) -> String {
         format!("SQLite file {}", self.path)
     }
+}
+
+/// The newest schema version the file records (`None`: no SchemaVersion table, or no row).
+fn recorded_version(conn: &Connection) -> Result<Option<i64>, StoreError> {
+    let present: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'SchemaVersion'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(db_error)?;
+    if present == 0 {
+        return Ok(None);
+    }
+    conn.query_row("SELECT MAX(Version) FROM SchemaVersion", [], |r| r.get(0))
+        .map_err(db_error)
+}
+
+/// The file's objects, table columns and recorded versions, one line each as `db upgrade` lists them.
+fn catalogue(conn: &Connection) -> Result<Vec<String>, StoreError> {
+    let mut out = Vec::new();
+    let mut objects = conn
+        .prepare(
+            "SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY rowid",
+        )
+        .map_err(db_error)?;
+    let objects: Vec<(String, String)> = objects
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .map_err(db_error)?
+        .collect::<Result<_, _>>()
+        .map_err(db_error)?;
+    for (kind, name) in &objects {
+        out.push(format!("CREATE {} {name}", kind.to_ascii_uppercase()));
+        if kind == "table" {
+            let mut columns = conn
+                .prepare("SELECT name FROM pragma_table_info(?1) ORDER BY cid")
+                .map_err(db_error)?;
+            let columns: Vec<String> = columns
+                .query_map([name], |r| r.get(0))
+                .map_err(db_error)?
+                .collect::<Result<_, _>>()
+                .map_err(db_error)?;
+            out.extend(
+                columns
+                    .iter()
+                    .map(|c| format!("ALTER TABLE {name} ADD {c}")),
+            );
+        }
+    }
+    if objects
+        .iter()
+        .any(|(k, n)| k == "table" && n == "SchemaVersion")
+    {
+        let mut versions = conn
+            .prepare("SELECT Version FROM SchemaVersion ORDER BY Version")
+            .map_err(db_error)?;
+        let versions: Vec<i64> = versions
+            .query_map([], |r| r.get(0))
+            .map_err(db_error)?
+            .collect::<Result<_, _>>()
+            .map_err(db_error)?;
+        out.extend(
+            versions
+                .iter()
+                .map(|v| format!("record schema version {v}")),
+        );
+    }
+    Ok(out)
 }
 
 /// Columns added after a table was first shipped, with the schema version that added them: a file made
@@ -282,7 +427,7 @@ impl Drop for SqliteTx {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::statements;
+    use crate::store::{statements, SCHEMA_VERSION};
 
     #[tokio::test]
     async fn every_statement_prepares_on_the_sqlite_schema() {
@@ -295,8 +440,8 @@ mod tests {
         let Some(backend) = backend else {
             panic!("open")
         };
-        assert!(backend.init_schema().await.is_ok());
-        assert!(backend.init_schema().await.is_ok(), "idempotent");
+        assert!(backend.upgrade_schema(false).await.is_ok());
+        assert!(backend.upgrade_schema(false).await.is_ok(), "idempotent");
         assert!(
             backend.begin().await.is_ok(),
             "attached once the file exists"
@@ -331,7 +476,7 @@ mod tests {
             !path.exists(),
             "opening and using the store did not create the file"
         );
-        assert!(backend.init_schema().await.is_ok());
+        assert!(backend.upgrade_schema(false).await.is_ok());
         assert!(path.exists(), "db init creates it");
         assert!(backend.begin().await.is_ok(), "usable without reopening");
     }
@@ -352,6 +497,99 @@ mod tests {
             column.map_err(db_error),
             Err(StoreError::Database { number: 207, .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn an_older_file_is_upgraded_in_place_and_a_dry_run_changes_nothing() {
+        let Ok(dir) = tempfile::tempdir() else {
+            panic!("tempdir")
+        };
+        let path = dir.path().join("old.db").to_string_lossy().to_string();
+        let Ok(backend) = SqliteBackend::open(&path) else {
+            panic!("open")
+        };
+        assert!(backend.upgrade_schema(false).await.is_ok());
+        // Make it a version-2 file: no claim columns, no version 3, one row of history.
+        {
+            let Ok(conn) = Connection::open(&path) else {
+                panic!("open file")
+            };
+            let made = conn.execute_batch(
+                "ALTER TABLE CurrentExecution DROP COLUMN ClaimToken; \
+                 ALTER TABLE CurrentExecution DROP COLUMN ClaimedDateTime; \
+                 DELETE FROM SchemaVersion WHERE Version = 3; \
+                 INSERT INTO ExecutionLog (LocalExecutionId, StageId, PipelineId, PipelineName) VALUES ('e', 1, 1, 'Wait 1');",
+            );
+            assert!(made.is_ok(), "{made:?}");
+        }
+        let plan = backend.upgrade_schema(true).await.unwrap_or_default();
+        assert_eq!(plan.found_version, Some(2));
+        let changes: Vec<&str> = plan.changes.iter().map(|(_, c)| c.as_str()).collect();
+        assert_eq!(
+            changes,
+            [
+                "ALTER TABLE CurrentExecution ADD ClaimToken",
+                "ALTER TABLE CurrentExecution ADD ClaimedDateTime",
+                "record schema version 3"
+            ]
+        );
+        let again = backend.upgrade_schema(true).await.unwrap_or_default();
+        assert_eq!(again.changes, plan.changes, "the dry run changed nothing");
+        let done = backend.upgrade_schema(false).await.unwrap_or_default();
+        assert_eq!(done.changes, plan.changes);
+        let noop = backend.upgrade_schema(false).await.unwrap_or_default();
+        assert_eq!((noop.found_version, noop.changes.len()), (Some(3), 0));
+        let Ok(conn) = Connection::open(&path) else {
+            panic!("open file")
+        };
+        let kept: i64 = conn
+            .query_row("SELECT COUNT(*) FROM ExecutionLog", [], |r| r.get(0))
+            .unwrap_or(-1);
+        assert_eq!(kept, 1, "rows kept");
+        // A file of a newer version is refused, unchanged.
+        let newer = conn.execute_batch(
+            "INSERT INTO SchemaVersion (Version, Description, AppliedDateTime) VALUES (9, 'future', '2030-01-01')",
+        );
+        assert!(newer.is_ok());
+        let refused = backend.upgrade_schema(false).await;
+        assert!(
+            matches!(
+                refused,
+                Err(StoreError::TooNew {
+                    found: 9,
+                    supported: SCHEMA_VERSION
+                })
+            ),
+            "{refused:?}"
+        );
+    }
+
+    #[test]
+    fn decryptbypassphrase_is_sql_servers_in_sqlite() {
+        let Ok(conn) = Connection::open_in_memory() else {
+            panic!("sqlite")
+        };
+        assert!(register_functions(&conn).is_ok());
+        let secret = super::super::passphrase::utf16le("sim-secret-A-7f3c9e1b");
+        let data = super::super::passphrase::encrypt("FrameworkFactoryADF", &secret, [3; 16])
+            .unwrap_or_default();
+        let clear: Option<Vec<u8>> = conn
+            .query_row(
+                "SELECT DECRYPTBYPASSPHRASE(CONCAT('FrameworkFactory', 'ADF'), ?1)",
+                [&data],
+                |r| r.get(0),
+            )
+            .unwrap_or_default();
+        assert_eq!(clear.as_deref(), Some(&secret[..]));
+        for wrong in [
+            "SELECT DECRYPTBYPASSPHRASE('other', ?1)",
+            "SELECT DECRYPTBYPASSPHRASE(NULL, ?1)",
+        ] {
+            let none: Option<Vec<u8>> = conn
+                .query_row(wrong, [&data], |r| r.get(0))
+                .unwrap_or(Some(vec![1]));
+            assert_eq!(none, None, "{wrong}");
+        }
     }
 
     #[test]

@@ -112,10 +112,22 @@ statements! {
         INNER JOIN procfwk.Orchestrators o ON o.OrchestratorId = p.OrchestratorId \
         INNER JOIN procfwk.Subscriptions sub ON sub.SubscriptionId = o.SubscriptionId \
         WHERE c.LocalExecutionId = @P1 AND c.StageId = @P2 AND c.PipelineId = @P3";
-    /// The worker's credential: a pipeline-specific link first, then the orchestrator-wide one.
-    WORKER_CREDENTIAL = "SELECT a.PipelineId, sp.PrincipalId, sp.PrincipalIdUrl, sp.PrincipalSecretUrl FROM procfwk.PipelineAuthLink a \
+    /// The worker's credential: a pipeline-specific link first, then the orchestrator-wide one (no
+    /// `ORDER BY … DESC` on the nullable PipelineId: engines differ in where they sort NULL). A secret
+    /// stored in the database (`SPNHandlingMethod = StoreInDatabase`) is decrypted here, on the server,
+    /// with procfwk's passphrase: `CONCAT(OrchestratorName, OrchestratorType, PipelineName)` for a
+    /// pipeline-specific credential, `CONCAT(OrchestratorName, OrchestratorType)` for an orchestrator-wide
+    /// one (`GetWorkerAuthDetails`). `PrincipalSecretValue` is NULL when the passphrase does not fit.
+    WORKER_CREDENTIAL = "SELECT a.PipelineId, sp.CredentialId, sp.PrincipalId, sp.PrincipalIdUrl, sp.PrincipalSecretUrl, \
+        CASE WHEN sp.PrincipalSecret IS NULL THEN 0 ELSE 1 END AS HasPrincipalSecret, \
+        DECRYPTBYPASSPHRASE(CASE WHEN a.PipelineId IS NULL THEN CONCAT(o.OrchestratorName, o.OrchestratorType) \
+            ELSE CONCAT(o.OrchestratorName, o.OrchestratorType, p.PipelineName) END, sp.PrincipalSecret) AS PrincipalSecretValue \
+        FROM procfwk.PipelineAuthLink a \
         INNER JOIN procfwk.ServicePrincipals sp ON sp.CredentialId = a.CredentialId \
-        WHERE a.OrchestratorId = @P1 AND (a.PipelineId = @P2 OR a.PipelineId IS NULL) ORDER BY a.PipelineId DESC";
+        INNER JOIN procfwk.Orchestrators o ON o.OrchestratorId = a.OrchestratorId \
+        LEFT JOIN procfwk.Pipelines p ON p.PipelineId = a.PipelineId \
+        WHERE a.OrchestratorId = @P1 AND (a.PipelineId = @P2 OR a.PipelineId IS NULL) \
+        ORDER BY CASE WHEN a.PipelineId IS NULL THEN 1 ELSE 0 END, a.AuthId";
     WORKER_PARAMETERS = "SELECT ParameterName, ParameterValue FROM procfwk.PipelineParameters WHERE PipelineId = @P1 ORDER BY ParameterId";
     PARAMETERS_LAST_USED = "UPDATE procfwk.PipelineParameters SET ParameterValueLastUsed = ParameterValue WHERE PipelineId = @P1";
     /// Claim a worker for starting: only a worker that is waiting (not started, not blocked) is claimed,

@@ -30,9 +30,15 @@
 //!   and result columns are reported as the DDL or the query spelled them.
 //!   The T-SQL of deploy scripts runs as written: `IF <condition>
 //!   <statement>`, `EXEC (N'…')`, `OBJECT_ID(name[, 'U'|'V'|'SN'|'P'|…])`,
-//!   `SCHEMA_ID`, `CREATE`/`DROP SYNONYM` (a view plus a row in
-//!   `tds.synonyms`, so `OBJECT_ID(…, 'V')` does not see it), `CREATE
-//!   VIEW`/`INDEX`, `IDENTITY`, `DEFAULT GETUTCDATE()`.
+//!   `SCHEMA_ID`, `CREATE`/`DROP SYNONYM` (a view — or, for a procedure, a
+//!   do-nothing procedure — plus a row in `tds.synonyms`, so `OBJECT_ID(…,
+//!   'V')` / `(…, 'P')` do not see it), `CREATE [OR ALTER] PROCEDURE` (the
+//!   rest of the batch is its body, kept as text in `tds.procedures`, not
+//!   run; type `P`), `CREATE VIEW`/`INDEX`, `IDENTITY` (any seed),
+//!   `DEFAULT GETUTCDATE()`, `COL_LENGTH`, `INDEXPROPERTY`, and the catalogue
+//!   views `sys.schemas`, `sys.objects` (`object_id` as `OBJECT_ID` returns
+//!   it, `type` `U`/`V`/`SN`/`P`/`FN`) and `sys.synonyms`
+//!   (`base_object_name`).
 //!   `SET TRANSACTION ISOLATION LEVEL`: `SNAPSHOT` and `REPEATABLE READ` run
 //!   as PostgreSQL's `REPEATABLE READ` (an update conflict under SNAPSHOT is
 //!   3960, rolled back), `SERIALIZABLE` as `SERIALIZABLE` (failures are

@@ -514,3 +514,120 @@ async fn without_xact_abort_a_failed_statement_leaves_the_transaction_usable() {
     assert_eq!(scalar(&mut c, "SELECT COUNT(*) FROM t").await, 2);
     s.shutdown().await;
 }
+
+#[tokio::test]
+async fn procedures_and_synonyms_are_objects_of_their_type_in_sys_objects() {
+    let s = server(&[
+        "CREATE SCHEMA procfwk",
+        "CREATE SCHEMA procfwkReporting",
+        "CREATE TABLE procfwk.Things (Id INT PRIMARY KEY)",
+        "CREATE VIEW procfwkReporting.ThingsView AS SELECT Id FROM procfwk.Things",
+        "CREATE SYNONYM [procfwk].[CurrentThings] FOR [procfwkReporting].[ThingsView]",
+    ])
+    .await;
+    let mut c = connect(&s).await;
+    // The whole batch is the procedure's body (statements in it do not run).
+    run(
+        &mut c,
+        "CREATE PROCEDURE [procfwk].[AddThing]\n    @Id INT\nAS\nBEGIN\n    SET NOCOUNT ON;\n    INSERT INTO procfwk.Things (Id) VALUES (@Id);\nEND",
+    )
+    .await
+    .expect("create procedure");
+    assert_eq!(
+        scalar(&mut c, "SELECT COUNT(*) FROM procfwk.Things").await,
+        0
+    );
+    // A synonym of a procedure is a synonym, not a procedure.
+    run(
+        &mut c,
+        "CREATE SYNONYM [procfwk].[AddThingAlias] FOR [procfwk].[AddThing]",
+    )
+    .await
+    .expect("synonym of a procedure");
+    assert_eq!(
+        scalar(&mut c, "SELECT CASE WHEN OBJECT_ID(N'procfwk.AddThingAlias', N'P') IS NULL AND OBJECT_ID(N'procfwk.AddThingAlias', N'SN') IS NOT NULL THEN 1 ELSE 0 END").await,
+        1
+    );
+    assert_eq!(
+        scalar(
+            &mut c,
+            "SELECT CASE WHEN OBJECT_ID(N'[procfwk].[AddThing]', N'P') IS NULL THEN 0 ELSE 1 END"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        scalar(
+            &mut c,
+            "SELECT CASE WHEN OBJECT_ID(N'[procfwk].[AddThing]', N'U') IS NULL THEN 0 ELSE 1 END"
+        )
+        .await,
+        0
+    );
+    let types: Vec<(String, String)> = c
+        .simple_query(
+            "SELECT o.name, o.type FROM sys.objects o INNER JOIN sys.schemas s ON s.schema_id = o.schema_id \
+             WHERE s.name IN (N'procfwk', N'procfwkReporting') ORDER BY o.name",
+        )
+        .await
+        .expect("query")
+        .into_first_result()
+        .await
+        .expect("rows")
+        .iter()
+        .map(|r| {
+            (
+                r.get::<&str, _>(0).unwrap_or_default().to_string(),
+                r.get::<&str, _>(1).unwrap_or_default().trim().to_string(),
+            )
+        })
+        .collect();
+    let types: Vec<(&str, &str)> = types
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    assert_eq!(
+        types,
+        [
+            ("AddThing", "P"),
+            ("AddThingAlias", "SN"),
+            ("CurrentThings", "SN"),
+            ("Things", "U"),
+            ("ThingsView", "V")
+        ]
+    );
+    assert_eq!(
+        scalar(
+            &mut c,
+            "SELECT object_id FROM sys.objects WHERE name = N'CurrentThings'"
+        )
+        .await,
+        scalar(&mut c, "SELECT OBJECT_ID(N'procfwk.CurrentThings')").await,
+        "sys.objects and OBJECT_ID agree"
+    );
+    let base = c
+        .simple_query("SELECT base_object_name FROM sys.synonyms WHERE object_id = OBJECT_ID(N'procfwk.CurrentThings')")
+        .await
+        .expect("query")
+        .into_row()
+        .await
+        .expect("row")
+        .and_then(|r| r.get::<&str, _>(0).map(str::to_string));
+    assert_eq!(base.as_deref(), Some("[procfwkReporting].[ThingsView]"));
+    // One name, one object: a procedure cannot take a table's name (2714), OR ALTER replaces one.
+    let err = run(&mut c, "CREATE PROCEDURE procfwk.Things AS SELECT 1")
+        .await
+        .expect_err("2714");
+    assert_eq!(code(&err), Some(2714), "{err}");
+    run(
+        &mut c,
+        "CREATE OR ALTER PROCEDURE procfwk.AddThing AS SELECT 2",
+    )
+    .await
+    .expect("or alter");
+    let err = run(&mut c, "CREATE PROCEDURE procfwk.AddThing AS SELECT 3")
+        .await
+        .expect_err("2714");
+    assert_eq!(code(&err), Some(2714), "{err}");
+    s.shutdown().await;
+}

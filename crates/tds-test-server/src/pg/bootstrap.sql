@@ -19,13 +19,23 @@ DO $$ BEGIN
     END IF;
 END $$;
 
--- Synonyms: each one is a view plus a row here, so OBJECT_ID(..., 'SN') finds it and
--- OBJECT_ID(..., 'V') does not (as on SQL Server).
+-- Synonyms: each one is a view (of a table or view) or a do-nothing procedure (of a procedure) plus a row
+-- here (view_oid: that view's or procedure's oid), so OBJECT_ID(..., 'SN') finds it and
+-- OBJECT_ID(..., 'V') / (..., 'P') do not (as on SQL Server).
 CREATE TABLE IF NOT EXISTS tds.synonyms (
     schema_name text NOT NULL,
     name text NOT NULL,
     target text NOT NULL,
     view_oid oid NOT NULL,
+    PRIMARY KEY (schema_name, name)
+);
+
+-- Stored procedures: a PostgreSQL procedure of that name that does nothing (so OBJECT_ID(..., 'P') and
+-- sys.objects see it), and its T-SQL text here.
+CREATE TABLE IF NOT EXISTS tds.procedures (
+    schema_name text NOT NULL,
+    name text NOT NULL,
+    definition text NOT NULL,
     PRIMARY KEY (schema_name, name)
 );
 
@@ -194,6 +204,7 @@ BEGIN
     IF t IN ('', 'P', 'FN', 'IF', 'TF') THEN
         SELECT p.oid INTO r FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
         WHERE n.nspname = s AND p.proname = o
+          AND NOT EXISTS (SELECT 1 FROM tds.synonyms y WHERE y.view_oid = p.oid)
           AND (t = '' OR (t = 'P' AND p.prokind = 'p') OR (t <> 'P' AND p.prokind = 'f'))
         LIMIT 1;
         IF r IS NOT NULL OR t <> '' THEN RETURN (r::bigint & 2147483647)::integer; END IF;
@@ -347,3 +358,46 @@ BEGIN
     n := get_byte(plain, 6) + 256 * get_byte(plain, 7);
     RETURN substring(plain FROM 9 FOR n);
 END $$;
+
+-- The catalog views the deploy scripts and `procfwk db init` read, as on SQL Server: sys.schemas,
+-- sys.objects (type 'U ' table, 'V ' view, 'SN' synonym, 'P ' procedure, 'FN' function; object_id as
+-- OBJECT_ID returns it) and sys.synonyms (base_object_name bracketed: [schema].[name]).
+CREATE SCHEMA IF NOT EXISTS sys;
+
+CREATE OR REPLACE FUNCTION tds.spelling(lname text) RETURNS text LANGUAGE sql STABLE AS
+$$ SELECT coalesce((SELECT n.name FROM tds.names n WHERE n.lname = $1), $1) $$;
+
+CREATE OR REPLACE VIEW sys.schemas AS
+SELECT tds.spelling(n.nspname::text)::varchar(128) AS name,
+       (n.oid::bigint & 2147483647)::integer AS schema_id
+FROM pg_namespace n
+WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'tds', 'sys', 'pg_toast')
+  AND n.nspname NOT LIKE 'pg_temp%' AND n.nspname NOT LIKE 'pg_toast_temp%';
+
+CREATE OR REPLACE VIEW sys.objects AS
+SELECT (c.oid::bigint & 2147483647)::integer AS object_id,
+       tds.spelling(c.relname::text)::varchar(128) AS name,
+       (c.relnamespace::bigint & 2147483647)::integer AS schema_id,
+       (CASE WHEN EXISTS (SELECT 1 FROM tds.synonyms y WHERE y.view_oid = c.oid) THEN 'SN'
+             WHEN c.relkind IN ('r', 'p') THEN 'U' ELSE 'V' END)::char(2) AS type,
+       (CASE WHEN EXISTS (SELECT 1 FROM tds.synonyms y WHERE y.view_oid = c.oid) THEN 'SYNONYM'
+             WHEN c.relkind IN ('r', 'p') THEN 'USER_TABLE' ELSE 'VIEW' END)::varchar(60) AS type_desc
+FROM pg_class c JOIN sys.schemas s ON s.schema_id = (c.relnamespace::bigint & 2147483647)::integer
+WHERE c.relkind IN ('r', 'p', 'v', 'm')
+UNION ALL
+SELECT (p.oid::bigint & 2147483647)::integer,
+       tds.spelling(p.proname::text)::varchar(128),
+       (p.pronamespace::bigint & 2147483647)::integer,
+       (CASE WHEN EXISTS (SELECT 1 FROM tds.synonyms y WHERE y.view_oid = p.oid) THEN 'SN'
+             WHEN p.prokind = 'p' THEN 'P' ELSE 'FN' END)::char(2),
+       (CASE WHEN EXISTS (SELECT 1 FROM tds.synonyms y WHERE y.view_oid = p.oid) THEN 'SYNONYM'
+             WHEN p.prokind = 'p' THEN 'SQL_STORED_PROCEDURE' ELSE 'SQL_SCALAR_FUNCTION' END)::varchar(60)
+FROM pg_proc p JOIN sys.schemas s ON s.schema_id = (p.pronamespace::bigint & 2147483647)::integer
+WHERE p.prokind IN ('p', 'f');
+
+CREATE OR REPLACE VIEW sys.synonyms AS
+SELECT (y.view_oid::bigint & 2147483647)::integer AS object_id,
+       tds.spelling(y.name)::varchar(128) AS name,
+       (SELECT (n.oid::bigint & 2147483647)::integer FROM pg_namespace n WHERE n.nspname = y.schema_name) AS schema_id,
+       ('[' || replace(y.target, '.', '].[') || ']')::varchar(1035) AS base_object_name
+FROM tds.synonyms y;

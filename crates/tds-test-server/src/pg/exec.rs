@@ -14,7 +14,7 @@
 //! is off); `THROW` aborts the batch; a deadlock victim (1205) is rolled back
 //! and the batch ends; with `XACT_ABORT ON` any error rolls back and aborts.
 
-use super::translate::{translate_pg, Isolation, PgSql, PgStmt};
+use super::translate::{create_procedure, translate_pg, Isolation, PgSql, PgStmt};
 use crate::error::SqlError;
 use crate::exec::SERVER_NAME;
 use crate::lexer::lex;
@@ -223,6 +223,17 @@ impl PgExecutor {
         kind: DoneKind,
         w: &mut TokenWriter,
     ) -> bool {
+        if let Some(created) = create_procedure(text) {
+            return match created {
+                Ok((schema, name, or_alter)) => {
+                    self.create_procedure(text, &schema, &name, or_alter, kind, w)
+                }
+                Err(e) => {
+                    self.statement_error(w, kind, &e);
+                    true
+                }
+            };
+        }
         let statements = match split_batch(text) {
             Ok(s) => s,
             Err(e) => {
@@ -392,14 +403,31 @@ impl PgExecutor {
                 target_sql,
             } => {
                 let view = format!("{}.{}", quote(&schema), quote(&name));
+                // A synonym of a procedure is a procedure that does nothing; of anything else, a view.
+                let of_procedure = self
+                    .client
+                    .query("SELECT tds.object_id($1, 'P') IS NOT NULL", &[&target])
+                    .ok()
+                    .and_then(|r| r.first().map(|r| r.get::<_, bool>(0)))
+                    .unwrap_or(false);
+                let (create, oid) = if of_procedure {
+                    (
+                        format!("CREATE PROCEDURE {view}() LANGUAGE plpgsql AS $tds$ BEGIN NULL; END $tds$"),
+                        format!("'{}()'::regprocedure::oid", view.replace('\'', "''")),
+                    )
+                } else {
+                    (
+                        format!("CREATE VIEW {view} AS SELECT * FROM {target_sql}"),
+                        format!("'{}'::regclass::oid", view.replace('\'', "''")),
+                    )
+                };
                 let sql = vec![
-                    format!("CREATE VIEW {view} AS SELECT * FROM {target_sql}"),
+                    create,
                     format!(
-                        "INSERT INTO tds.synonyms (schema_name, name, target, view_oid) VALUES ({}, {}, {}, '{}'::regclass)",
+                        "INSERT INTO tds.synonyms (schema_name, name, target, view_oid) VALUES ({}, {}, {}, {oid})",
                         literal(&schema),
                         literal(&name),
                         literal(&target),
-                        view.replace('\'', "''")
                     ),
                 ];
                 let spellings = spellings(text);
@@ -431,7 +459,11 @@ impl PgExecutor {
                     return self.after_error(w, ErrClass::Runtime);
                 }
                 let sql = vec![
-                    format!("DROP VIEW {}.{}", quote(&schema), quote(&name)),
+                    format!(
+                        "DO $tds$ BEGIN IF to_regclass({0}) IS NOT NULL THEN DROP VIEW {1}; ELSE DROP PROCEDURE {1}(); END IF; END $tds$",
+                        literal(&format!("{}.{}", quote(&schema), quote(&name))),
+                        format_args!("{}.{}", quote(&schema), quote(&name))
+                    ),
                     format!(
                         "DELETE FROM tds.synonyms WHERE schema_name = {} AND name = {}",
                         literal(&schema),
@@ -665,6 +697,61 @@ impl PgExecutor {
         } else {
             f(&mut self.client)
         }
+    }
+
+    /// `CREATE [OR ALTER] PROCEDURE`: a PostgreSQL procedure of that name (so `OBJECT_ID(…, 'P')` and
+    /// `sys.objects` see type `P`) whose body does nothing; the T-SQL text is kept in
+    /// `tds.procedures`. Another object of that name in the schema (of any type) is 2714, as on SQL
+    /// Server. Returns true when it failed.
+    fn create_procedure(
+        &mut self,
+        text: &str,
+        schema: &str,
+        name: &str,
+        or_alter: bool,
+        kind: DoneKind,
+        w: &mut TokenWriter,
+    ) -> bool {
+        let qualified = format!("{schema}.{name}");
+        let existing = self
+            .client
+            .query(
+                "SELECT tds.object_id($1) IS NOT NULL, tds.object_id($1, 'P') IS NOT NULL",
+                &[&qualified],
+            )
+            .ok()
+            .and_then(|r| {
+                r.first()
+                    .map(|r| (r.get::<_, bool>(0), r.get::<_, bool>(1)))
+            });
+        if let Some((true, is_procedure)) = existing {
+            if !(or_alter && is_procedure) {
+                let err = SqlError::new(
+                    2714,
+                    format!("There is already an object named '{name}' in the database."),
+                );
+                self.statement_error(w, kind, &err);
+                return true;
+            }
+        }
+        let proc = format!("{}.{}", quote(schema), quote(name));
+        let sql = vec![
+            format!("CREATE OR REPLACE PROCEDURE {proc}() LANGUAGE plpgsql AS $tds$ BEGIN NULL; END $tds$"),
+            format!(
+                "INSERT INTO tds.procedures (schema_name, name, definition) VALUES ({}, {}, {}) \
+                 ON CONFLICT (schema_name, name) DO UPDATE SET definition = EXCLUDED.definition",
+                literal(schema),
+                literal(name),
+                literal(text)
+            ),
+        ];
+        // Only the procedure's own name: its body's identifiers are not declared by it.
+        let spellings = spellings(text)
+            .into_iter()
+            .filter(|(l, _)| l == name)
+            .collect();
+        let (_, failed) = self.run_plain(sql, spellings, kind, w);
+        failed
     }
 
     /// Runs statements without results (synonyms) as one statement.

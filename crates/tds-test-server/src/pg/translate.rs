@@ -279,6 +279,36 @@ pub fn translate_pg(src: &str, ctx: &TranslateCtx<'_>) -> Result<PgStmt, SqlErro
     translate_sql_pg(toks, ctx).map(PgStmt::Sql)
 }
 
+/// A batch that creates a stored procedure (`CREATE [OR ALTER] PROC[EDURE] s.name …`): T-SQL makes
+/// the whole rest of the batch its body, so it is recognised before the batch is split. Returns
+/// (schema, name, or_alter); the body is kept as text, not run.
+pub fn create_procedure(batch: &str) -> Option<Result<(String, String, bool), SqlError>> {
+    let toks = match sig_tokens(batch) {
+        Ok(t) => t,
+        Err(e) => return Some(Err(e)),
+    };
+    if !toks.first()?.is_kw("CREATE") {
+        return None;
+    }
+    let mut i = 1;
+    let or_alter =
+        toks.get(1).is_some_and(|t| t.is_kw("OR")) && toks.get(2).is_some_and(|t| t.is_kw("ALTER"));
+    if or_alter {
+        i = 3;
+    }
+    if !toks
+        .get(i)
+        .is_some_and(|t| t.is_kw("PROC") || t.is_kw("PROCEDURE"))
+    {
+        return None;
+    }
+    Some(
+        object_name(&toks[i + 1..])
+            .map(|(schema, name)| (schema, name, or_alter))
+            .ok_or_else(|| SqlError::syntax("PROCEDURE")),
+    )
+}
+
 /// `[schema].[name]` / `name` at the start of `toks` → lower-case parts.
 fn object_name(toks: &[Token]) -> Option<(String, String)> {
     let a = toks.first()?.ident_name()?;
@@ -860,8 +890,16 @@ fn rewrite_functions_pg(toks: Vec<Token>, ddl: bool) -> Result<Vec<Token>, SqlEr
                         .filter(|x| !x.is_op(","))
                         .collect();
                     if let [seed, step] = args.as_slice() {
+                        // SQL Server allows any seed (IDENTITY(0,1)); PostgreSQL's default
+                        // MINVALUE is 1.
+                        let below_one = seed.text.parse::<i64>().is_ok_and(|v| v < 1);
+                        let min = if below_one {
+                            format!(" MINVALUE {}", seed.text)
+                        } else {
+                            String::new()
+                        };
                         out.push(raw(format!(
-                            "(START WITH {} INCREMENT BY {})",
+                            "(START WITH {} INCREMENT BY {}{min})",
                             seed.text, step.text
                         )));
                     }
