@@ -864,7 +864,7 @@ impl SqlServerManager {
                 .get_token(&[SQL_TOKEN_SCOPE])
                 .await
                 .map_err(|e| token_error(*service, &e))?;
-            config.authentication(AuthMethod::AADToken(token.token.secret().to_string()));
+            config.authentication(AuthMethod::aad_token(token.token.secret()));
         }
         let mut redirects = 0;
         loop {
@@ -994,6 +994,13 @@ impl SqlServerBackend {
             ))
         })?;
         config.encryption(parsed.tls.level());
+        // tiberius 0.13 times the login handshake and every response itself (15 s / 30 s by default).
+        // Ours are set deliberately instead: the handshake gets the connection string's Connect Timeout
+        // (the same bound `open` puts around TCP connect + login), and no per-response timeout of
+        // tiberius's own, because each round trip is already bounded by the store's statement timeout
+        // (`SqlConnection::round_trip_limit`), which also marks the connection broken for the pool.
+        config.handshake_timeout(Some(parsed.connect_timeout));
+        config.command_timeout(None);
         if parsed.auth == AuthKind::SqlPassword {
             config.authentication(AuthMethod::sql_server(
                 parsed.user.as_deref().unwrap_or_default(),

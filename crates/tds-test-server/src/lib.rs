@@ -113,7 +113,7 @@
 //!
 //! # Protocol
 //!
-//! TDS 7.3/7.4 as tiberius 0.12 speaks it, **without TLS**: PRELOGIN answers
+//! TDS 7.3/7.4 as tiberius 0.13 speaks it, **without TLS**: PRELOGIN answers
 //! `ENCRYPT_NOT_SUP`, so clients must connect with `encrypt=DANGER_PLAINTEXT`
 //! (`EncryptionLevel::NotSupported`). LOGIN7 with SQL authentication
 //! (checked against [`ServerOptions::users`]) or the FEDAUTH security-token

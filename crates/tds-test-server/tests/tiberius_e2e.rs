@@ -1,4 +1,4 @@
-//! End-to-end tests: real tiberius 0.12 clients over TCP on 127.0.0.1
+//! End-to-end tests: real tiberius 0.13 clients over TCP on 127.0.0.1
 //! against the TDS test server.
 
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, TimeZone};
