@@ -289,6 +289,10 @@ impl Settings {
                 });
             }
         }
+        if get("PROCFWK_SHUTDOWN_GRACE_SECS").is_none() {
+            // The default never exceeds a budget set smaller than it: only an explicit grace is refused.
+            s.shutdown_grace = s.shutdown_grace.min(s.request_budget);
+        }
         if s.shutdown_grace > s.request_budget {
             return Err(ConfigError {
                 name: "PROCFWK_SHUTDOWN_GRACE_SECS",
@@ -436,6 +440,13 @@ mod tests {
                 .map(|e| e.name),
             Some("PROCFWK_SHUTDOWN_GRACE_SECS")
         );
+        // Unset, the grace follows a budget set below its default instead of refusing it.
+        let small = from(&[
+            ("PROCFWK_REQUEST_BUDGET_SECS", "3"),
+            ("PROCFWK_EXECUTE_QUEUED_CAP_SECS", "1"),
+        ])
+        .expect("a small budget alone is valid");
+        assert_eq!(small.shutdown_grace, Duration::from_secs(3));
     }
 
     #[test]
