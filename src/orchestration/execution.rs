@@ -44,7 +44,7 @@ pub struct StartExecution {
     pub now: NaiveDateTime,
 }
 
-const ALREADY_RUNNING: &str =
+pub(crate) const ALREADY_RUNNING: &str =
     "There is already an execution run in progress. Stop this via the Orchestrator before restarting.";
 
 impl StartExecution {
@@ -294,11 +294,14 @@ impl Transition for StartExecution {
                     .await;
                 match inserted {
                     Ok(_) => {}
-                    // Another Parent inserted the same scope between our read and our write.
+                    // Someone inserted the same scope between our read and our write: another
+                    // Parent, or our own earlier attempt still running when ADF repeated the call.
+                    // Only a fresh look at the committed row (a new transaction, which locks it)
+                    // tells the two apart.
                     Err(StoreError::Database {
                         number: 2627 | 2601,
                         ..
-                    }) => return Err(LifecycleError::AlreadyRunning(ALREADY_RUNNING.into())),
+                    }) => return Err(LifecycleError::ScopeStartedMeanwhile),
                     Err(e) => return Err(e.into()),
                 }
             }
