@@ -163,10 +163,17 @@ impl StartExecution {
             .next();
         if let Some(prev) = previous {
             let prev_id = prev.guid("ExecutionId")?;
-            if !props.override_restart {
-                let rows = tx
-                    .query(&statements::EXECUTION_STATUS_COUNTS, &[prev_id.into()])
-                    .await?;
+            let rows = tx
+                .query(&statements::EXECUTION_STATUS_COUNTS, &[prev_id.into()])
+                .await?;
+            // Every worker succeeded but no one finished the execution (its Parent stopped before
+            // FinishExecution): nothing is left to restart, so it ends as a success and a new one
+            // starts, as in the scope of all stages.
+            let all_succeeded = !rows.is_empty()
+                && rows
+                    .iter()
+                    .all(|r| r.text("PipelineStatus").is_ok_and(|s| s == "Success"));
+            if !props.override_restart && !all_succeeded {
                 if rows.is_empty() {
                     self.create(tx, prev_id, Some(batch_id)).await?;
                 } else {
@@ -180,9 +187,14 @@ impl StartExecution {
                 return Ok((prev_id, StartMode::Restart));
             }
             Self::archive(tx, prev_id).await?;
+            let ended = if all_succeeded {
+                "Success"
+            } else {
+                "Abandoned"
+            };
             tx.execute(
                 &statements::BATCH_EXECUTION_END,
-                &[prev_id.into(), "Abandoned".into(), self.now.into()],
+                &[prev_id.into(), ended.into(), self.now.into()],
             )
             .await?;
         }
