@@ -142,11 +142,23 @@ pub fn stack_with(config: Value, handler_env: &[(&str, String)]) -> Stack {
         ],
         &[],
     );
+    let handler = spawn_handler(&sim.url, handler_env);
+    Stack {
+        sim,
+        handler,
+        _dir: dir,
+        client: reqwest::Client::new(),
+    }
+}
+
+/// Start `procfwk serve` on its own loopback port, wired to the simulator at `sim_url` (ARM, Entra ID,
+/// Key Vault and managed identity), with trace logging unless `handler_env` says otherwise.
+pub fn spawn_handler(sim_url: &str, handler_env: &[(&str, String)]) -> Proc {
     let mut env: Vec<(&str, String)> = vec![
-        ("PROCFWK_ARM_ENDPOINT", sim.url.clone()),
-        ("AZURE_AUTHORITY_HOST", sim.url.clone()),
-        ("PROCFWK_KEYVAULT_ENDPOINT", sim.url.clone()),
-        ("IDENTITY_ENDPOINT", format!("{}/msi/token", sim.url)),
+        ("PROCFWK_ARM_ENDPOINT", sim_url.to_string()),
+        ("AZURE_AUTHORITY_HOST", sim_url.to_string()),
+        ("PROCFWK_KEYVAULT_ENDPOINT", sim_url.to_string()),
+        ("IDENTITY_ENDPOINT", format!("{sim_url}/msi/token")),
         ("IDENTITY_HEADER", IDENTITY_HEADER.to_string()),
         ("PROCFWK_POLL_INITIAL_MS", "20".to_string()),
         ("PROCFWK_POLL_MAX_SECS", "0.1".to_string()),
@@ -156,13 +168,7 @@ pub fn stack_with(config: Value, handler_env: &[(&str, String)]) -> Stack {
         env.retain(|(ek, _)| ek != k);
         env.push((k, v.clone()));
     }
-    let handler = spawn(&["serve", "--port", "0"], &env);
-    Stack {
-        sim,
-        handler,
-        _dir: dir,
-        client: reqwest::Client::new(),
-    }
+    spawn(&["serve", "--port", "0"], &env)
 }
 
 pub fn stack() -> Stack {
