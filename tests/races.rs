@@ -6,7 +6,7 @@
 mod pg_support;
 
 use chrono::NaiveDateTime;
-use pg_support::{pg_db, pool, RunningVms};
+use pg_support::{count, pg_db, pool, RunningVms, Sql};
 use procfwk::leases::workers::RenewLease;
 use procfwk::leases::{Change, Decision};
 use procfwk::orchestration::sample::SeedSample;
@@ -122,28 +122,6 @@ where
     (reached_rx, go_tx, task)
 }
 
-struct Sql(&'static str);
-
-#[async_trait::async_trait]
-impl Transition for Sql {
-    type Output = Vec<Row>;
-    type Error = StoreError;
-    async fn apply(&self, tx: &mut dyn Tx) -> Result<Vec<Row>, StoreError> {
-        tx.query(
-            &Statement {
-                name: "test",
-                sql: self.0,
-            },
-            &[],
-        )
-        .await
-    }
-}
-
-fn count(rows: &[Row]) -> i64 {
-    rows.first().and_then(|r| r.i64("N").ok()).unwrap_or(-1)
-}
-
 fn start_at(now: NaiveDateTime, parent: &str) -> StartExecution {
     StartExecution {
         batch: None,
@@ -200,6 +178,7 @@ async fn two_parents_never_take_over_one_stale_scope() {
         .store
         .run(&Sql(
             "SELECT COUNT(0) AS N FROM procfwk.ExecutionControl WHERE ParentRunId = 'parent-a' OR ParentRunId = 'parent-b'",
+            vec![],
         ))
         .await
         .expect("control");
@@ -208,6 +187,7 @@ async fn two_parents_never_take_over_one_stale_scope() {
         .store
         .run(&Sql(
             "SELECT COUNT(DISTINCT LocalExecutionId) AS N FROM procfwk.CurrentExecution",
+            vec![],
         ))
         .await
         .expect("executions");
@@ -216,6 +196,7 @@ async fn two_parents_never_take_over_one_stale_scope() {
         .store
         .run(&Sql(
             "SELECT COUNT(0) AS N FROM procfwk.ExecutionLog WHERE PipelineStatus = 'Unknown'",
+            vec![],
         ))
         .await
         .expect("log");
@@ -249,6 +230,56 @@ async fn a_replayed_start_recognises_its_own_execution() {
     assert!(
         matches!(other, Err(LifecycleError::AlreadyRunning(_))),
         "another Parent is still refused: {other:?}"
+    );
+}
+
+/// Item 4, first start of a scope: ADF repeats a `StartExecution` whose first attempt is still
+/// running (the client timed out). The scope has no row yet, so there is nothing to lock: the repeat
+/// waits on the first attempt's insert of the scope row and then meets its key. It must recognise the
+/// row as its own Parent's and answer with that execution; before, it answered 409 and the Parent
+/// failed while its execution stayed `Running` (found by the stress run, tests/stress.rs).
+#[tokio::test]
+async fn a_repeat_overlapping_the_first_start_of_a_scope_gets_its_execution() {
+    let db = db().await;
+    let at = now();
+    let (reached, go, first) = run_held(
+        db.backend.clone(),
+        start_at(at, "parent-9"),
+        "CONTROL_INSERT",
+    );
+    reached
+        .await
+        .expect("the first attempt inserted the scope row");
+    let store = db.store.clone();
+    let repeat = tokio::spawn(async move { store.run(&start_at(at, "parent-9")).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !repeat.is_finished(),
+        "the repeat waits on the scope row's key"
+    );
+    let _ = go.send(());
+    let first = first
+        .await
+        .expect("first")
+        .expect("the first attempt starts");
+    let repeat = repeat
+        .await
+        .expect("repeat")
+        .expect("the repeat is answered, not refused");
+    assert_eq!(repeat.execution_id, first.execution_id);
+    assert_eq!(repeat.stages, first.stages);
+    let executions = db
+        .store
+        .run(&Sql(
+            "SELECT COUNT(DISTINCT LocalExecutionId) AS N FROM procfwk.CurrentExecution",
+            vec![],
+        ))
+        .await
+        .expect("executions");
+    assert_eq!(
+        count(&executions),
+        1,
+        "the repeat left no execution of its own"
     );
 }
 
@@ -444,6 +475,7 @@ async fn two_parents_told_the_holder_is_over_take_the_scope_over_once() {
         .store
         .run(&Sql(
             "SELECT COUNT(0) AS N FROM procfwk.ExecutionControl WHERE ParentRunId = 'parent-a'",
+            vec![],
         ))
         .await
         .expect("control");
@@ -502,7 +534,7 @@ async fn a_renewal_that_commits_mid_decision_keeps_the_vm() {
     assert_eq!(report.active_leases, 1, "{report:?}");
     let leases = db
         .store
-        .run(&Sql("SELECT COUNT(0) AS N FROM procfwk.VmLeases"))
+        .run(&Sql("SELECT COUNT(0) AS N FROM procfwk.VmLeases", vec![]))
         .await
         .expect("leases");
     assert_eq!(count(&leases), 1, "the renewed lease is still there");

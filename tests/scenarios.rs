@@ -441,6 +441,48 @@ async fn batches_run_concurrently_but_the_same_batch_only_once() {
     );
 }
 
+/// A batch's Parent stopped after every worker succeeded, before FinishExecution. A later Parent
+/// takes the stale scope over: nothing is left to restart, so the old execution ends as a success
+/// and a new one starts. Before, the restart found no stage to run and answered 409 NoEnabledWork
+/// while the scope stayed Running, so the batch could never run again without OverideRestart (found
+/// by the stress run, tests/stress.rs).
+#[tokio::test]
+async fn a_batch_whose_workers_all_succeeded_but_never_finished_starts_again() {
+    let s = scenario();
+    s.property("UseExecutionBatches", "1").await;
+    let (status, first) = s
+        .stack
+        .call("StartExecution", &json_start("parent-1"))
+        .await;
+    assert_eq!(status, 200, "{first}");
+    s.exec("UPDATE procfwk.CurrentExecution SET PipelineStatus = 'Success'")
+        .await;
+    s.exec("UPDATE procfwk.ExecutionControl SET LastActivityDateTime = '2000-01-01T00:00:00'")
+        .await;
+    let (status, second) = s
+        .stack
+        .call("StartExecution", &json_start("parent-2"))
+        .await;
+    assert_eq!(status, 200, "{second}");
+    assert_eq!(second["Mode"], "New", "{second}");
+    assert_ne!(second["ExecutionId"], first["ExecutionId"]);
+    assert_eq!(s.by_status("ExecutionLog").await, map(&[("Success", 11)]));
+    assert_eq!(
+        s.count("SELECT COUNT(0) AS N FROM procfwk.BatchExecution WHERE BatchStatus = 'Success'")
+            .await,
+        1
+    );
+    assert_eq!(
+        s.count("SELECT COUNT(0) AS N FROM procfwk.BatchExecution WHERE BatchStatus = 'Running'")
+            .await,
+        1
+    );
+}
+
+fn json_start(parent: &str) -> serde_json::Value {
+    serde_json::json!({"batchName": "Daily", "callingOrchestratorName": "FrameworkFactory", "parentRunId": parent})
+}
+
 #[allow(dead_code)]
 fn unused(_: PathBuf) {}
 

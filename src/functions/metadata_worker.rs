@@ -16,8 +16,9 @@ use crate::leases::workers::{holder, ReadWorkerRuntime, RenewLease, WorkerRuntim
 use crate::leases::{Change, Decision, PoolReport};
 use crate::orchestration::{
     now, AbandonClaim, AdoptRun, Applied, ApplyResult, Claim, ClaimWorker, InFlightWorkers,
-    LifecycleError, ReadWorker, RecordCheck, RecordRunId, SpnHandling, TakeOverClaim, UnrecordedClaim,
-    WorkerActivityFailed, WorkerKey, WorkerOutcome, WorkerPlan, UNLINKED_WORKERS_PROPERTY,
+    LifecycleError, ReadWorker, RecordCheck, RecordRunId, SpnHandling, TakeOverClaim,
+    UnrecordedClaim, WorkerActivityFailed, WorkerKey, WorkerOutcome, WorkerPlan,
+    UNLINKED_WORKERS_PROPERTY,
 };
 use crate::store::{Store, Transition, Tx};
 use serde_json::{json, Value};

@@ -156,7 +156,7 @@ pub fn control_key(batch: Option<&str>) -> String {
     }
 }
 
-const ALREADY_RUNNING: &str =
+pub(crate) const ALREADY_RUNNING: &str =
     "There is already an execution run in progress. Stop this via the Orchestrator before restarting.";
 
 impl StartExecution {
@@ -294,10 +294,17 @@ impl StartExecution {
             .next();
         if let Some(prev) = previous {
             let prev_id = prev.guid("ExecutionId")?;
-            if !props.override_restart {
-                let rows = tx
-                    .query(&statements::EXECUTION_STATUS_COUNTS, &[prev_id.into()])
-                    .await?;
+            let rows = tx
+                .query(&statements::EXECUTION_STATUS_COUNTS, &[prev_id.into()])
+                .await?;
+            // Every worker succeeded but no one finished the execution (its Parent stopped before
+            // FinishExecution): nothing is left to restart, so it ends as a success and a new one
+            // starts, as in the scope of all stages.
+            let all_succeeded = !rows.is_empty()
+                && rows
+                    .iter()
+                    .all(|r| r.text("PipelineStatus").is_ok_and(|s| s == "Success"));
+            if !props.override_restart && !all_succeeded {
                 if rows.is_empty() {
                     self.create(tx, prev_id, Some(batch_id)).await?;
                 } else {
@@ -311,9 +318,14 @@ impl StartExecution {
                 return Ok((prev_id, StartMode::Restart));
             }
             Self::archive(tx, prev_id).await?;
+            let ended = if all_succeeded {
+                "Success"
+            } else {
+                "Abandoned"
+            };
             tx.execute(
                 &statements::BATCH_EXECUTION_END,
-                &[prev_id.into(), "Abandoned".into(), self.now.into()],
+                &[prev_id.into(), ended.into(), self.now.into()],
             )
             .await?;
         }
@@ -438,11 +450,14 @@ impl Transition for StartExecution {
                     .await;
                 match inserted {
                     Ok(_) => {}
-                    // Another Parent inserted the same scope between our read and our write.
+                    // Someone inserted the same scope between our read and our write: another
+                    // Parent, or our own earlier attempt still running when ADF repeated the call.
+                    // Only a fresh look at the committed row (a new transaction, which locks it)
+                    // tells the two apart.
                     Err(StoreError::Database {
                         number: 2627 | 2601,
                         ..
-                    }) => return Err(LifecycleError::AlreadyRunning(ALREADY_RUNNING.into())),
+                    }) => return Err(LifecycleError::ScopeStartedMeanwhile),
                     Err(e) => return Err(e.into()),
                 }
             }

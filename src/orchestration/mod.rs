@@ -57,11 +57,16 @@ pub enum LifecycleError {
     },
     #[error("the metadata is inconsistent: {0}")]
     Metadata(String),
+    /// A first start of a scope met another start's new scope row: the transition runs again and then
+    /// sees whose it is (its own Parent's: that execution; another's: already running).
+    #[error("{}", execution::ALREADY_RUNNING)]
+    ScopeStartedMeanwhile,
 }
 
 impl TransientCheck for LifecycleError {
     fn transient(&self) -> bool {
         matches!(self, Self::Store(e) if e.is_transient())
+            || matches!(self, Self::ScopeStartedMeanwhile)
     }
     fn minimum_wait(&self) -> std::time::Duration {
         match self {

@@ -9,7 +9,7 @@ use procfwk::leases::{
     VmRef,
 };
 use procfwk::store::sqlserver::{SqlServerBackend, SqlServerOptions};
-use procfwk::store::Store;
+use procfwk::store::{Row, SqlValue, Statement, Store, StoreError, Transition, Tx};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +17,8 @@ use tds_test_server::{ServerHandle, ServerOptions, TdsTestServer};
 
 pub struct PgDb {
     pub server: ServerHandle,
+    /// The connection string of the database (tiberius, no TLS), for `procfwk` processes.
+    pub url: String,
     pub backend: Arc<SqlServerBackend>,
     pub store: Store,
 }
@@ -52,6 +54,7 @@ pub async fn pg_db(pool_size: u32) -> PgDb {
     store.init_schema().await.expect("db init");
     PgDb {
         server,
+        url,
         backend,
         store,
     }
@@ -143,4 +146,36 @@ pub fn pool(rg: &str, vms: &[&str], jobs_per_node: u32, grace_secs: u32) -> Pool
             grace_secs,
         },
     }
+}
+
+/// A statement of the test's own (a check or a staged state), with its parameters, run as one
+/// transition through the store.
+pub struct Sql(pub &'static str, pub Vec<SqlValue>);
+
+#[async_trait::async_trait]
+impl Transition for Sql {
+    type Output = Vec<Row>;
+    type Error = StoreError;
+    async fn apply(&self, tx: &mut dyn Tx) -> Result<Vec<Row>, StoreError> {
+        let statement = Statement {
+            name: "test",
+            sql: self.0,
+        };
+        if self
+            .0
+            .trim_start()
+            .to_ascii_uppercase()
+            .starts_with("SELECT")
+        {
+            tx.query(&statement, &self.1).await
+        } else {
+            tx.execute(&statement, &self.1).await?;
+            Ok(Vec::new())
+        }
+    }
+}
+
+/// The `N` column of the first row (-1 when there is none).
+pub fn count(rows: &[Row]) -> i64 {
+    rows.first().and_then(|r| r.i64("N").ok()).unwrap_or(-1)
 }
