@@ -372,6 +372,24 @@ pub async fn execute(state: &AppState, key: WorkerKey) -> Result<Reply, Function
     Ok(start(state, store, key, &plan, runtime.as_ref()).await?.0)
 }
 
+/// The answer to an Execute for a worker whose run exists already (recorded, or just adopted): that
+/// run as ADF reports it now, never a second one.
+async fn existing_run(
+    state: &AppState,
+    plan: &WorkerPlan,
+    request: &PipelineRequest,
+    credential: std::sync::Arc<dyn azure_core::auth::TokenCredential>,
+    run_id: uuid::Uuid,
+) -> Result<(Reply, Option<uuid::Uuid>), FunctionError> {
+    let run = state
+        .azure
+        .data_factory
+        .get_run(credential, &request.target, &run_id.to_string())
+        .await?;
+    let reply = reply(plan, request, &run.run_id, &run.status, Some("Running"));
+    Ok((reply, Some(run_id)))
+}
+
 /// Start the worker's run (once its runtime, if it needs one, is ready). Also returns the worker's run
 /// id when it has one now.
 async fn start(
@@ -430,13 +448,7 @@ async fn start(
         Claim::Claimed => {}
         Claim::AlreadyStarted { run_id } => {
             // A retried Execute: answer with the run that exists instead of starting a second one.
-            let run = state
-                .azure
-                .data_factory
-                .get_run(credential, &request.target, &run_id.to_string())
-                .await?;
-            let reply = reply(plan, &request, &run.run_id, &run.status, Some("Running"));
-            return Ok((reply, Some(run_id)));
+            return existing_run(state, plan, &request, credential, run_id).await;
         }
         Claim::InFlight {
             since,
@@ -453,13 +465,7 @@ async fn start(
             };
             match recover(state, store, &request, credential.clone(), &claim).await? {
                 Recovered::Run(run_id) => {
-                    let run = state
-                        .azure
-                        .data_factory
-                        .get_run(credential, &request.target, &run_id.to_string())
-                        .await?;
-                    let reply = reply(plan, &request, &run.run_id, &run.status, Some("Running"));
-                    return Ok((reply, Some(run_id)));
+                    return existing_run(state, plan, &request, credential, run_id).await;
                 }
                 Recovered::NotYet(why) => return Err(not_yet(key, &why)),
                 Recovered::NoRun if orphan_runs::holder_may_be_alive(state, since, now()) => {

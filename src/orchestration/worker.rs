@@ -303,16 +303,24 @@ impl Transition for RecordRunId {
             return Ok(true);
         }
         // A replay of this very transition finds its own run id recorded.
-        let row = tx
-            .query(&statements::WORKER_ROW, &self.key.params())
-            .await?;
-        Ok(row
-            .first()
-            .map(|r| r.opt_guid("PipelineRunId"))
-            .transpose()?
-            .flatten()
-            == Some(self.run_id))
+        recorded_run_is(tx, self.key, self.run_id).await
     }
+}
+
+/// Whether the worker's recorded run id is `run_id` (a replay of a transition that recorded it, or a
+/// concurrent caller that recorded the same run).
+async fn recorded_run_is(
+    tx: &mut dyn Tx,
+    key: WorkerKey,
+    run_id: Uuid,
+) -> Result<bool, LifecycleError> {
+    let row = tx.query(&statements::WORKER_ROW, &key.params()).await?;
+    Ok(row
+        .first()
+        .map(|r| r.opt_guid("PipelineRunId"))
+        .transpose()?
+        .flatten()
+        == Some(run_id))
 }
 
 /// `SetLogPipelineLastStatusCheck`.
@@ -531,15 +539,7 @@ impl Transition for AdoptRun {
         if adopted > 0 {
             return Ok(true);
         }
-        let row = tx
-            .query(&statements::WORKER_ROW, &self.key.params())
-            .await?;
-        Ok(row
-            .first()
-            .map(|r| r.opt_guid("PipelineRunId"))
-            .transpose()?
-            .flatten()
-            == Some(self.run_id))
+        recorded_run_is(tx, self.key, self.run_id).await
     }
 }
 

@@ -26,7 +26,7 @@ pub fn utf16le(s: &str) -> Vec<u8> {
 
 /// UTF-16LE bytes back to a string (`CAST(… AS NVARCHAR)`); `None` for an odd length or bad surrogates.
 pub fn from_utf16le(bytes: &[u8]) -> Option<String> {
-    if bytes.len() % 2 != 0 {
+    if !bytes.len().is_multiple_of(2) {
         return None;
     }
     let units: Vec<u16> = bytes
@@ -66,7 +66,7 @@ pub fn encrypt(passphrase: &str, clear: &[u8], iv: [u8; 16]) -> Option<Vec<u8>> 
 
 /// `DECRYPTBYPASSPHRASE(passphrase, data)`: the clear bytes, or `None` (SQL Server's NULL).
 pub fn decrypt(passphrase: &str, data: &[u8]) -> Option<Vec<u8>> {
-    if data.len() < 36 || data[..4] != VERSION_2 || (data.len() - 20) % 16 != 0 {
+    if data.len() < 36 || data[..4] != VERSION_2 || !(data.len() - 20).is_multiple_of(16) {
         return None;
     }
     let iv: [u8; 16] = data[4..20].try_into().ok()?;
@@ -88,7 +88,7 @@ pub fn from_hex(hex: &str) -> Option<Vec<u8>> {
         .strip_prefix("0x")
         .or_else(|| hex.strip_prefix("0X"))
         .unwrap_or(hex);
-    if hex.len() % 2 != 0 {
+    if !hex.len().is_multiple_of(2) {
         return None;
     }
     (0..hex.len())
