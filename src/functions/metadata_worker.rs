@@ -602,12 +602,7 @@ pub async fn check(
             }
         }
     };
-    let request = request_for(&plan)?;
-    let credential = state
-        .azure
-        .identity
-        .credential(&request.credentials)
-        .await?;
+    let (request, credential) = request_and_credential(state, &plan).await?;
     let (status, worker_status) = settle(state, store, &request, credential, key, run_id).await?;
     if let Some(runtime) = &runtime {
         if status.is_running() {
@@ -747,7 +742,7 @@ async fn settle_unfinished(
     let mut to_settle = in_flight.recorded;
     for claim in in_flight.unrecorded {
         let key = claim.key;
-        let (request, credential) = match request_and_credential(state, store, key).await {
+        let (request, credential) = match stored_request(state, store, key).await {
             Ok(found) => found,
             Err(e) => {
                 tracing::warn!(%key, error = %e, "previous claim could not be looked up");
@@ -780,7 +775,7 @@ async fn settle_unfinished(
         }
     }
     for (key, run_id) in to_settle {
-        let (request, credential) = request_and_credential(state, store, key).await?;
+        let (request, credential) = stored_request(state, store, key).await?;
         match settle(state, store, &request, credential, key, run_id).await {
             Ok((status, _)) => tracing::info!(%key, %run_id, %status, "previous run checked"),
             Err(e) => {
@@ -791,19 +786,28 @@ async fn settle_unfinished(
     Ok(())
 }
 
-async fn request_and_credential(
+/// A worker's ADF request and the credential it is made with.
+type AuthorisedRequest = (
+    PipelineRequest,
+    std::sync::Arc<dyn azure_core::auth::TokenCredential>,
+);
+
+/// [`request_and_credential`] for a worker read from the store.
+async fn stored_request(
     state: &AppState,
     store: &Store,
     key: WorkerKey,
-) -> Result<
-    (
-        PipelineRequest,
-        std::sync::Arc<dyn azure_core::auth::TokenCredential>,
-    ),
-    FunctionError,
-> {
+) -> Result<AuthorisedRequest, FunctionError> {
     let plan = store.run(&ReadWorker { key }).await?;
-    let request = request_for(&plan)?;
+    request_and_credential(state, &plan).await
+}
+
+/// The ADF request for `plan`'s worker and the credential it is made with (from the shared token cache).
+async fn request_and_credential(
+    state: &AppState,
+    plan: &WorkerPlan,
+) -> Result<AuthorisedRequest, FunctionError> {
+    let request = request_for(plan)?;
     let credential = state
         .azure
         .identity

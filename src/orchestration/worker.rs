@@ -371,12 +371,17 @@ impl Transition for WorkerActivityFailed {
         if updated == 0 {
             return Ok(false);
         }
-        tx.execute(&statements::LOG_WORKER, &self.key.params())
-            .await?;
-        let props = Properties::read(tx).await?;
-        blocking::after_failure(tx, &props, &self.key).await?;
+        log_failure(tx, &self.key).await?;
         Ok(true)
     }
+}
+
+/// After a worker's status was set to a failure: log it and apply the failure-handling rules.
+async fn log_failure(tx: &mut dyn Tx, key: &WorkerKey) -> Result<(), LifecycleError> {
+    tx.execute(&statements::LOG_WORKER, &key.params()).await?;
+    let props = Properties::read(tx).await?;
+    blocking::after_failure(tx, &props, key).await?;
+    Ok(())
 }
 
 /// How a worker run ended, as the framework records it.
@@ -573,10 +578,7 @@ impl Transition for AbandonClaim {
         if updated == 0 {
             return Ok(false);
         }
-        tx.execute(&statements::LOG_WORKER, &self.key.params())
-            .await?;
-        let props = Properties::read(tx).await?;
-        blocking::after_failure(tx, &props, &self.key).await?;
+        log_failure(tx, &self.key).await?;
         Ok(true)
     }
 }
