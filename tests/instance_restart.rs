@@ -300,13 +300,18 @@ async fn sigterm_during_a_burst_answers_every_accepted_call_and_leaves_the_store
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_call_held_past_the_bound_makes_the_process_exit_at_the_bound() {
-    let grace = Duration::from_millis(1500);
-    let mut stack = stack_with(
+/// A handler with shutdown grace `grace` whose simulator answers after 30 s, one call sent to it (held
+/// there), then SIGTERM: the stack, the held call and when the signal was sent.
+async fn sigterm_with_a_call_held(
+    grace: Duration,
+) -> (Stack, tokio::task::JoinHandle<Outcome>, Instant) {
+    let stack = stack_with(
         sim_config(),
         &[
-            ("PROCFWK_SHUTDOWN_GRACE_SECS", "1.5".into()),
+            (
+                "PROCFWK_SHUTDOWN_GRACE_SECS",
+                grace.as_secs_f64().to_string(),
+            ),
             ("RUST_LOG", "info".into()),
         ],
     );
@@ -318,7 +323,13 @@ async fn a_call_held_past_the_bound_makes_the_process_exit_at_the_bound() {
     ));
     tokio::time::sleep(Duration::from_millis(500)).await;
     stack.handler.signal(libc::SIGTERM);
-    let signalled = Instant::now();
+    (stack, held, Instant::now())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_held_past_the_bound_makes_the_process_exit_at_the_bound() {
+    let grace = Duration::from_millis(1500);
+    let (mut stack, held, signalled) = sigterm_with_a_call_held(grace).await;
     let (exit, exited) = wait_exit(&mut stack.handler, Duration::from_secs(10));
     let exit_after = exited - signalled;
     println!(
@@ -498,22 +509,7 @@ async fn sigint_shuts_down_the_same_way() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_signal_exits_without_waiting() {
-    let mut stack = stack_with(
-        sim_config(),
-        &[
-            ("PROCFWK_SHUTDOWN_GRACE_SECS", "20".into()),
-            ("RUST_LOG", "info".into()),
-        ],
-    );
-    stack.set_faults(json!({"latency_ms": 30000})).await;
-    let _held = tokio::spawn(post(
-        fresh_connections(),
-        format!("{}/api/ValidatePipeline", stack.handler.url),
-        v2_body("Wait 1", json!({"WaitTime": "1"})),
-    ));
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    stack.handler.signal(libc::SIGTERM);
-    let signalled = Instant::now();
+    let (mut stack, _held, signalled) = sigterm_with_a_call_held(Duration::from_secs(20)).await;
     while !stack
         .handler
         .output()

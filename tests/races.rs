@@ -6,7 +6,7 @@
 mod pg_support;
 
 use chrono::NaiveDateTime;
-use pg_support::{count, pg_db, pool, RunningVms, Sql};
+use pg_support::{pg_db, pool, PgDb, RunningVms};
 use procfwk::leases::workers::RenewLease;
 use procfwk::leases::{Change, Decision};
 use procfwk::orchestration::sample::SeedSample;
@@ -16,30 +16,20 @@ use procfwk::orchestration::{
     ReadWorker, RecordRunId, StartExecution, TakeOverClaim, WorkerKey,
 };
 use procfwk::store::sqlserver::SqlServerBackend;
-use procfwk::store::{Backend, Row, SqlValue, Statement, Store, StoreError, Transition, Tx};
+use procfwk::store::{Backend, Row, SqlValue, Statement, StoreError, Transition, Tx};
 use std::sync::Arc;
 use std::time::Duration;
-use tds_test_server::ServerHandle;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-struct Db {
-    _server: ServerHandle,
-    backend: Arc<SqlServerBackend>,
-    store: Store,
-}
-
-async fn db() -> Db {
+/// A fresh database on the PostgreSQL engine with procfwk's sample.
+async fn db() -> PgDb {
     let pg = pg_db(6).await;
     pg.store
         .run(&SeedSample { now: now() })
         .await
         .expect("seed sample");
-    Db {
-        _server: pg.server,
-        backend: pg.backend,
-        store: pg.store,
-    }
+    pg
 }
 
 /// A transaction that stops right after statement `after` has run, tells the test, and goes on only
@@ -174,36 +164,19 @@ async fn two_parents_never_take_over_one_stale_scope() {
         matches!(loser, Err(LifecycleError::AlreadyRunning(_))),
         "{loser:?}"
     );
-    let control = db
-        .store
-        .run(&Sql(
-            "SELECT COUNT(0) AS N FROM procfwk.ExecutionControl WHERE ParentRunId = 'parent-a' OR ParentRunId = 'parent-b'",
-            vec![],
-        ))
-        .await
-        .expect("control");
-    assert_eq!(count(&control), 1);
+    let control = db.count("SELECT COUNT(0) AS N FROM procfwk.ExecutionControl WHERE ParentRunId = 'parent-a' OR ParentRunId = 'parent-b'").await;
+    assert_eq!(control, 1);
     let executions = db
-        .store
-        .run(&Sql(
-            "SELECT COUNT(DISTINCT LocalExecutionId) AS N FROM procfwk.CurrentExecution",
-            vec![],
-        ))
-        .await
-        .expect("executions");
-    assert_eq!(count(&executions), 1, "one execution in CurrentExecution");
+        .count("SELECT COUNT(DISTINCT LocalExecutionId) AS N FROM procfwk.CurrentExecution")
+        .await;
+    assert_eq!(executions, 1, "one execution in CurrentExecution");
     let logged = db
-        .store
-        .run(&Sql(
-            "SELECT COUNT(0) AS N FROM procfwk.ExecutionLog WHERE PipelineStatus = 'Unknown'",
-            vec![],
-        ))
-        .await
-        .expect("log");
+        .count("SELECT COUNT(0) AS N FROM procfwk.ExecutionLog WHERE PipelineStatus = 'Unknown'")
+        .await;
     assert!(
-        count(&logged) <= 11,
+        logged <= 11,
         "unfinished rows logged once, not once per Parent: {}",
-        count(&logged)
+        logged
     );
     let _ = first;
 }
@@ -269,25 +242,16 @@ async fn a_repeat_overlapping_the_first_start_of_a_scope_gets_its_execution() {
     assert_eq!(repeat.execution_id, first.execution_id);
     assert_eq!(repeat.stages, first.stages);
     let executions = db
-        .store
-        .run(&Sql(
-            "SELECT COUNT(DISTINCT LocalExecutionId) AS N FROM procfwk.CurrentExecution",
-            vec![],
-        ))
-        .await
-        .expect("executions");
-    assert_eq!(
-        count(&executions),
-        1,
-        "the repeat left no execution of its own"
-    );
+        .count("SELECT COUNT(DISTINCT LocalExecutionId) AS N FROM procfwk.CurrentExecution")
+        .await;
+    assert_eq!(executions, 1, "the repeat left no execution of its own");
 }
 
 /// Item 3: two callers take over the claim of a start that died, at the same moment. The takeover is
 /// a compare-and-set on the claim token: the second waits on the row, re-reads it and loses.
 /// The first worker of the first stage of a new execution, claimed with a token whose holder then
 /// "died" (records nothing).
-async fn worker_claimed_by_a_dead_call(db: &Db) -> (WorkerKey, Uuid, String) {
+async fn worker_claimed_by_a_dead_call(db: &PgDb) -> (WorkerKey, Uuid, String) {
     let started = db.store.run(&start_at(now(), "p")).await.expect("start");
     let id = started.execution_id;
     let stage = started.stages[0].stage_id;
@@ -472,14 +436,9 @@ async fn two_parents_told_the_holder_is_over_take_the_scope_over_once() {
     );
     assert!(matches!(b, Err(LifecycleError::AlreadyRunning(_))), "{b:?}");
     let control = db
-        .store
-        .run(&Sql(
-            "SELECT COUNT(0) AS N FROM procfwk.ExecutionControl WHERE ParentRunId = 'parent-a'",
-            vec![],
-        ))
-        .await
-        .expect("control");
-    assert_eq!(count(&control), 1);
+        .count("SELECT COUNT(0) AS N FROM procfwk.ExecutionControl WHERE ParentRunId = 'parent-a'")
+        .await;
+    assert_eq!(control, 1);
 }
 
 /// Item 2: a worker renews its lease (without the pool lock) while a power decision that read the
@@ -532,12 +491,8 @@ async fn a_renewal_that_commits_mid_decision_keeps_the_vm() {
         "no deallocation under a live lease: {report:?}"
     );
     assert_eq!(report.active_leases, 1, "{report:?}");
-    let leases = db
-        .store
-        .run(&Sql("SELECT COUNT(0) AS N FROM procfwk.VmLeases", vec![]))
-        .await
-        .expect("leases");
-    assert_eq!(count(&leases), 1, "the renewed lease is still there");
+    let leases = db.count("SELECT COUNT(0) AS N FROM procfwk.VmLeases").await;
+    assert_eq!(leases, 1, "the renewed lease is still there");
 }
 
 /// Item 5: a decision holds the pool's lock (in production through its ARM calls). Another caller

@@ -201,14 +201,7 @@ impl Cluster {
     }
 
     async fn sim_get(&self, path: &str) -> Value {
-        self.http
-            .get(format!("{}{path}", self.sim.url))
-            .send()
-            .await
-            .expect("sim reachable")
-            .json()
-            .await
-            .unwrap_or(Value::Null)
+        support::sim_get(&self.http, &self.sim.url, path).await
     }
 
     async fn clear_sim_log(&self) {
@@ -327,6 +320,20 @@ impl Stress {
             .map(|r| (r.text("ControlStatus").unwrap_or_default(), r.opt_text("ParentRunId").ok().flatten()))
     }
 
+    /// Whether the batch scope's `LastActivityDateTime` is within the last hour (not the stale time a
+    /// start round sets).
+    async fn scope_active_within_an_hour(&self) -> bool {
+        self.cluster
+            .sql(
+                "SELECT LastActivityDateTime FROM procfwk.ExecutionControl WHERE ControlKey = @P1",
+                vec![format!("batch:{}", BATCH.to_uppercase()).into()],
+            )
+            .await
+            .first()
+            .and_then(|r| r.opt_datetime("LastActivityDateTime").ok().flatten())
+            .is_some_and(|t| t > now() - chrono::Duration::hours(1))
+    }
+
     /// Two or three Parents start the batch at once; on a scope still `Running`, its Parent is made to
     /// have stopped reporting five hours ago first (the scope is stale).
     async fn start_round(&mut self, round: usize, seed: u64) {
@@ -335,7 +342,8 @@ impl Stress {
         self.cluster.set_property("OverideRestart", overide).await;
         let control = self.control().await;
         let parent_before = control.as_ref().and_then(|(_, p)| p.clone());
-        if matches!(&control, Some((status, _)) if status == "Running") {
+        let staled = matches!(&control, Some((status, _)) if status == "Running");
+        if staled {
             let stale = now() - chrono::Duration::hours(5);
             self.cluster
                 .sql(
@@ -383,7 +391,13 @@ impl Stress {
         // A start of an earlier round that its client gave up on may still be at work in an instance
         // (a transition waiting to run again): it may take over the scope made stale here, before this
         // round's Parents. Then they all lose to it, which is right.
-        let late = !ours && scope_parent.is_some() && scope_parent != parent_before;
+        // Or it is a late repeat of the very Parent that held the scope before (its own start, answered
+        // with its own execution): then the scope's activity is fresh again, no longer the stale time.
+        let repeated_by_holder =
+            staled && scope_parent == parent_before && self.scope_active_within_an_hour().await;
+        let late = !ours
+            && scope_parent.is_some()
+            && (scope_parent != parent_before || repeated_by_holder);
         if late {
             self.tally.late_takeovers += 1;
         }

@@ -23,6 +23,14 @@ pub struct PgDb {
     pub store: Store,
 }
 
+impl PgDb {
+    /// The `N` that a `SELECT COUNT(…) AS N …` reads (-1 when there is none).
+    pub async fn count(&self, sql: &'static str) -> i64 {
+        let rows = self.store.run(&Sql(sql, vec![])).await.expect(sql);
+        count(&rows)
+    }
+}
+
 /// A fresh database with the schema of `deploy/sql`, reached through tiberius with a pool of
 /// `pool_size` connections.
 pub async fn pg_db(pool_size: u32) -> PgDb {

@@ -320,14 +320,7 @@ impl Stack {
     }
 
     pub async fn sim_get(&self, path: &str) -> Value {
-        self.client
-            .get(format!("{}{path}", self.sim.url))
-            .send()
-            .await
-            .expect("sim reachable")
-            .json()
-            .await
-            .unwrap_or(Value::Null)
+        sim_get(&self.client, &self.sim.url, path).await
     }
 
     pub async fn set_faults(&self, faults: Value) {
@@ -464,4 +457,15 @@ pub async fn query(db: &str, sql: &str) -> Vec<procfwk::store::Row> {
         .run(&Query(statement))
         .await
         .expect("query")
+}
+
+/// GET `path` of the simulator at `sim_url` as JSON (`null` when the answer is not JSON).
+pub async fn sim_get(http: &reqwest::Client, sim_url: &str, path: &str) -> Value {
+    http.get(format!("{sim_url}{path}"))
+        .send()
+        .await
+        .expect("sim reachable")
+        .json()
+        .await
+        .unwrap_or(Value::Null)
 }
