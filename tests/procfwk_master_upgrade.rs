@@ -184,7 +184,7 @@ async fn db_upgrade_on_a_procfwk_master_database_keeps_every_row_and_a_second_ru
 
     let (ok, out) = m.procfwk_db(&["init"]).await;
     assert!(ok, "{out}");
-    assert!(out.contains("now at version 3"), "{out}");
+    assert!(out.contains("now at version 4"), "{out}");
     let (after_objects, after_counts) = m.snapshot().await;
     for (table, n) in &counts {
         assert_eq!(after_counts.get(table), Some(n), "{table} kept its rows");
@@ -198,6 +198,7 @@ async fn db_upgrade_on_a_procfwk_master_database_keeps_every_row_and_a_second_ru
     }
     assert_eq!(after_objects["procfwk.ExecutionControl"], "U");
     assert_eq!(after_objects["procfwk.ServicePrincipals"], "V");
+    assert_eq!(after_objects["procfwk.VmLeaseIntents"], "U");
     let mut c = m.connect().await;
     assert_eq!(
         rows(
@@ -205,7 +206,7 @@ async fn db_upgrade_on_a_procfwk_master_database_keeps_every_row_and_a_second_ru
             "SELECT MAX(Version) AS V FROM procfwk.SchemaVersion"
         )
         .await,
-        [["3"]]
+        [["4"]]
     );
     assert_eq!(
         rows(
@@ -230,7 +231,7 @@ async fn db_upgrade_on_a_procfwk_master_database_keeps_every_row_and_a_second_ru
     let (ok, again) = m.procfwk_db(&["init"]).await;
     assert!(ok, "{again}");
     assert!(
-        again.contains("schema version 3: nothing to change"),
+        again.contains("schema version 4: nothing to change"),
         "{again}"
     );
     assert!(

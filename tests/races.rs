@@ -6,7 +6,7 @@
 mod pg_support;
 
 use chrono::NaiveDateTime;
-use pg_support::{pg_db, pool, PgDb, RunningVms};
+use pg_support::{count, pg_db, pool, PgDb, RunningVms, Sql};
 use procfwk::leases::workers::RenewLease;
 use procfwk::leases::{Change, Decision};
 use procfwk::orchestration::sample::SeedSample;
@@ -527,11 +527,18 @@ async fn a_busy_pool_answers_not_ready_instead_of_queueing() {
     assert!(!busy.ready && busy.deferred, "{busy:?}");
     assert_eq!(busy.retry_after_secs, Some(5));
     assert_eq!(
-        busy.active_leases, 2,
-        "the committed lease, and the waiter's own, reserved so its status calls find it: {busy:?}"
+        busy.active_leases, 1,
+        "only the committed lease: the waiter's start is an intent, not a lease yet: {busy:?}"
     );
-    assert!(busy.lease_expires.is_some(), "{busy:?}");
+    assert!(busy.lease_expires.is_none(), "{busy:?}");
     assert!(waited < Duration::from_secs(3), "{waited:?}");
+    let intents = db
+        .count("SELECT COUNT(0) AS N FROM procfwk.VmLeaseIntents WHERE Holder = 'waiter'")
+        .await;
+    assert_eq!(
+        intents, 1,
+        "the waiter's start is recorded for the next decision"
+    );
     // Unbounded, a caller waits for the holder.
     let store = db.store.clone();
     let unbounded = take("patient").with_lock_wait(None);
@@ -544,6 +551,335 @@ async fn a_busy_pool_answers_not_ready_instead_of_queueing() {
     assert!(report.ready, "{report:?}");
     assert_eq!(
         report.active_leases, 4,
-        "first, holder, waiter, patient: {report:?}"
+        "first, holder, waiter (its intent taken as a lease), patient: {report:?}"
     );
+}
+
+/// ARM for power decisions that looks, at each deallocation, at the leases committed in the store.
+struct WatchedVms {
+    vms: RunningVms,
+    store: procfwk::store::Store,
+    leases_at_deallocation: std::sync::Mutex<Vec<i64>>,
+}
+
+#[async_trait::async_trait]
+impl procfwk::leases::PowerControl for WatchedVms {
+    async fn power_state(
+        &self,
+        vm: &procfwk::leases::VmRef,
+    ) -> Result<procfwk::domain::PowerState, procfwk::adapters::UpstreamError> {
+        self.vms.power_state(vm).await
+    }
+    async fn start(
+        &self,
+        vm: &procfwk::leases::VmRef,
+    ) -> Result<procfwk::leases::PowerRequest, procfwk::adapters::UpstreamError> {
+        self.vms.start(vm).await
+    }
+    async fn deallocate(
+        &self,
+        vm: &procfwk::leases::VmRef,
+    ) -> Result<procfwk::leases::PowerRequest, procfwk::adapters::UpstreamError> {
+        let leases = count(
+            &self
+                .store
+                .run(&Sql(
+                    "SELECT COUNT(0) AS N FROM procfwk.VmLeases WHERE Holder <> 'first'",
+                    vec![],
+                ))
+                .await
+                .expect("count leases"),
+        );
+        self.leases_at_deallocation
+            .lock()
+            .expect("lock")
+            .push(leases);
+        self.vms.deallocate(vm).await
+    }
+    async fn operation(
+        &self,
+        url: &str,
+    ) -> Result<procfwk::leases::OperationOutcome, procfwk::adapters::UpstreamError> {
+        self.vms.operation(url).await
+    }
+    async fn runtime_status(
+        &self,
+        runtime: &procfwk::leases::RuntimeRef,
+    ) -> Result<procfwk::leases::RuntimeStatus, procfwk::adapters::UpstreamError> {
+        self.vms.runtime_status(runtime).await
+    }
+}
+
+/// A start that finds the pool busy while the holding decision is about to deallocate: that decision
+/// read the leases before the start arrived. The start is recorded as an intent, not as a lease, so the
+/// deallocation happens with no lease in the store (before, the start wrote a lease row without the
+/// pool's lock and the VM was deallocated under it). The holder's next status call takes the lease and
+/// starts the VM again.
+#[tokio::test]
+async fn a_start_on_a_busy_pool_is_never_deallocated_under() {
+    let db = db().await;
+    let spec = pool("shir-rg", &["shir-vm-03"], 4, 0);
+    let power = Arc::new(WatchedVms {
+        vms: RunningVms::default(),
+        store: db.store.clone(),
+        leases_at_deallocation: Default::default(),
+    });
+    let t0 = now();
+    let change = |holder: &str, take: bool| {
+        if take {
+            Change::Take {
+                holder: holder.into(),
+                lease_secs: 600,
+            }
+        } else {
+            Change::Release {
+                holder: holder.into(),
+            }
+        }
+    };
+    let first = Decision::new(spec.clone(), change("first", true), t0, power.clone())
+        .run(&db.store)
+        .await
+        .expect("take");
+    assert!(first.ready, "{first:?}");
+    // The last holder's stop, held once it has read the intents and the leases (no grace: it deallocates).
+    let t1 = t0 + chrono::Duration::seconds(5);
+    let stop = Decision::new(spec.clone(), change("first", false), t1, power.clone());
+    let (reached, go, stopping) = run_held(db.backend.clone(), stop, "VM_LEASES_OF_POOL");
+    reached.await.expect("the stop read the leases");
+    let busy = Decision::new(spec.clone(), change("second", true), t1, power.clone())
+        .with_lock_wait(Some(Duration::from_millis(300)))
+        .run(&db.store)
+        .await
+        .expect("a busy answer");
+    assert!(
+        !busy.ready && busy.deferred && busy.lease_expires.is_none(),
+        "{busy:?}"
+    );
+    let _ = go.send(());
+    let stopped = stopping.await.expect("stop task").expect("stop");
+    assert!(stopped.deallocated, "the stop saw no lease: {stopped:?}");
+    assert_eq!(
+        *power.leases_at_deallocation.lock().expect("lock"),
+        vec![0],
+        "no lease in the store while the VM is deallocated"
+    );
+    // The waiter polls: its status call takes the lease it asked for and wants the VM again.
+    let t2 = t1 + chrono::Duration::seconds(5);
+    let status = Decision::new(
+        spec.clone(),
+        Change::Renew {
+            holder: "second".into(),
+            lease_secs: 600,
+        },
+        t2,
+        power.clone(),
+    )
+    .run(&db.store)
+    .await
+    .expect("status");
+    assert_eq!(status.active_leases, 1, "{status:?}");
+    assert!(status.lease_expires.is_some(), "{status:?}");
+    let taken = db
+        .count("SELECT COUNT(0) AS N FROM procfwk.VmPowerLog WHERE Event = 'LeaseTaken' AND Holder = 'second'")
+        .await;
+    assert_eq!(
+        taken, 1,
+        "the intent was taken as a lease by the status call's decision"
+    );
+    assert!(status.nodes_needed >= 1, "{status:?}");
+    let intents = db
+        .count("SELECT COUNT(0) AS N FROM procfwk.VmLeaseIntents WHERE Intent = 'Take'")
+        .await;
+    assert_eq!(intents, 0, "the intent became the lease");
+}
+
+/// A start its client gave up on can reach a decision after the same holder's stop (it waited for the
+/// pool; the client's retry already took the lease, and the holder stopped). It must take no lease: the
+/// stop is remembered, and a start sent before it is refused. A start sent after the stop takes its
+/// lease as usual.
+#[tokio::test]
+async fn a_start_sent_before_its_holders_stop_takes_no_lease() {
+    let db = db().await;
+    let spec = pool("shir-rg", &["shir-vm-04"], 4, 0);
+    let power = Arc::new(RunningVms::default());
+    let decide = |change: Change, at: NaiveDateTime| {
+        let decision = Decision::new(spec.clone(), change, at, power.clone());
+        let store = db.store.clone();
+        async move { decision.run(&store).await }
+    };
+    let take = || Change::Take {
+        holder: "infant-1".into(),
+        lease_secs: 600,
+    };
+    let t0 = now();
+    let abandoned_sent = t0;
+    let retried = decide(take(), t0 + chrono::Duration::seconds(1))
+        .await
+        .expect("the retried start");
+    assert!(retried.ready, "{retried:?}");
+    decide(
+        Change::Release {
+            holder: "infant-1".into(),
+        },
+        t0 + chrono::Duration::seconds(30),
+    )
+    .await
+    .expect("stop");
+    let late = decide(take(), abandoned_sent)
+        .await
+        .expect("the late start");
+    assert!(
+        late.lease_expires.is_none() && !late.ready && late.active_leases == 0,
+        "{late:?}"
+    );
+    let leases = db.count("SELECT COUNT(0) AS N FROM procfwk.VmLeases").await;
+    assert_eq!(leases, 0, "no lease left after the holder's stop");
+    let refused = db
+        .count("SELECT COUNT(0) AS N FROM procfwk.VmPowerLog WHERE Event = 'LeaseRefused'")
+        .await;
+    assert_eq!(refused, 1, "the refusal is in the power log");
+    let again = decide(take(), t0 + chrono::Duration::seconds(60))
+        .await
+        .expect("a new start");
+    assert!(
+        again.lease_expires.is_some() && again.nodes_needed == 1,
+        "{again:?}"
+    );
+}
+
+/// A stop that finds the pool busy releases at once (before, its lease stayed until it expired, and the
+/// VM with it): the holder's lease row is deleted without the pool's lock, and the next decision counts
+/// the pool idle from the stop.
+#[tokio::test]
+async fn a_stop_on_a_busy_pool_releases_its_lease_at_once() {
+    let db = db().await;
+    let spec = pool("shir-rg", &["shir-vm-05"], 4, 600);
+    let power = Arc::new(RunningVms::default());
+    let t0 = now();
+    for holder in ["a", "b"] {
+        Decision::new(
+            spec.clone(),
+            Change::Take {
+                holder: holder.into(),
+                lease_secs: 600,
+            },
+            t0,
+            power.clone(),
+        )
+        .run(&db.store)
+        .await
+        .expect("take");
+    }
+    let t1 = t0 + chrono::Duration::seconds(10);
+    let (reached, go, holding) = run_held(
+        db.backend.clone(),
+        Decision::new(
+            spec.clone(),
+            Change::Release { holder: "a".into() },
+            t1,
+            power.clone(),
+        ),
+        "VM_POOL_LOCK",
+    );
+    reached.await.expect("the pool is locked");
+    let t2 = t1 + chrono::Duration::seconds(1);
+    let busy = Decision::new(
+        spec.clone(),
+        Change::Release { holder: "b".into() },
+        t2,
+        power.clone(),
+    )
+    .with_lock_wait(Some(Duration::from_millis(300)))
+    .run(&db.store)
+    .await
+    .expect("a busy answer");
+    assert!(busy.deferred, "{busy:?}");
+    let b_left = db
+        .count("SELECT COUNT(0) AS N FROM procfwk.VmLeases WHERE Holder = 'b'")
+        .await;
+    assert_eq!(b_left, 0, "b's lease is gone at once");
+    let _ = go.send(());
+    holding.await.expect("task").expect("a's stop");
+    let sweep = Decision::observe(spec.key(), t2 + chrono::Duration::seconds(1), power.clone())
+        .run(&db.store)
+        .await
+        .expect("sweep");
+    assert_eq!(sweep.active_leases, 0, "{sweep:?}");
+    let rows = db
+        .store
+        .run(&Sql(
+            "SELECT LastLeaseEndDateTime FROM procfwk.VmPools WHERE PoolKey = @P1",
+            vec![spec.key().into()],
+        ))
+        .await
+        .expect("pool");
+    let last_end = rows[0]
+        .opt_datetime("LastLeaseEndDateTime")
+        .expect("column")
+        .expect("a last lease end");
+    assert!(
+        (last_end - t2).num_milliseconds().abs() < 10,
+        "the pool is idle from b's stop ({t2}), not a's ({t1}): {last_end}"
+    );
+}
+
+/// A decision turning a start's intent into a lease races the same holder's stop on the busy pool: the
+/// stop replaces the intent after the decision read it. The decision's compare-and-set on the intent
+/// fails, so it takes no lease for a holder that has stopped.
+#[tokio::test]
+async fn a_stop_recorded_while_a_decision_takes_its_intent_wins() {
+    let db = db().await;
+    let spec = pool("shir-rg", &["shir-vm-06"], 4, 0);
+    let power = Arc::new(RunningVms::default());
+    let t0 = now();
+    let take = |holder: &str, at: NaiveDateTime| {
+        Decision::new(
+            spec.clone(),
+            Change::Take {
+                holder: holder.into(),
+                lease_secs: 600,
+            },
+            at,
+            power.clone(),
+        )
+    };
+    take("first", t0).run(&db.store).await.expect("pool");
+    // "late" starts on a busy pool: an intent.
+    let (reached, go, holding) = run_held(db.backend.clone(), take("first", t0), "VM_POOL_LOCK");
+    reached.await.expect("locked");
+    take("late", t0 + chrono::Duration::seconds(1))
+        .with_lock_wait(Some(Duration::from_millis(300)))
+        .run(&db.store)
+        .await
+        .expect("busy start");
+    let _ = go.send(());
+    holding.await.expect("task").expect("holder");
+    // A decision reads that intent and is held there; "late" stops meanwhile (the pool is busy).
+    let t2 = t0 + chrono::Duration::seconds(2);
+    let (reached, go, converting) = run_held(
+        db.backend.clone(),
+        Decision::observe(spec.key(), t2, power.clone()),
+        "VM_INTENTS_OF_POOL",
+    );
+    reached.await.expect("read the intent");
+    let stop = Decision::new(
+        spec.clone(),
+        Change::Release {
+            holder: "late".into(),
+        },
+        t2,
+        power.clone(),
+    )
+    .with_lock_wait(Some(Duration::from_millis(300)))
+    .run(&db.store)
+    .await
+    .expect("busy stop");
+    assert!(stop.deferred, "{stop:?}");
+    let _ = go.send(());
+    converting.await.expect("task").expect("the decision");
+    let late = db
+        .count("SELECT COUNT(0) AS N FROM procfwk.VmLeases WHERE Holder = 'late'")
+        .await;
+    assert_eq!(late, 0, "no lease for a holder that stopped");
 }

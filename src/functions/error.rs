@@ -114,7 +114,7 @@ impl FunctionError {
 fn lifecycle_status(e: &crate::orchestration::LifecycleError) -> u16 {
     use crate::orchestration::LifecycleError as L;
     match e {
-        L::Store(s) if s.is_transient() || s.is_schema_problem() => 503,
+        L::Store(s) if s.is_transient() || s.is_schema_problem() || s.is_lock_timeout() => 503,
         L::Store(crate::store::StoreError::Config(_)) => 500,
         L::Store(_) => 500,
         L::AlreadyRunning(_) | L::ScopeStartedMeanwhile => 409,
@@ -128,6 +128,7 @@ fn lifecycle_code(e: &crate::orchestration::LifecycleError) -> &'static str {
     use crate::orchestration::LifecycleError as L;
     match e {
         L::Store(s) if s.is_transient() => "MetadataStoreUnavailable",
+        L::Store(s) if s.is_lock_timeout() => "MetadataStoreBusy",
         L::Store(crate::store::StoreError::NotInitialised(_)) => "MetadataStoreNotInitialised",
         L::Store(crate::store::StoreError::TooOld { .. }) => "MetadataStoreTooOld",
         L::Store(_) => "MetadataStoreError",

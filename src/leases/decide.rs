@@ -5,6 +5,7 @@
 //! log. A failure anywhere rolls the whole decision back; running it again is harmless (start and
 //! deallocate of a VM already on its way join the operation in flight).
 
+use super::intents::{self, IntentKind};
 use super::plan::{self, NodeAction, NodeState, Sizing};
 use super::{
     LeaseError, OperationOutcome, PoolSpec, PowerControl, PowerRequest, RuntimeRef, RuntimeStatus,
@@ -17,7 +18,7 @@ use std::sync::Arc;
 
 /// Holders are compared as Azure SQL's default collation compares them: case-insensitively (the
 /// primary key of `VmLeases` would otherwise refuse a second lease that differs only in case).
-fn same_holder(stored: &str, given: &str) -> bool {
+pub(super) fn same_holder(stored: &str, given: &str) -> bool {
     stored == given || stored.to_lowercase() == given.to_lowercase()
 }
 
@@ -153,7 +154,7 @@ impl Decision {
                 Ok(turn) => Some(turn),
                 Err(super::gate::Busy { last: Some(last) }) => {
                     let report = busy_from(last);
-                    return Ok(self.reserve(store, report).await);
+                    return self.record_while_busy(store, report).await;
                 }
                 Err(super::gate::Busy { last: None }) => return self.busy(store).await,
             },
@@ -187,52 +188,57 @@ impl Decision {
                 now: self.now,
             })
             .await?;
-        Ok(self.reserve(store, report).await)
+        self.record_while_busy(store, report).await
     }
 
-    /// A `Take` that found the pool busy still records its lease (without the pool's lock), so the
-    /// caller's later `status` calls — which renew but never create — find it and the VM is started for
-    /// it. Safe without the lock: only a decision under the lock reports `Ready` or deallocates, and a
-    /// caller starts its work only once told `Ready`; a deallocation that misses this lease is followed
-    /// by the next decision starting the VM again. Best effort: if it cannot be written now, the answer
-    /// stays "busy, ask again".
-    async fn reserve(&self, store: &Store, mut report: PoolReport) -> PoolReport {
-        let Change::Take { holder, lease_secs } = &self.change else {
-            return report;
+    /// A `Take` or `Release` that found the pool busy is recorded as the holder's intent (without the
+    /// pool's lock, see [`super::intents`]): a `Take` becomes a lease at the next decision under the lock
+    /// (the caller's `status` calls find it then), a `Release` deletes the holder's lease at once. An
+    /// intent that cannot be recorded now (its row is locked past the lock wait) fails the call as
+    /// retryable (503), so the caller asks again rather than poll for a lease nobody will take or leave
+    /// its lease to expire.
+    async fn record_while_busy(
+        &self,
+        store: &Store,
+        mut report: PoolReport,
+    ) -> Result<PoolReport, LeaseError> {
+        let kind = match &self.change {
+            Change::Take { lease_secs, .. } => IntentKind::Take {
+                lease_secs: *lease_secs,
+            },
+            Change::Release { .. } => IntentKind::Release,
+            Change::Renew { .. } | Change::Observe => return Ok(report),
         };
-        let reserve = ReserveLease {
+        let Some(holder) = self.change.holder() else {
+            return Ok(report);
+        };
+        let record = RecordIntent {
             pool_key: self.pool_key.clone(),
-            holder: holder.clone(),
-            expires: self.now + Duration::seconds(i64::from(*lease_secs)),
+            holder: holder.to_string(),
+            kind,
             now: self.now,
             lock_wait: self.lock_wait,
         };
-        match store.run(&reserve).await {
-            Ok(true) => {
-                report.lease_expires = Some(reserve.expires);
-                report.active_leases += 1;
-            }
-            Ok(false) => {}
-            Err(e) => {
-                tracing::info!(pool = %self.pool_key, error = %e, "lease not reserved on a busy pool; the caller asks again")
-            }
+        if store.run(&record).await? {
+            report.active_leases = report.active_leases.saturating_sub(1);
         }
-        report
+        Ok(report)
     }
 }
 
-/// Write a holder's lease row (renew, else insert) without the pool's lock. False when the pool does
-/// not exist yet (its first decision is still running).
-struct ReserveLease {
+/// Record a holder's intent on a busy pool, without the pool's lock (see [`super::intents`]). For a
+/// release, also delete the holder's lease; returns whether a lease was deleted. Nothing is recorded
+/// when the pool does not exist yet (its first decision is still running).
+struct RecordIntent {
     pool_key: String,
     holder: String,
-    expires: NaiveDateTime,
+    kind: IntentKind,
     now: NaiveDateTime,
     lock_wait: Option<std::time::Duration>,
 }
 
 #[async_trait::async_trait]
-impl Transition for ReserveLease {
+impl Transition for RecordIntent {
     type Output = bool;
     type Error = LeaseError;
 
@@ -241,19 +247,34 @@ impl Transition for ReserveLease {
             tx.set_lock_timeout(limit).await?;
         }
         let key = self.pool_key.as_str();
-        let pool = tx.query(&sql::VM_POOL_GET, &[key.into()]).await?;
-        if pool.is_empty() {
+        let holder = self.holder.as_str();
+        if tx.query(&sql::VM_POOL_GET, &[key.into()]).await?.is_empty() {
             return Ok(false);
         }
-        let params = [
-            key.into(),
-            self.holder.as_str().into(),
-            self.now.into(),
-            self.expires.into(),
-        ];
-        if tx.execute(&sql::VM_LEASE_RENEW, &params).await? == 0 {
-            tx.execute(&sql::VM_LEASE_INSERT, &params).await?;
+        if !intents::record(tx, key, holder, self.kind, self.now).await? {
+            return Ok(false);
         }
+        if self.kind != IntentKind::Release {
+            return Ok(false);
+        }
+        let deleted = tx
+            .execute(&sql::VM_LEASE_DELETE, &[key.into(), holder.into()])
+            .await?;
+        if deleted == 0 {
+            return Ok(false);
+        }
+        let live = tx
+            .query(&sql::VM_LEASES_OF_POOL, &[key.into()])
+            .await?
+            .iter()
+            .map(|r| required_datetime(r, "ExpiresDateTime"))
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .filter(|e| *e > self.now)
+            .count();
+        let entry = LogEntry::lease(self.now, "LeaseReleased", holder, live)
+            .detail(Some("while another decision held the pool".into()));
+        log_entry(tx, key, entry).await?;
         Ok(true)
     }
 }
@@ -591,22 +612,27 @@ impl Decision {
 
     /// Write one power-log row.
     async fn log(&self, tx: &mut dyn Tx, entry: LogEntry<'_>) -> Result<(), LeaseError> {
-        tx.execute(
-            &sql::VM_POWER_LOG_INSERT,
-            &[
-                self.pool_key.as_str().into(),
-                entry.vm.map(str::to_string).into(),
-                entry.at.into(),
-                entry.event.into(),
-                entry.holder.map(str::to_string).into(),
-                entry.state.map(|s| s.as_str().to_string()).into(),
-                (entry.active as i64).into(),
-                entry.detail.into(),
-            ],
-        )
-        .await?;
-        Ok(())
+        log_entry(tx, &self.pool_key, entry).await
     }
+}
+
+/// Write one power-log row of a pool.
+async fn log_entry(tx: &mut dyn Tx, pool_key: &str, entry: LogEntry<'_>) -> Result<(), LeaseError> {
+    tx.execute(
+        &sql::VM_POWER_LOG_INSERT,
+        &[
+            pool_key.into(),
+            entry.vm.map(str::to_string).into(),
+            entry.at.into(),
+            entry.event.into(),
+            entry.holder.map(str::to_string).into(),
+            entry.state.map(|s| s.as_str().to_string()).into(),
+            (entry.active as i64).into(),
+            entry.detail.into(),
+        ],
+    )
+    .await?;
+    Ok(())
 }
 
 /// One row of `VmPowerLog` (the pool's key is the decision's).
@@ -665,6 +691,195 @@ impl<'a> LogEntry<'a> {
     }
 }
 
+/// The latest end of a lease this decision saw end (released or expired).
+#[derive(Default)]
+struct LeaseEnd(Option<NaiveDateTime>);
+
+impl LeaseEnd {
+    fn mark(&mut self, at: NaiveDateTime) {
+        self.0 = Some(self.0.map_or(at, |e| e.max(at)));
+    }
+}
+
+impl Decision {
+    async fn insert_lease(
+        &self,
+        tx: &mut dyn Tx,
+        holder: &str,
+        expires: NaiveDateTime,
+    ) -> Result<(), LeaseError> {
+        let params = [
+            self.pool_key.as_str().into(),
+            holder.into(),
+            self.now.into(),
+            expires.into(),
+        ];
+        tx.execute(&sql::VM_LEASE_INSERT, &params).await?;
+        Ok(())
+    }
+
+    async fn renew_lease(
+        &self,
+        tx: &mut dyn Tx,
+        holder: &str,
+        expires: NaiveDateTime,
+    ) -> Result<(), LeaseError> {
+        let params = [
+            self.pool_key.as_str().into(),
+            holder.into(),
+            self.now.into(),
+            expires.into(),
+        ];
+        tx.execute(&sql::VM_LEASE_RENEW, &params).await?;
+        Ok(())
+    }
+
+    async fn delete_lease(&self, tx: &mut dyn Tx, holder: &str) -> Result<(), LeaseError> {
+        tx.execute(
+            &sql::VM_LEASE_DELETE,
+            &[self.pool_key.as_str().into(), holder.into()],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// What holders asked while the pool was busy ([`super::intents`]): a `Take` still unexpired
+    /// becomes the lease it asked for, a `Release` ends the holder's lease and counts the pool idle from
+    /// then. Releases older than the memory are forgotten.
+    async fn apply_intents(
+        &self,
+        tx: &mut dyn Tx,
+        intents: &[intents::Intent],
+        leases: &mut Vec<LeaseRow>,
+        ended: &mut LeaseEnd,
+    ) -> Result<(), LeaseError> {
+        let key = self.pool_key.as_str();
+        let now = self.now;
+        for intent in intents {
+            let holder = intent.holder.as_str();
+            let held = leases.iter().position(|l| same_holder(&l.holder, holder));
+            match intent.kind {
+                IntentKind::Take { .. } => {
+                    if !intents::consume_take(tx, key, intent).await? {
+                        continue; // replaced meanwhile by a later intent: the next decision sees it
+                    }
+                    let Some(end) = intent.lease_end().filter(|end| *end > now) else {
+                        continue;
+                    };
+                    match held {
+                        Some(i) if leases[i].expires >= end => {}
+                        Some(i) => {
+                            self.renew_lease(tx, holder, end).await?;
+                            leases[i].expires = end;
+                        }
+                        None => {
+                            self.insert_lease(tx, holder, end).await?;
+                            leases.push(LeaseRow {
+                                holder: holder.to_string(),
+                                expires: end,
+                            });
+                            let live = leases.iter().filter(|l| l.expires > now).count();
+                            let detail = format!(
+                                "asked for at {} while another decision held the pool",
+                                intent.at
+                            );
+                            let entry = LogEntry::lease(now, "LeaseTaken", holder, live)
+                                .detail(Some(detail));
+                            self.log(tx, entry).await?;
+                        }
+                    }
+                }
+                IntentKind::Release => {
+                    if let Some(i) = held {
+                        // Taken before the release (a later take forgets the release).
+                        let lease = leases.remove(i);
+                        self.delete_lease(tx, holder).await?;
+                        let end = lease.expires.min(intent.at);
+                        ended.mark(end);
+                        let live = leases.iter().filter(|l| l.expires > now).count();
+                        self.log(tx, LogEntry::lease(end, "LeaseReleased", holder, live))
+                            .await?;
+                    } else {
+                        ended.mark(intent.at);
+                    }
+                }
+            }
+        }
+        intents::purge(tx, key, now).await
+    }
+
+    /// The caller's change to its lease. Returns true when the caller's `Take` was refused: it was sent
+    /// before the same holder's stop, which this store already recorded.
+    async fn apply_change(
+        &self,
+        tx: &mut dyn Tx,
+        intents: &[intents::Intent],
+        leases: &mut Vec<LeaseRow>,
+        ended: &mut LeaseEnd,
+    ) -> Result<bool, LeaseError> {
+        let key = self.pool_key.as_str();
+        let now = self.now;
+        match &self.change {
+            Change::Take { holder, lease_secs } | Change::Renew { holder, lease_secs } => {
+                let take = matches!(self.change, Change::Take { .. });
+                if take {
+                    if let Some(release) = intents::released_since(intents, holder, now) {
+                        let detail = format!(
+                            "start sent at {now}, before the holder's stop at {}",
+                            release.at
+                        );
+                        let live = leases.iter().filter(|l| l.expires > now).count();
+                        let entry =
+                            LogEntry::lease(now, "LeaseRefused", holder, live).detail(Some(detail));
+                        self.log(tx, entry).await?;
+                        return Ok(true);
+                    }
+                    // This start is later than anything the holder asked before.
+                    intents::clear_before(tx, key, holder, now).await?;
+                }
+                let expires = now + Duration::seconds(i64::from(*lease_secs));
+                match leases.iter_mut().find(|l| same_holder(&l.holder, holder)) {
+                    Some(lease) if lease.expires > now || take => {
+                        self.renew_lease(tx, holder, expires).await?;
+                        lease.expires = expires;
+                        let live = leases.iter().filter(|l| l.expires > now).count();
+                        self.log(tx, LogEntry::lease(now, "LeaseRenewed", holder, live))
+                            .await?;
+                    }
+                    Some(_) => {}
+                    None if take => {
+                        self.insert_lease(tx, holder, expires).await?;
+                        leases.push(LeaseRow {
+                            holder: holder.clone(),
+                            expires,
+                        });
+                        let live = leases.iter().filter(|l| l.expires > now).count();
+                        self.log(tx, LogEntry::lease(now, "LeaseTaken", holder, live))
+                            .await?;
+                    }
+                    None => {}
+                }
+            }
+            Change::Release { holder } => {
+                if let Some(pos) = leases.iter().position(|l| same_holder(&l.holder, holder)) {
+                    let lease = leases.remove(pos);
+                    self.delete_lease(tx, holder).await?;
+                    let live = leases.iter().filter(|l| l.expires > now).count();
+                    // A lease released after it expired ended at its expiry.
+                    let end = lease.expires.min(now);
+                    ended.mark(end);
+                    self.log(tx, LogEntry::lease(end, "LeaseReleased", holder, live))
+                        .await?;
+                }
+                // Remembered, so that a start of this holder sent before now takes no lease later.
+                intents::record(tx, key, holder, IntentKind::Release, now).await?;
+            }
+            Change::Observe => {}
+        }
+        Ok(false)
+    }
+}
+
 #[async_trait::async_trait]
 impl Transition for Decision {
     type Output = PoolReport;
@@ -692,7 +907,8 @@ impl Transition for Decision {
         }
         let spec = stored.spec;
 
-        // Leases: the caller's change, then expiry.
+        // Leases: what holders asked while the pool was busy, the caller's change, then expiry.
+        let intents = intents::of_pool(tx, key).await?;
         let mut leases: Vec<LeaseRow> = tx
             .query(&sql::VM_LEASES_OF_POOL, &[key.into()])
             .await?
@@ -705,70 +921,12 @@ impl Transition for Decision {
             })
             .collect::<Result<_, LeaseError>>()?;
         let live_before = leases.iter().filter(|l| l.expires > now).count();
-        let mut ended: Option<NaiveDateTime> = None;
-        let mut mark_end = |at: NaiveDateTime| {
-            ended = Some(ended.map_or(at, |e: NaiveDateTime| e.max(at)));
-        };
-        match &self.change {
-            Change::Take { holder, lease_secs } | Change::Renew { holder, lease_secs } => {
-                let expires = now + Duration::seconds(i64::from(*lease_secs));
-                let held = leases.iter_mut().find(|l| same_holder(&l.holder, holder));
-                let take = matches!(self.change, Change::Take { .. });
-                match held {
-                    Some(lease) if lease.expires > now || take => {
-                        tx.execute(
-                            &sql::VM_LEASE_RENEW,
-                            &[
-                                key.into(),
-                                holder.as_str().into(),
-                                now.into(),
-                                expires.into(),
-                            ],
-                        )
-                        .await?;
-                        lease.expires = expires;
-                        let live = leases.iter().filter(|l| l.expires > now).count();
-                        self.log(tx, LogEntry::lease(now, "LeaseRenewed", holder, live))
-                            .await?;
-                    }
-                    Some(_) => {}
-                    None if take => {
-                        tx.execute(
-                            &sql::VM_LEASE_INSERT,
-                            &[
-                                key.into(),
-                                holder.as_str().into(),
-                                now.into(),
-                                expires.into(),
-                            ],
-                        )
-                        .await?;
-                        leases.push(LeaseRow {
-                            holder: holder.clone(),
-                            expires,
-                        });
-                        let live = leases.iter().filter(|l| l.expires > now).count();
-                        self.log(tx, LogEntry::lease(now, "LeaseTaken", holder, live))
-                            .await?;
-                    }
-                    None => {}
-                }
-            }
-            Change::Release { holder } => {
-                if let Some(pos) = leases.iter().position(|l| same_holder(&l.holder, holder)) {
-                    let lease = leases.remove(pos);
-                    tx.execute(&sql::VM_LEASE_DELETE, &[key.into(), holder.as_str().into()])
-                        .await?;
-                    let live = leases.iter().filter(|l| l.expires > now).count();
-                    // A lease released after it expired ended at its expiry.
-                    let end = lease.expires.min(now);
-                    mark_end(end);
-                    self.log(tx, LogEntry::lease(end, "LeaseReleased", holder, live))
-                        .await?;
-                }
-            }
-            Change::Observe => {}
-        }
+        let mut ended = LeaseEnd::default();
+        self.apply_intents(tx, &intents, &mut leases, &mut ended)
+            .await?;
+        let refused = self
+            .apply_change(tx, &intents, &mut leases, &mut ended)
+            .await?;
         let mut expired_leases = 0;
         let mut kept = Vec::with_capacity(leases.len());
         for mut lease in leases {
@@ -795,7 +953,7 @@ impl Transition for Decision {
                     continue;
                 }
                 expired_leases += 1;
-                mark_end(lease.expires);
+                ended.mark(lease.expires);
                 self.log(
                     tx,
                     LogEntry::lease(lease.expires, "LeaseExpired", &lease.holder, 0)
@@ -810,7 +968,7 @@ impl Transition for Decision {
         let live = leases.len();
         let mut pool_idle_since = stored.last_lease_end;
         if live == 0 {
-            if let Some(end) = ended {
+            if let Some(end) = ended.0 {
                 if live_before > 0 || pool_idle_since.is_none_or(|p| p < end) {
                     tx.execute(&sql::VM_POOL_LEASE_END, &[key.into(), end.into()])
                         .await?;
@@ -1016,7 +1174,8 @@ impl Transition for Decision {
         Ok(PoolReport {
             pool_key: key.into(),
             power_state: plan::pool_state(&effective),
-            ready: reports.iter().any(|r| r.ready),
+            // A start refused (sent before its holder's stop) holds nothing to be ready for.
+            ready: !refused && reports.iter().any(|r| r.ready),
             active_leases: live,
             nodes_needed,
             lease_expires,

@@ -15,6 +15,7 @@
 
 pub mod decide;
 pub mod gate;
+pub mod intents;
 pub mod plan;
 pub mod report;
 pub mod workers;

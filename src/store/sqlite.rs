@@ -509,7 +509,8 @@ mod tests {
             panic!("open")
         };
         assert!(backend.upgrade_schema(false).await.is_ok());
-        // Make it a version-2 file: no claim columns, no version 3, one row of history.
+        // Make it a version-2 file: no claim columns, no lease intents, no version 3 or 4, one row of
+        // history.
         {
             let Ok(conn) = Connection::open(&path) else {
                 panic!("open file")
@@ -517,7 +518,8 @@ mod tests {
             let made = conn.execute_batch(
                 "ALTER TABLE CurrentExecution DROP COLUMN ClaimToken; \
                  ALTER TABLE CurrentExecution DROP COLUMN ClaimedDateTime; \
-                 DELETE FROM SchemaVersion WHERE Version = 3; \
+                 DROP TABLE VmLeaseIntents; \
+                 DELETE FROM SchemaVersion WHERE Version >= 3; \
                  INSERT INTO ExecutionLog (LocalExecutionId, StageId, PipelineId, PipelineName) VALUES ('e', 1, 1, 'Wait 1');",
             );
             assert!(made.is_ok(), "{made:?}");
@@ -530,7 +532,14 @@ mod tests {
             [
                 "ALTER TABLE CurrentExecution ADD ClaimToken",
                 "ALTER TABLE CurrentExecution ADD ClaimedDateTime",
-                "record schema version 3"
+                "CREATE TABLE VmLeaseIntents",
+                "ALTER TABLE VmLeaseIntents ADD PoolKey",
+                "ALTER TABLE VmLeaseIntents ADD Holder",
+                "ALTER TABLE VmLeaseIntents ADD Intent",
+                "ALTER TABLE VmLeaseIntents ADD IntentDateTime",
+                "ALTER TABLE VmLeaseIntents ADD LeaseSeconds",
+                "record schema version 3",
+                "record schema version 4"
             ]
         );
         let again = backend.upgrade_schema(true).await.unwrap_or_default();
@@ -538,7 +547,7 @@ mod tests {
         let done = backend.upgrade_schema(false).await.unwrap_or_default();
         assert_eq!(done.changes, plan.changes);
         let noop = backend.upgrade_schema(false).await.unwrap_or_default();
-        assert_eq!((noop.found_version, noop.changes.len()), (Some(3), 0));
+        assert_eq!((noop.found_version, noop.changes.len()), (Some(4), 0));
         let Ok(conn) = Connection::open(&path) else {
             panic!("open file")
         };

@@ -39,3 +39,7 @@ CREATE INDEX IF NOT EXISTS IX_ExecutionControl_ExecutionId ON ExecutionControl (
 CREATE INDEX IF NOT EXISTS IX_BatchExecution_ExecutionId ON BatchExecution (ExecutionId);
 CREATE INDEX IF NOT EXISTS IX_PipelineParameters_PipelineId ON PipelineParameters (PipelineId);
 CREATE INDEX IF NOT EXISTS IX_ExecutionLog_LocalExecutionId ON ExecutionLog (LocalExecutionId);
+
+-- Schema version 4: what a holder asked of a busy VM pool (deploy/sql/004_lease_intents.sql).
+CREATE TABLE IF NOT EXISTS VmLeaseIntents (PoolKey NVARCHAR(400) NOT NULL, Holder NVARCHAR(200) NOT NULL COLLATE NOCASE, Intent NVARCHAR(10) NOT NULL CHECK (Intent IN ('Take', 'Release')), IntentDateTime DATETIME2 NOT NULL, LeaseSeconds INT NULL, PRIMARY KEY (PoolKey, Holder));
+INSERT OR IGNORE INTO SchemaVersion (Version, Description, AppliedDateTime) VALUES (4, 'VmPower lease intents recorded while a pool is busy', '2026-12-02 00:00:00.000');

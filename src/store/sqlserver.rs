@@ -111,6 +111,10 @@ pub const SCHEMA_SCRIPTS: &[(&str, &str)] = &[
         "003_claims.sql",
         include_str!("../../deploy/sql/003_claims.sql"),
     ),
+    (
+        "004_lease_intents.sql",
+        include_str!("../../deploy/sql/004_lease_intents.sql"),
+    ),
 ];
 
 /// Split a T-SQL script into batches at lines consisting only of `GO` (any case, surrounding blanks

@@ -219,6 +219,20 @@ statements! {
     /// decision read the leases keeps its lease (the row count says so).
     VM_LEASE_EXPIRE = "DELETE FROM procfwk.VmLeases WHERE PoolKey = @P1 AND Holder = @P2 AND ExpiresDateTime <= @P3";
     VM_LEASE_GET = "SELECT Holder, AcquiredDateTime, RenewedDateTime, ExpiresDateTime FROM procfwk.VmLeases WHERE PoolKey = @P1 AND Holder = @P2";
+    /// What holders asked of the pool while it was busy (schema version 4).
+    VM_INTENTS_OF_POOL = "SELECT Holder, Intent, IntentDateTime, LeaseSeconds FROM procfwk.VmLeaseIntents WHERE PoolKey = @P1 ORDER BY Holder";
+    VM_INTENT_GET = "SELECT Holder, Intent, IntentDateTime, LeaseSeconds FROM procfwk.VmLeaseIntents WHERE PoolKey = @P1 AND Holder = @P2";
+    /// Replace a holder's intent with a later one (@P4 = when it was asked): an intent sent earlier
+    /// never overwrites one sent later (the row count says whether it did).
+    VM_INTENT_REPLACE = "UPDATE procfwk.VmLeaseIntents SET Intent = @P3, IntentDateTime = @P4, LeaseSeconds = @P5 WHERE PoolKey = @P1 AND Holder = @P2 AND IntentDateTime < @P4";
+    VM_INTENT_INSERT = "INSERT INTO procfwk.VmLeaseIntents (PoolKey, Holder, Intent, IntentDateTime, LeaseSeconds) VALUES (@P1, @P2, @P3, @P4, @P5)";
+    /// Take a `Take` intent for the lease it becomes, only if it is still the one read (@P3): a release
+    /// recorded meanwhile wins (the row count says so).
+    VM_INTENT_CONSUME_TAKE = "DELETE FROM procfwk.VmLeaseIntents WHERE PoolKey = @P1 AND Holder = @P2 AND Intent = 'Take' AND IntentDateTime = @P3";
+    /// A holder's intents asked before @P3 (a decision under the lock acted on its later request).
+    VM_INTENT_CLEAR_BEFORE = "DELETE FROM procfwk.VmLeaseIntents WHERE PoolKey = @P1 AND Holder = @P2 AND IntentDateTime < @P3";
+    /// Releases older than @P2 no longer stand against anything still on its way.
+    VM_INTENT_PURGE = "DELETE FROM procfwk.VmLeaseIntents WHERE PoolKey = @P1 AND Intent = 'Release' AND IntentDateTime < @P2";
     VM_POWER_LOG_INSERT = "INSERT INTO procfwk.VmPowerLog (PoolKey, VmName, EventDateTime, Event, Holder, PowerState, ActiveLeases, Detail) VALUES (@P1, @P2, @P3, @P4, @P5, @P6, @P7, @P8)";
     /// The runtime a worker needs: its own row first, else its orchestrator's.
     WORKER_RUNTIME = "SELECT r.PipelineId, r.SubscriptionId, r.ResourceGroupName, r.VmNames, r.FactoryName, r.FactoryResourceGroupName, r.IntegrationRuntimeName, r.JobsPerNode, r.MinNodes, r.LeaseSeconds, r.GraceSeconds \
@@ -368,7 +382,15 @@ mod deploy_script_tests {
     fn every_deploy_script_batch_is_valid_tsql() {
         for (name, script) in crate::store::sqlserver::SCHEMA_SCRIPTS {
             let batches = crate::store::sqlserver::script_batches(script);
-            assert!(batches.len() >= 3, "{name} has its batches");
+            let separators = script
+                .lines()
+                .filter(|l| l.trim().eq_ignore_ascii_case("GO"))
+                .count();
+            assert!(
+                separators >= 2 && batches.len() == separators,
+                "{name}: {} batches for {separators} GO lines",
+                batches.len()
+            );
             for batch in batches {
                 let statement = guarded_statement(&batch);
                 let parsed = Parser::parse_sql(&MsSqlDialect {}, &statement);
