@@ -61,9 +61,6 @@ struct Tally {
     starts_lost: usize,
     /// Scopes taken over by an earlier round's abandoned start before this round's Parents.
     late_takeovers: usize,
-    /// Leases left after every Infant of a round stopped (see the README: an abandoned start attempt
-    /// that finishes in a handler after its Infant's stop; the lease expires by itself). Issue #9.
-    leases_left_after_stop: usize,
     workers_finished: usize,
     vm_holds: usize,
     deallocations: usize,
@@ -71,9 +68,9 @@ struct Tally {
     /// settlement, issue #10), and the ADF runs such a start created before dying.
     orphaned_claims: usize,
     unrecorded_runs: usize,
-    /// Deallocations by a decision that read the leases before a lease reserved on the busy pool
-    /// (without its lock) was written; that holder had not been told Ready.
-    deallocations_missing_a_reserved_lease: usize,
+    /// Starts answered on a busy pool: recorded as the holder's intent, the lease taken by a later
+    /// decision under the pool's lock.
+    busy_starts: usize,
     violations: Vec<String>,
 }
 
@@ -658,6 +655,29 @@ impl Stress {
         }
     }
 
+    /// The pool's recent power log, printed with a violation (what each decision saw and did).
+    async fn dump_power_log(&self, round: usize, killed: bool) {
+        let rows = self
+            .cluster
+            .sql(
+                "SELECT LogId, EventDateTime, Event, Holder, PowerState, ActiveLeases, Detail FROM procfwk.VmPowerLog WHERE LogId > (SELECT MAX(LogId) - 60 FROM procfwk.VmPowerLog) ORDER BY LogId",
+                vec![],
+            )
+            .await;
+        eprintln!("round {round}: an instance was {}killed in this round; the last power log rows:", if killed { "" } else { "not " });
+        for r in rows {
+            eprintln!(
+                "  {:?} {} {:?} {:?} {:?} {:?}",
+                r.opt_datetime("EventDateTime").ok().flatten(),
+                r.text("Event").unwrap_or_default(),
+                r.opt_text("Holder").ok().flatten(),
+                r.opt_text("PowerState").ok().flatten(),
+                r.i64("ActiveLeases").ok(),
+                r.opt_text("Detail").ok().flatten()
+            );
+        }
+    }
+
     /// Several Infants take, poll, hold and release one runtime pool.
     async fn vm_round(&mut self, round: usize, seed: u64) {
         *self.tally.rounds.entry("vm").or_default() += 1;
@@ -675,6 +695,7 @@ impl Stress {
         for t in tasks {
             holds.push(t.await.expect("vm infant"));
         }
+        let killed = kill.is_some();
         if let Some(k) = kill {
             let _ = k.await;
         }
@@ -714,14 +735,7 @@ impl Stress {
                 let live_from = h.live_from.map_or(leased, |t| t.min(leased));
                 if at > live_from + error && at + error < h.stop_sent {
                     let ready = h.ready.is_some_and(|r| at > r + error);
-                    if h.busy_start && !ready {
-                        // The decision holding the pool read the leases before this one was reserved
-                        // (by design, reserved without the lock; the holder was told not ready and the
-                        // next decision starts the VM again). Counted apart, reported.
-                        self.tally.deallocations_missing_a_reserved_lease += 1;
-                        eprintln!("round {round}: {POOL_VM} deallocated by a decision that missed {}'s lease reserved on a busy pool", h.holder);
-                        continue;
-                    }
+                    self.dump_power_log(round, killed).await;
                     self.violation(round, seed, format!(
                         "{POOL_VM} deallocated while {} held a live lease{} (deallocation {} ms after the lease was live, {} ms before its stop)",
                         h.holder,
@@ -737,6 +751,7 @@ impl Stress {
                 self.violation(round, seed, format!("{}: {:?}", h.holder, h.failure));
             }
             self.tally.vm_holds += usize::from(h.ready.is_some());
+            self.tally.busy_starts += usize::from(h.busy_start);
         }
         let leases = count(
             &self
@@ -748,8 +763,11 @@ impl Stress {
                 .await,
         );
         if leases > 0 {
-            eprintln!("round {round} (seed {seed}): {leases} leases left after every Infant stopped (counted apart)");
-            self.tally.leases_left_after_stop += leases as usize;
+            self.violation(
+                round,
+                seed,
+                format!("{leases} leases left after every Infant of the round stopped"),
+            );
         }
     }
 }
@@ -804,8 +822,8 @@ struct Hold {
     /// When the start's answer already said `Ready`: when that call was sent (the VM may not be
     /// deallocated from then on).
     live_from: Option<Instant>,
-    /// The start met a pool another decision held past the lock wait: its lease was reserved without
-    /// the pool's lock, and the answer was "busy, not ready".
+    /// The start met a pool another decision held past the lock wait: it was recorded as the holder's
+    /// intent (no lease yet), and the answer was "busy, not ready".
     busy_start: bool,
     /// The stop was sent: the lease is live until here at least.
     stop_sent: Instant,
@@ -839,8 +857,12 @@ async fn vm_infant(cluster: &Cluster, rng: &mut StdRng, holder: String) -> Hold 
         .await
     {
         (Some((200, body)), asked) => {
-            hold.leased = Some(Instant::now());
-            hold.busy_start = body["Deferred"] == true && body["Ready"] != true;
+            // A lease is live once an answer shows its expiry: the start's own, or (for a start on a
+            // busy pool, recorded as an intent) the first status call's after a decision took it.
+            if !body["LeaseExpiresAt"].is_null() {
+                hold.leased = Some(Instant::now());
+            }
+            hold.busy_start = body["Deferred"] == true && body["LeaseExpiresAt"].is_null();
             if body["Ready"] == true {
                 hold.ready = hold.leased;
                 // Told Ready by the decision that took the lease: no deallocation may be under way
@@ -861,8 +883,15 @@ async fn vm_infant(cluster: &Cluster, rng: &mut StdRng, holder: String) -> Hold 
             .call_retrying(rng, "VmPower", &vm_body("status", &holder))
             .await
         {
-            Some((200, body)) if body["Ready"] == true => hold.ready = Some(Instant::now()),
-            Some((200, _)) => {}
+            Some((200, body)) => {
+                let answered = Instant::now();
+                if hold.leased.is_none() && !body["LeaseExpiresAt"].is_null() {
+                    hold.leased = Some(answered);
+                }
+                if body["Ready"] == true {
+                    hold.ready = Some(answered);
+                }
+            }
             other => hold.failure = Some(format!("status: {other:?}")),
         }
     }
@@ -1017,7 +1046,7 @@ async fn three_instances_under_random_rounds_keep_the_invariants() {
     let t = &stress.tally;
     let c = &cluster.calls;
     println!(
-        "stress: seed {seed}: {} rounds in {:.1} s — {:?}; {} calls ({} repeated, {} client timeouts), {} kills (SIGKILL + restart), {} starts won / {} refused ({} taken by an earlier round's start), {} workers finished, {} ADF runs, {} VM holds, {} deallocations ({} by a decision that missed a lease reserved on the busy pool, holder not told Ready), {} leases left after every Infant stopped (counted apart, #9); violations {}; claims orphaned by a kill (crash settlement, #10) {} (their ADF runs created before the kill, not recorded: {})",
+        "stress: seed {seed}: {} rounds in {:.1} s — {:?}; {} calls ({} repeated, {} client timeouts), {} kills (SIGKILL + restart), {} starts won / {} refused ({} taken by an earlier round's start), {} workers finished, {} ADF runs, {} VM holds, {} starts on a busy pool (taken as intents), {} deallocations; violations {}; claims orphaned by a kill (crash settlement, #10) {} (their ADF runs created before the kill, not recorded: {})",
         rounds,
         started.elapsed().as_secs_f64(),
         t.rounds,
@@ -1031,9 +1060,8 @@ async fn three_instances_under_random_rounds_keep_the_invariants() {
         t.workers_finished,
         t.adf_runs,
         t.vm_holds,
+        t.busy_starts,
         t.deallocations,
-        t.deallocations_missing_a_reserved_lease,
-        t.leases_left_after_stop,
         t.violations.len(),
         t.orphaned_claims,
         t.unrecorded_runs,
