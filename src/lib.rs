@@ -17,6 +17,8 @@
 //!   integration runtimes (VmPower), each decision one transaction under the pool's lock.
 //! - [`adapters`]: the outside world — one HTTP client, credentials and the token cache, Key Vault, ARM
 //!   retries with a time budget, Data Factory through `azure_mgmt_datafactory`, and Compute VMs.
+//! - [`policy`]: the request policies every invocation runs under — its time budget and its admission
+//!   (work slot) — depending on nothing else in the crate, so host, functions and adapters all use them.
 //! - [`store`]: the metadata store — SQLite embedded, Azure SQL through tiberius — one set of statements.
 //! - [`sim`]: `procfwk sim`, a loopback stand-in for Entra ID, managed identity, Key Vault, Data Factory
 //!   and Compute VMs with self-hosted runtime nodes.
@@ -45,6 +47,7 @@ pub mod leases;
 pub mod orchestration;
 pub mod package;
 pub mod pipeline_retries;
+pub mod policy;
 pub mod process;
 pub mod runner;
 pub mod secret;

@@ -20,11 +20,12 @@ pub mod vm_power;
 
 pub use error::FunctionError;
 
-use crate::adapters::admission::{self, Admission};
 use crate::adapters::datafactory::RunInfo;
-use crate::adapters::{budget, Azure, UpstreamError};
+use crate::adapters::{Azure, UpstreamError};
 use crate::config::Settings;
 use crate::domain::{RequestError, RunRequest, RunStatus};
+use crate::policy::admission::{self, Admission};
+use crate::policy::budget;
 use crate::store::{Store, StoreError};
 use azure_core::auth::TokenCredential;
 use bytes::Bytes;
