@@ -212,7 +212,7 @@ impl TimerFunction {
         match self {
             Self::VmIdleSweep => {
                 let deadline = Instant::now() + state.settings.request_budget;
-                budget::within(deadline, vm_idle_sweep::run(state))
+                budget::within(deadline, vm_idle_sweep::handle(state))
                     .await
                     .map(|r| r.to_json())
             }
@@ -307,19 +307,19 @@ pub async fn dispatch(state: &AppState, function: Function, invocation: &Invocat
         // the largest of all of them (CheckPipelineStatus needs half of what the largest does).
         match function {
             Function::ExecutePipeline | Function::ExecutePipelineV2 => {
-                Box::pin(execute_pipeline::run(state, &body)).await
+                Box::pin(execute_pipeline::handle(state, &body)).await
             }
             Function::CheckPipelineStatus => {
-                Box::pin(check_pipeline_status::run(state, &body)).await
+                Box::pin(check_pipeline_status::handle(state, &body)).await
             }
-            Function::GetActivityErrors => Box::pin(get_activity_errors::run(state, &body)).await,
-            Function::ValidatePipeline => Box::pin(validate_pipeline::run(state, &body)).await,
-            Function::CancelPipeline => Box::pin(cancel_pipeline::run(state, &body)).await,
-            Function::StartExecution => Box::pin(start_execution::run(state, &body)).await,
-            Function::PrepareStage => Box::pin(prepare_stage::run(state, &body)).await,
-            Function::FinishExecution => Box::pin(finish_execution::run(state, &body)).await,
-            Function::VmPower => Box::pin(vm_power::run(state, &body)).await,
-            Function::Dashboard => Box::pin(dashboard::run(state, invocation)).await,
+            Function::GetActivityErrors => Box::pin(get_activity_errors::handle(state, &body)).await,
+            Function::ValidatePipeline => Box::pin(validate_pipeline::handle(state, &body)).await,
+            Function::CancelPipeline => Box::pin(cancel_pipeline::handle(state, &body)).await,
+            Function::StartExecution => Box::pin(start_execution::handle(state, &body)).await,
+            Function::PrepareStage => Box::pin(prepare_stage::handle(state, &body)).await,
+            Function::FinishExecution => Box::pin(finish_execution::handle(state, &body)).await,
+            Function::VmPower => Box::pin(vm_power::handle(state, &body)).await,
+            Function::Dashboard => Box::pin(dashboard::handle(state, invocation)).await,
             Function::OpenApi => Ok(openapi::reply()),
         }
     })

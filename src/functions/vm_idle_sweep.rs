@@ -70,7 +70,7 @@ pub async fn sweep(
 }
 
 /// One timer invocation with the Function App's own identity.
-pub async fn run(state: &AppState) -> Result<SweepReport, FunctionError> {
+pub async fn handle(state: &AppState) -> Result<SweepReport, FunctionError> {
     let credential = state
         .azure
         .identity
