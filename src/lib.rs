@@ -8,8 +8,9 @@
 //! - [`host`]: the HTTP / custom-handler protocol edge — both ways the Functions host talks to us
 //!   (HTTP forwarding on `/api/<Name>` and the invocation payload on `POST /<Name>`), function keys,
 //!   body limits, the one place errors become JSON responses, and graceful shutdown on SIGTERM/SIGINT.
-//! - [`functions`]: one module per Azure Function (`ExecutePipelineV2`, `CheckPipelineStatus`, ...). Each
-//!   parses its request into domain values and delegates.
+//! - [`functions`]: one module per Azure Function (`ExecutePipelineV2`, `CheckPipelineStatus`, ...), each
+//!   with a `handle` entry point that parses its request into domain values and delegates; the handler
+//!   table ([`functions::FUNCTIONS`]) lists them, one line each, for the host's routing and dispatch.
 //! - [`domain`]: values that can only hold valid data (GUIDs, resource names, run statuses, the two request
 //!   dialects and their response shapes).
 //! - [`orchestration`]: procfwk's lifecycle (executions, stages, workers, failure handling), one store

@@ -2,7 +2,7 @@
 //! official SchemaStore schemas (kept in the repository as test data, `tests/data/schemas/`), the function folders match the functions
 //! the handler serves, and `local.settings.json` is an example without secrets.
 
-use procfwk::functions::Function;
+use procfwk::functions::{Function, FUNCTIONS};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
@@ -105,7 +105,7 @@ fn every_function_json_validates() {
         );
         seen += 1;
     }
-    assert!(seen >= Function::ALL.len());
+    assert!(seen >= FUNCTIONS.len());
 }
 
 #[test]
@@ -124,7 +124,7 @@ fn binding_validation_can_fail() {
 
 #[test]
 fn function_folders_match_the_functions_served() {
-    for function in Function::ALL {
+    for function in Function::http_functions() {
         let path = repo()
             .join("functions")
             .join(function.name())
@@ -154,8 +154,7 @@ fn function_folders_match_the_functions_served() {
             .to_string_lossy()
             .to_string();
         assert!(
-            procfwk::functions::Function::lookup(&name).is_some()
-                || procfwk::functions::TimerFunction::lookup(&name).is_some(),
+            Function::lookup(&name).is_some(),
             "functions/{name} has no handler"
         );
     }
@@ -163,7 +162,7 @@ fn function_folders_match_the_functions_served() {
 
 #[test]
 fn timer_functions_have_a_six_field_schedule_and_no_http_binding() {
-    for timer in procfwk::functions::TimerFunction::ALL {
+    for timer in Function::timer_functions() {
         let json = read_json(
             &repo()
                 .join("functions")
@@ -181,7 +180,7 @@ fn timer_functions_have_a_six_field_schedule_and_no_http_binding() {
             "NCRONTAB {schedule:?}"
         );
         assert!(
-            procfwk::functions::Function::lookup(timer.name()).is_none(),
+            Function::lookup(timer.name()).is_some_and(|f| !f.is_http()),
             "{} must not be reachable over HTTP",
             timer.name()
         );
