@@ -89,7 +89,7 @@ pub struct Settings {
     pub body_buffer_bytes: u64,
     /// `PROCFWK_UPSTREAM_CONCURRENCY`, default 64: upstream (ARM, Entra ID, Key Vault) requests in flight
     /// at once from this process; more wait for a free slot. Twice this many invocations are admitted to
-    /// work at once; the rest wait at the edge, holding their head and body (see `adapters::admission`).
+    /// work at once; the rest wait at the edge, holding their head and body (see `policy::admission`).
     pub upstream_concurrency: usize,
     /// `PROCFWK_METADATA_DB`, default `sqlite:procfwk.db`: the metadata store, `sqlite:<path>` or an
     /// Azure SQL / SQL Server connection string. Opened on the first metadata-mode call.

@@ -8,8 +8,9 @@
 //! - [`host`]: the HTTP / custom-handler protocol edge — both ways the Functions host talks to us
 //!   (HTTP forwarding on `/api/<Name>` and the invocation payload on `POST /<Name>`), function keys,
 //!   body limits, the one place errors become JSON responses, and graceful shutdown on SIGTERM/SIGINT.
-//! - [`functions`]: one module per Azure Function (`ExecutePipelineV2`, `CheckPipelineStatus`, ...). Each
-//!   parses its request into domain values and delegates.
+//! - [`functions`]: one module per Azure Function (`ExecutePipelineV2`, `CheckPipelineStatus`, ...), each
+//!   with a `handle` entry point that parses its request into domain values and delegates; the handler
+//!   table ([`functions::FUNCTIONS`]) lists them, one line each, for the host's routing and dispatch.
 //! - [`domain`]: values that can only hold valid data (GUIDs, resource names, run statuses, the two request
 //!   dialects and their response shapes).
 //! - [`orchestration`]: procfwk's lifecycle (executions, stages, workers, failure handling), one store
@@ -17,6 +18,8 @@
 //!   integration runtimes (VmPower), each decision one transaction under the pool's lock.
 //! - [`adapters`]: the outside world — one HTTP client, credentials and the token cache, Key Vault, ARM
 //!   retries with a time budget, Data Factory through `azure_mgmt_datafactory`, and Compute VMs.
+//! - [`policy`]: the request policies every invocation runs under — its time budget and its admission
+//!   (work slot) — depending on nothing else in the crate, so host, functions and adapters all use them.
 //! - [`store`]: the metadata store — SQLite embedded, Azure SQL through tiberius — one set of statements.
 //! - [`sim`]: `procfwk sim`, a loopback stand-in for Entra ID, managed identity, Key Vault, Data Factory
 //!   and Compute VMs with self-hosted runtime nodes.
@@ -45,6 +48,7 @@ pub mod leases;
 pub mod orchestration;
 pub mod package;
 pub mod pipeline_retries;
+pub mod policy;
 pub mod process;
 pub mod runner;
 pub mod secret;

@@ -1,8 +1,9 @@
 //! The Function App's files: `host.json` and every `functions/<Name>/function.json` validate against the
-//! official SchemaStore schemas (kept in the repository as test data, `tests/data/schemas/`), the function folders match the functions
-//! the handler serves, and `local.settings.json` is an example without secrets.
+//! official SchemaStore schemas (kept in the repository as test data, `tests/data/schemas/`), the function
+//! folders and the handler table (`procfwk::functions::FUNCTIONS`) agree entry for entry — trigger kind,
+//! methods, route — and `local.settings.json` is an example without secrets.
 
-use procfwk::functions::Function;
+use procfwk::functions::{Function, Trigger, FUNCTIONS};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
@@ -105,7 +106,7 @@ fn every_function_json_validates() {
         );
         seen += 1;
     }
-    assert!(seen >= Function::ALL.len());
+    assert!(seen >= FUNCTIONS.len());
 }
 
 #[test]
@@ -122,9 +123,87 @@ fn binding_validation_can_fail() {
     assert!(!function_json_errors(&schema, &bad_timer).is_empty());
 }
 
+/// What a function.json declares about its trigger, in the table's terms.
+#[derive(Debug, PartialEq)]
+enum Declared {
+    Http {
+        methods: Vec<String>,
+        route: Option<String>,
+    },
+    Timer,
+    Other(Value),
+}
+
+fn declared(function_json: &Value) -> Declared {
+    let trigger = &function_json["bindings"][0];
+    match trigger["type"].as_str() {
+        Some("httpTrigger") => Declared::Http {
+            methods: trigger["methods"]
+                .as_array()
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|v| v.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            route: trigger["route"].as_str().map(String::from),
+        },
+        Some("timerTrigger") => Declared::Timer,
+        _ => Declared::Other(trigger.clone()),
+    }
+}
+
+fn from_table(function: &Function) -> Declared {
+    match &function.trigger {
+        Trigger::Http(http) => Declared::Http {
+            methods: http.methods.iter().map(|m| m.to_string()).collect(),
+            route: http.route.map(String::from),
+        },
+        Trigger::Timer(_) => Declared::Timer,
+    }
+}
+
+/// Every table entry has a folder whose function.json declares the same trigger kind, methods and
+/// route, and every folder has an entry of exactly its name.
+#[test]
+fn function_folders_and_the_handler_table_agree() {
+    let mut disagreements = Vec::new();
+    for function in FUNCTIONS {
+        let path = repo()
+            .join("functions")
+            .join(function.name)
+            .join("function.json");
+        if !path.exists() {
+            disagreements.push(format!("{}: no {}", function.name, path.display()));
+            continue;
+        }
+        let in_folder = declared(&read_json(&path));
+        let in_table = from_table(function);
+        if in_folder != in_table {
+            disagreements.push(format!(
+                "{}: function.json declares {in_folder:?}, the table {in_table:?}",
+                function.name
+            ));
+        }
+    }
+    for entry in std::fs::read_dir(repo().join("functions")).expect("functions/ exists") {
+        let name = entry
+            .expect("entry")
+            .file_name()
+            .to_string_lossy()
+            .to_string();
+        if !FUNCTIONS.iter().any(|f| f.name == name) {
+            disagreements.push(format!(
+                "functions/{name} has no entry in the handler table"
+            ));
+        }
+    }
+    assert_eq!(disagreements, Vec::<String>::new());
+}
+
 #[test]
 fn function_folders_match_the_functions_served() {
-    for function in Function::ALL {
+    for function in Function::http_functions() {
         let path = repo()
             .join("functions")
             .join(function.name())
@@ -154,8 +233,7 @@ fn function_folders_match_the_functions_served() {
             .to_string_lossy()
             .to_string();
         assert!(
-            procfwk::functions::Function::lookup(&name).is_some()
-                || procfwk::functions::TimerFunction::lookup(&name).is_some(),
+            Function::lookup(&name).is_some(),
             "functions/{name} has no handler"
         );
     }
@@ -163,7 +241,7 @@ fn function_folders_match_the_functions_served() {
 
 #[test]
 fn timer_functions_have_a_six_field_schedule_and_no_http_binding() {
-    for timer in procfwk::functions::TimerFunction::ALL {
+    for timer in Function::timer_functions() {
         let json = read_json(
             &repo()
                 .join("functions")
@@ -181,10 +259,25 @@ fn timer_functions_have_a_six_field_schedule_and_no_http_binding() {
             "NCRONTAB {schedule:?}"
         );
         assert!(
-            procfwk::functions::Function::lookup(timer.name()).is_none(),
+            Function::lookup(timer.name()).is_some_and(|f| !f.is_http()),
             "{} must not be reachable over HTTP",
             timer.name()
         );
+    }
+}
+
+#[tokio::test]
+async fn a_timer_is_not_served_over_http_forwarding() {
+    let settings = procfwk::config::Settings::from_env().expect("settings");
+    let state = procfwk::functions::AppState::new(settings).expect("state");
+    let routes = procfwk::host::routes(state);
+    for timer in Function::timer_functions() {
+        let response = warp::test::request()
+            .method("POST")
+            .path(&format!("/api/{}", timer.name()))
+            .reply(&routes)
+            .await;
+        assert_eq!(response.status(), 404, "{}", timer.name());
     }
 }
 

@@ -1,8 +1,6 @@
-//! The outside world: one HTTP client per process, the time budget of an invocation and its admission, ARM retries,
-//! credentials with their token cache, Key Vault, and Data Factory.
+//! The outside world: one HTTP client per process, ARM retries (within the invocation's time budget,
+//! [`crate::policy::budget`]), credentials with their token cache, Key Vault, and Data Factory.
 
-pub mod admission;
-pub mod budget;
 pub mod compute;
 pub mod datafactory;
 pub mod http;

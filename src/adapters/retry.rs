@@ -6,7 +6,7 @@
 //! Calls that are not safe to repeat (`createRun` has no idempotency key: two calls make two runs) use
 //! [`RetryMode::ThrottledOnly`]: a 429 means ARM refused the request before doing anything.
 
-use super::budget;
+use crate::policy::budget;
 use azure_core::headers::{HeaderName, Headers};
 use azure_core::{Context, Request, StatusCode};
 use azure_core::{Policy, PolicyResult};

@@ -7,7 +7,7 @@ use crate::domain::response::{self, Spelling};
 use crate::domain::RunRequest;
 use serde_json::{json, Value};
 
-pub async fn run(state: &AppState, body: &Value) -> Result<Reply, FunctionError> {
+pub async fn handle(state: &AppState, body: &Value) -> Result<Reply, FunctionError> {
     let request = RunRequest::parse(body)?;
     let credential = state
         .azure

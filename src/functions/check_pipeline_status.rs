@@ -6,7 +6,7 @@ use crate::domain::response::{self, Spelling};
 use crate::domain::RunRequest;
 use serde_json::Value;
 
-pub async fn run(state: &AppState, body: &Value) -> Result<Reply, FunctionError> {
+pub async fn handle(state: &AppState, body: &Value) -> Result<Reply, FunctionError> {
     let fields = crate::domain::request::Fields::new(body)?;
     if let Some(key) = super::metadata_worker::worker_key(&fields)? {
         // Optional in metadata mode: the store knows the worker's run.

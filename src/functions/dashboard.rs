@@ -6,7 +6,7 @@ use super::{AppState, FunctionError, Invocation, Reply};
 use crate::dashboard::{self, Options};
 use crate::domain::RequestError;
 
-pub async fn run(state: &AppState, invocation: &Invocation) -> Result<Reply, FunctionError> {
+pub async fn handle(state: &AppState, invocation: &Invocation) -> Result<Reply, FunctionError> {
     let options = options(invocation)?;
     let store = state.store().await?;
     let snapshot = dashboard::read(store, options, crate::orchestration::now())

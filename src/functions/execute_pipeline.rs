@@ -8,7 +8,7 @@ use crate::domain::response::{self, Spelling};
 use crate::domain::PipelineRequest;
 use serde_json::Value;
 
-pub async fn run(state: &AppState, body: &Value) -> Result<Reply, FunctionError> {
+pub async fn handle(state: &AppState, body: &Value) -> Result<Reply, FunctionError> {
     let fields = crate::domain::request::Fields::new(body)?;
     if let Some(key) = super::metadata_worker::worker_key(&fields)? {
         return super::metadata_worker::execute(state, key).await;

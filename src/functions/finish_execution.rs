@@ -9,7 +9,7 @@ use crate::domain::request::Fields;
 use crate::orchestration::{now, FinishExecution};
 use serde_json::{json, Map, Value};
 
-pub async fn run(state: &AppState, body: &Value) -> Result<Reply, FunctionError> {
+pub async fn handle(state: &AppState, body: &Value) -> Result<Reply, FunctionError> {
     let fields = Fields::new(body)?;
     let execution_id = fields.guid("executionId", "Execution Id")?.as_uuid();
     let store = state.store().await?;

@@ -1,6 +1,8 @@
-//! The Azure Functions this app serves, one module per function. Each parses its request into domain
-//! values, calls the adapters, and builds the body procfwk's pipelines expect. The host edge
-//! ([`crate::host`]) hands every invocation to [`dispatch`], whichever protocol it arrived by.
+//! The Azure Functions this app serves, one module per function, each with its `handle` entry point.
+//! Each parses its request into domain values, calls the adapters, and builds the body procfwk's
+//! pipelines expect. The handler table ([`FUNCTIONS`], in `table.rs`) lists them, one line each; the host
+//! edge ([`crate::host`]) finds a function there and hands every invocation to [`dispatch`] (a timer's
+//! to [`dispatch_timer`]), whichever protocol it arrived by.
 
 pub mod cancel_pipeline;
 pub mod check_pipeline_status;
@@ -14,21 +16,27 @@ pub mod openapi;
 pub mod orphan_runs;
 pub mod prepare_stage;
 pub mod start_execution;
+mod table;
 pub mod validate_pipeline;
 pub mod vm_idle_sweep;
 pub mod vm_power;
 
 pub use error::FunctionError;
+pub use table::{
+    dispatch, dispatch_timer, BodyEntry, Function, Handling, HttpEntry, HttpTrigger, QueryEntry,
+    TimerEntry, TimerTrigger, Trigger, FUNCTIONS,
+};
 
-use crate::adapters::admission::{self, Admission};
 use crate::adapters::datafactory::RunInfo;
-use crate::adapters::{budget, Azure, UpstreamError};
+use crate::adapters::{Azure, UpstreamError};
 use crate::config::Settings;
 use crate::domain::{RequestError, RunRequest, RunStatus};
+use crate::policy::admission::{self, Admission};
+use crate::policy::budget;
 use crate::store::{Store, StoreError};
 use azure_core::auth::TokenCredential;
 use bytes::Bytes;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -101,124 +109,6 @@ fn admission_slots(settings: &Settings) -> usize {
     settings.upstream_concurrency.saturating_mul(2)
 }
 
-/// The functions, by name. Names are matched case-insensitively, as the Functions host does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Function {
-    ExecutePipeline,
-    ExecutePipelineV2,
-    CheckPipelineStatus,
-    GetActivityErrors,
-    ValidatePipeline,
-    CancelPipeline,
-    StartExecution,
-    PrepareStage,
-    FinishExecution,
-    VmPower,
-    /// The execution dashboard (HTML, read-only).
-    Dashboard,
-    /// The OpenAPI 3.1 document of every HTTP function (route `openapi.json`).
-    OpenApi,
-}
-
-impl Function {
-    pub const ALL: [Function; 12] = [
-        Function::ExecutePipeline,
-        Function::ExecutePipelineV2,
-        Function::CheckPipelineStatus,
-        Function::GetActivityErrors,
-        Function::ValidatePipeline,
-        Function::CancelPipeline,
-        Function::StartExecution,
-        Function::PrepareStage,
-        Function::FinishExecution,
-        Function::VmPower,
-        Function::Dashboard,
-        Function::OpenApi,
-    ];
-
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::ExecutePipeline => "ExecutePipeline",
-            Self::ExecutePipelineV2 => "ExecutePipelineV2",
-            Self::CheckPipelineStatus => "CheckPipelineStatus",
-            Self::GetActivityErrors => "GetActivityErrors",
-            Self::ValidatePipeline => "ValidatePipeline",
-            Self::CancelPipeline => "CancelPipeline",
-            Self::StartExecution => "StartExecution",
-            Self::PrepareStage => "PrepareStage",
-            Self::FinishExecution => "FinishExecution",
-            Self::VmPower => "VmPower",
-            Self::Dashboard => "Dashboard",
-            Self::OpenApi => "OpenApi",
-        }
-    }
-
-    /// The route under `/api/` when it is not the function's name (its `function.json` sets it).
-    pub fn route(&self) -> Option<&'static str> {
-        match self {
-            Self::OpenApi => Some("openapi.json"),
-            _ => None,
-        }
-    }
-
-    /// By name (the invocation payload's `POST /<Name>`) or by route (`/api/<route>`).
-    pub fn lookup(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|f| {
-            f.name().eq_ignore_ascii_case(name)
-                || f.route().is_some_and(|r| r.eq_ignore_ascii_case(name))
-        })
-    }
-
-    /// HTTP methods the function accepts (also written to its `function.json`).
-    pub fn methods(&self) -> &'static [&'static str] {
-        match self {
-            Self::ExecutePipeline
-            | Self::ExecutePipelineV2
-            | Self::CancelPipeline
-            | Self::StartExecution
-            | Self::PrepareStage
-            | Self::FinishExecution => &["post"],
-            Self::Dashboard | Self::OpenApi => &["get"],
-            _ => &["get", "post"],
-        }
-    }
-}
-
-/// Timer-triggered functions: reached only through the invocation payload (`POST /<Name>` with
-/// `Data.timer`), never over HTTP.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TimerFunction {
-    VmIdleSweep,
-}
-
-impl TimerFunction {
-    pub const ALL: [TimerFunction; 1] = [TimerFunction::VmIdleSweep];
-
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::VmIdleSweep => "VmIdleSweep",
-        }
-    }
-
-    pub fn lookup(name: &str) -> Option<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|f| f.name().eq_ignore_ascii_case(name))
-    }
-
-    /// Run one timer invocation; the answer is logged and returned to the host as `ReturnValue`.
-    pub async fn run(&self, state: &AppState) -> Result<Value, FunctionError> {
-        match self {
-            Self::VmIdleSweep => {
-                let deadline = Instant::now() + state.settings.request_budget;
-                budget::within(deadline, vm_idle_sweep::run(state))
-                    .await
-                    .map(|r| r.to_json())
-            }
-        }
-    }
-}
-
 /// One call of a function, independent of how the host delivered it.
 #[derive(Clone, Debug, Default)]
 pub struct Invocation {
@@ -280,81 +170,6 @@ impl Reply {
             None => "application/json",
         }
     }
-}
-
-/// Run one invocation of `function` under the configured time budget.
-pub async fn dispatch(state: &AppState, function: Function, invocation: &Invocation) -> Reply {
-    if !function
-        .methods()
-        .iter()
-        .any(|m| m.eq_ignore_ascii_case(&invocation.method))
-    {
-        return FunctionError::MethodNotAllowed {
-            method: invocation.method.clone(),
-            allowed: function.methods().join(", ").to_uppercase(),
-        }
-        .into_reply();
-    }
-    let deadline = Instant::now() + state.settings.request_budget;
-    let outcome = budget::within(deadline, async {
-        // The read-only pages take their options from the query string and no body.
-        let body = match function {
-            Function::Dashboard | Function::OpenApi => Value::Null,
-            _ => request_json(invocation)?,
-        };
-        // Each function's future on the heap: an invocation then holds its own function's state, not
-        // the largest of all of them (CheckPipelineStatus needs half of what the largest does).
-        match function {
-            Function::ExecutePipeline | Function::ExecutePipelineV2 => {
-                Box::pin(execute_pipeline::run(state, &body)).await
-            }
-            Function::CheckPipelineStatus => {
-                Box::pin(check_pipeline_status::run(state, &body)).await
-            }
-            Function::GetActivityErrors => Box::pin(get_activity_errors::run(state, &body)).await,
-            Function::ValidatePipeline => Box::pin(validate_pipeline::run(state, &body)).await,
-            Function::CancelPipeline => Box::pin(cancel_pipeline::run(state, &body)).await,
-            Function::StartExecution => Box::pin(start_execution::run(state, &body)).await,
-            Function::PrepareStage => Box::pin(prepare_stage::run(state, &body)).await,
-            Function::FinishExecution => Box::pin(finish_execution::run(state, &body)).await,
-            Function::VmPower => Box::pin(vm_power::run(state, &body)).await,
-            Function::Dashboard => Box::pin(dashboard::run(state, invocation)).await,
-            Function::OpenApi => Ok(openapi::reply()),
-        }
-    })
-    .await;
-    match outcome {
-        Ok(reply) => reply,
-        Err(e) => e.into_reply(),
-    }
-}
-
-/// The request body as JSON; a GET without a body may carry the fields as query parameters instead.
-fn request_json(invocation: &Invocation) -> Result<Value, FunctionError> {
-    let text = invocation.body.as_ref();
-    if text.iter().all(u8::is_ascii_whitespace) {
-        let fields: Map<String, Value> = invocation
-            .query
-            .iter()
-            .filter(|(k, _)| !k.eq_ignore_ascii_case("code"))
-            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-            .collect();
-        if fields.is_empty() {
-            return Err(RequestError::new("body", "is required: a JSON object").into());
-        }
-        return Ok(Value::Object(fields));
-    }
-    serde_json::from_slice(text).map_err(|e| {
-        FunctionError::from(RequestError::new(
-            "body",
-            format!(
-                "is not valid JSON (line {}, column {}): {}",
-                e.line(),
-                e.column(),
-                e
-            ),
-        ))
-    })
 }
 
 /// Read a run and check it belongs to the requested pipeline (procfwk's defensive name check).

@@ -13,7 +13,7 @@ use crate::domain::request::{Fields, RequestError};
 use crate::orchestration::{now, PrepareStage, Prepared};
 use serde_json::{json, Value};
 
-pub async fn run(state: &AppState, body: &Value) -> Result<Reply, FunctionError> {
+pub async fn handle(state: &AppState, body: &Value) -> Result<Reply, FunctionError> {
     let fields = Fields::new(body)?;
     let execution_id = fields.guid("executionId", "Execution Id")?.as_uuid();
     let stage_id = fields

@@ -54,7 +54,7 @@ impl StartRequest {
     }
 }
 
-pub async fn run(state: &AppState, body: &Value) -> Result<Reply, FunctionError> {
+pub async fn handle(state: &AppState, body: &Value) -> Result<Reply, FunctionError> {
     let StartRequest {
         batch,
         calling,

@@ -7,7 +7,7 @@ use crate::domain::response;
 use crate::domain::PipelineRequest;
 use serde_json::Value;
 
-pub async fn run(state: &AppState, body: &Value) -> Result<Reply, FunctionError> {
+pub async fn handle(state: &AppState, body: &Value) -> Result<Reply, FunctionError> {
     let request = PipelineRequest::parse(body)?;
     let credential = state
         .azure

@@ -69,8 +69,8 @@ pub async fn sweep(
     Ok(report)
 }
 
-/// One timer invocation with the Function App's own identity.
-pub async fn run(state: &AppState) -> Result<SweepReport, FunctionError> {
+/// One timer invocation with the Function App's own identity; answers its [`SweepReport`] as JSON.
+pub async fn handle(state: &AppState) -> Result<Value, FunctionError> {
     let credential = state
         .azure
         .identity
@@ -87,5 +87,5 @@ pub async fn run(state: &AppState) -> Result<SweepReport, FunctionError> {
         failed = report.failed.len(),
         "VM idle sweep"
     );
-    Ok(report)
+    Ok(report.to_json())
 }

@@ -285,7 +285,7 @@ pub fn response(action: &str, holder: Option<&str>, report: &PoolReport, poll_se
 }
 
 /// VmPower for a worker of an execution (see the module documentation).
-async fn run_for_worker(state: &AppState, fields: &Fields<'_>) -> Result<Reply, FunctionError> {
+async fn handle_for_worker(state: &AppState, fields: &Fields<'_>) -> Result<Reply, FunctionError> {
     let action_text = fields.required_text("action")?;
     let action = Action::parse(&action_text)
         .ok_or_else(|| RequestError::new("action", "must be one of start, status, stop"))?;
@@ -349,11 +349,11 @@ async fn run_for_worker(state: &AppState, fields: &Fields<'_>) -> Result<Reply, 
     )))
 }
 
-pub async fn run(state: &AppState, body: &Value) -> Result<Reply, FunctionError> {
+pub async fn handle(state: &AppState, body: &Value) -> Result<Reply, FunctionError> {
     {
         let fields = Fields::new(body)?;
         if fields.has("executionId") {
-            return run_for_worker(state, &fields).await;
+            return handle_for_worker(state, &fields).await;
         }
     }
     let request = VmPowerRequest::parse(body, &state.settings.vm)?;

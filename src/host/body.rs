@@ -3,7 +3,7 @@
 //!
 //! - **Time**: the whole body must have arrived [`BodyReader`]'s timeout after its head
 //!   (`PROCFWK_BODY_TIMEOUT_SECS`), or the call is answered 408. Bodies are read *before* a call is
-//!   admitted to work (`adapters::admission`), so a client trickling its body never holds a work slot.
+//!   admitted to work (`policy::admission`), so a client trickling its body never holds a work slot.
 //! - **Size**: a declared length over the limit is refused before a byte is read; an undeclared
 //!   (chunked) body as soon as it passes it.
 //! - **Memory**: every buffered byte is reserved from one budget (`PROCFWK_BODY_BUFFER_BYTES`) *as it

@@ -61,14 +61,16 @@ async fn receive<S, B>(
     key: Option<String>,
     length: Option<u64>,
     stream: S,
-) -> Result<(Function, body::Body), FunctionError>
+) -> Result<(&'static Function, body::Body), FunctionError>
 where
     S: futures::Stream<Item = Result<B, warp::Error>>,
     B: bytes::Buf,
 {
     keys::check(state, key.as_deref(), query.get("code").map(String::as_str))?;
-    let function =
-        Function::lookup(name).ok_or_else(|| FunctionError::NotFound(name.to_string()))?;
+    // Timers are not served over HTTP.
+    let function = Function::lookup(name)
+        .filter(|f| f.is_http())
+        .ok_or_else(|| FunctionError::NotFound(name.to_string()))?;
     let body = bodies
         .read(length, state.settings.max_body_bytes, stream)
         .await?;
@@ -77,7 +79,7 @@ where
 
 async fn answer(
     state: Arc<AppState>,
-    function: Function,
+    function: &'static Function,
     method: warp::http::Method,
     query: BTreeMap<String, String>,
     body: body::Body,

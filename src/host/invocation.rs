@@ -6,7 +6,7 @@
 use super::body::{self, BodyReader};
 use super::keys;
 use crate::functions::{
-    dispatch, AppState, Function, FunctionError, Invocation, Reply, TimerFunction,
+    dispatch, dispatch_timer, AppState, Function, FunctionError, Invocation, Reply,
 };
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
@@ -43,10 +43,10 @@ pub fn route(
                     let (reply, wrapped) =
                         match receive(&state, &bodies, &name, &query, key, length, stream).await {
                             Err(e) => (e.into_reply(), false),
-                            Ok((target, body)) => {
+                            Ok((function, body)) => {
                                 let gate = state.clone();
                                 gate.admission
-                                    .admit(move || answer(state, target, body))
+                                    .admit(move || answer(state, function, body))
                                     .await
                             }
                         };
@@ -66,13 +66,6 @@ pub fn route(
         )
 }
 
-/// What an invocation calls: an HTTP-triggered function, whose reply travels inside `Outputs.res`, or
-/// a timer, whose answer goes to the host as it is.
-enum Target {
-    Http(Function),
-    Timer(TimerFunction),
-}
-
 /// Check the key, find the function, read the payload.
 async fn receive<S, B>(
     state: &AppState,
@@ -82,35 +75,36 @@ async fn receive<S, B>(
     key: Option<String>,
     length: Option<u64>,
     stream: S,
-) -> Result<(Target, body::Body), FunctionError>
+) -> Result<(&'static Function, body::Body), FunctionError>
 where
     S: futures::Stream<Item = Result<B, warp::Error>>,
     B: bytes::Buf,
 {
     keys::check(state, key.as_deref(), query.get("code").map(String::as_str))?;
-    if let Some(timer) = TimerFunction::lookup(name) {
-        // The payload (`Data.timer`: schedule status, past-due flag) carries nothing we need.
-        let body = bodies.read(length, 64 * 1024, stream).await?;
-        return Ok((Target::Timer(timer), body));
-    }
     let function =
         Function::lookup(name).ok_or_else(|| FunctionError::NotFound(name.to_string()))?;
-    let body = bodies
-        .read(length, state.settings.largest_payload_bytes(), stream)
-        .await?;
-    Ok((Target::Http(function), body))
+    let limit = if function.is_timer() {
+        // The payload (`Data.timer`: schedule status, past-due flag) carries nothing we need.
+        64 * 1024
+    } else {
+        state.settings.largest_payload_bytes()
+    };
+    let body = bodies.read(length, limit, stream).await?;
+    Ok((function, body))
 }
 
-/// The reply, and whether it goes inside the envelope.
-async fn answer(state: Arc<AppState>, target: Target, body: body::Body) -> (Reply, bool) {
+/// The reply, and whether it goes inside the envelope: an HTTP-triggered function's reply travels
+/// inside `Outputs.res`, a timer's answer goes to the host as it is.
+async fn answer(
+    state: Arc<AppState>,
+    function: &'static Function,
+    body: body::Body,
+) -> (Reply, bool) {
     let body::Body { bytes, held } = body;
-    let function = match target {
-        Target::Timer(timer) => {
-            drop((bytes, held));
-            return (timer_reply(&state, timer).await, false);
-        }
-        Target::Http(function) => function,
-    };
+    if function.is_timer() {
+        drop((bytes, held));
+        return (timer_reply(&state, function).await, false);
+    }
     let parsed = parse_payload(&bytes, state.settings.max_body_bytes);
     drop(bytes);
     let reply = match parsed {
@@ -185,8 +179,8 @@ fn query_map(value: Option<&Value>) -> BTreeMap<String, String> {
 
 /// A timer invocation's answer to the host: no outputs, the result in `Logs` and `ReturnValue`. A failed
 /// sweep is a non-2xx to the host, which records the invocation as failed.
-async fn timer_reply(state: &AppState, timer: TimerFunction) -> Reply {
-    match timer.run(state).await {
+async fn timer_reply(state: &AppState, timer: &Function) -> Reply {
+    match dispatch_timer(state, timer).await {
         Ok(result) => Reply::ok(json!({
             "Outputs": {},
             "Logs": [format!("procfwk: {} {}", timer.name(), result)],

@@ -75,8 +75,12 @@ pub async fn sleep(duration: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::time::Instant;
 
-    #[tokio::test]
+    // Paused time: the clock moves only when every task waits, straight to the next timer, so the
+    // durations below are exact and the tests take no real time.
+
+    #[tokio::test(start_paused = true)]
     async fn a_sleeping_invocation_gives_its_slot_back() {
         let gate = Arc::new(Admission::new(1));
         let g = gate.clone();
@@ -99,7 +103,7 @@ mod tests {
         assert_eq!(gate.available(), 1);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_working_invocation_holds_its_slot() {
         let gate = Admission::new(1);
         let inner = gate
@@ -113,8 +117,41 @@ mod tests {
         assert_eq!(gate.available(), 1);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn sleep_outside_an_invocation_is_plain() {
-        sleep(Duration::from_millis(1)).await;
+        // No slot to give back or take again: it sleeps the whole duration, and no longer.
+        let started = Instant::now();
+        sleep(Duration::from_secs(5)).await;
+        let slept = started.elapsed();
+        assert!(
+            slept >= Duration::from_secs(5)
+                && slept < Duration::from_secs(5) + Duration::from_millis(5),
+            "slept {slept:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_woken_invocation_waits_for_a_slot_again() {
+        // While the first invocation sleeps, a second takes the only slot and works for 1 s: the first
+        // wakes at 100 ms but goes on only once the slot is back.
+        let gate = Arc::new(Admission::new(1));
+        let started = Instant::now();
+        let g = gate.clone();
+        let sleeper = tokio::spawn(async move {
+            g.admit(|| async {
+                sleep(Duration::from_millis(100)).await;
+                started.elapsed()
+            })
+            .await
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        gate.admit(|| tokio::time::sleep(Duration::from_secs(1)))
+            .await;
+        let resumed = sleeper.await.unwrap_or_default();
+        assert!(
+            resumed >= Duration::from_millis(1010),
+            "resumed after {resumed:?}"
+        );
+        assert_eq!(gate.available(), 1);
     }
 }
