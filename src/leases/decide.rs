@@ -880,34 +880,70 @@ impl Decision {
     }
 }
 
-#[async_trait::async_trait]
-impl Transition for Decision {
-    type Output = PoolReport;
-    type Error = LeaseError;
+/// The leases after this decision's lease phase.
+struct SettledLeases {
+    live: usize,
+    /// Since when the pool has had no live lease (the grace counts from here).
+    pool_idle_since: Option<NaiveDateTime>,
+    /// The caller's lease expiry, if it holds one.
+    lease_expires: Option<NaiveDateTime>,
+    expired: usize,
+    /// The caller's `Take` was refused (sent before its holder's stop).
+    refused: bool,
+}
 
-    async fn apply(&self, tx: &mut dyn Tx) -> Result<PoolReport, LeaseError> {
-        let now = self.now;
+/// One node through the decision: as stored, as observed, its plan and the state after acting.
+struct NodeWork {
+    row: NodeRow,
+    vm: super::VmRef,
+    observed: PowerState,
+    /// The operation still in flight after observing (and after acting).
+    pending: Option<Pending>,
+    plan: plan::NodePlan,
+    /// The state to report: the observed one, or what an operation just requested leads to.
+    effective: PowerState,
+}
+
+/// What the act phase did.
+#[derive(Default)]
+struct Acted {
+    started: bool,
+    deallocated: bool,
+    deferred: bool,
+    retry_after: Option<u64>,
+}
+
+impl Decision {
+    /// The pool must be made of the VMs the caller names, in order.
+    fn check_same_vms(&self, nodes: &[NodeRow]) -> Result<(), LeaseError> {
+        let Some(spec) = &self.spec else {
+            return Ok(());
+        };
+        let same = spec.vms.len() == nodes.len()
+            && spec
+                .vms
+                .iter()
+                .zip(nodes)
+                .all(|(a, b)| a.as_str().eq_ignore_ascii_case(&b.vm_name));
+        if same {
+            Ok(())
+        } else {
+            Err(LeaseError::Conflict(format!(
+                "the VM pool {} was created with other VMs",
+                self.pool_key
+            )))
+        }
+    }
+
+    /// Lease phase: what holders asked while the pool was busy, the caller's change, then expiry, and
+    /// the pool's idle mark.
+    async fn settle_leases(
+        &self,
+        tx: &mut dyn Tx,
+        stored: &StoredPool,
+    ) -> Result<SettledLeases, LeaseError> {
         let key = self.pool_key.as_str();
-        if let Some(limit) = self.lock_wait {
-            tx.set_lock_timeout(limit).await?;
-        }
-        let (stored, nodes) = self.lock(tx).await?;
-        if let Some(spec) = &self.spec {
-            let same = spec.vms.len() == nodes.len()
-                && spec
-                    .vms
-                    .iter()
-                    .zip(&nodes)
-                    .all(|(a, b)| a.as_str().eq_ignore_ascii_case(&b.vm_name));
-            if !same {
-                return Err(LeaseError::Conflict(format!(
-                    "the VM pool {key} was created with other VMs"
-                )));
-            }
-        }
-        let spec = stored.spec;
-
-        // Leases: what holders asked while the pool was busy, the caller's change, then expiry.
+        let now = self.now;
         let intents = intents::of_pool(tx, key).await?;
         let mut leases: Vec<LeaseRow> = tx
             .query(&sql::VM_LEASES_OF_POOL, &[key.into()])
@@ -927,53 +963,14 @@ impl Transition for Decision {
         let refused = self
             .apply_change(tx, &intents, &mut leases, &mut ended)
             .await?;
-        let mut expired_leases = 0;
-        let mut kept = Vec::with_capacity(leases.len());
-        for mut lease in leases {
-            if lease.expires <= now {
-                // Re-checked by the DELETE itself: a renewal (which does not take the pool lock) may
-                // have committed after the leases were read; then the lease lives on.
-                let deleted = tx
-                    .execute(
-                        &sql::VM_LEASE_EXPIRE,
-                        &[key.into(), lease.holder.as_str().into(), now.into()],
-                    )
-                    .await?;
-                if deleted == 0 {
-                    let current = tx
-                        .query(
-                            &sql::VM_LEASE_GET,
-                            &[key.into(), lease.holder.as_str().into()],
-                        )
-                        .await?;
-                    if let Some(row) = current.first() {
-                        lease.expires = required_datetime(row, "ExpiresDateTime")?;
-                        kept.push(lease);
-                    }
-                    continue;
-                }
-                expired_leases += 1;
-                ended.mark(lease.expires);
-                self.log(
-                    tx,
-                    LogEntry::lease(lease.expires, "LeaseExpired", &lease.holder, 0)
-                        .detail(Some(format!("noticed at {now}"))),
-                )
-                .await?;
-            } else {
-                kept.push(lease);
-            }
-        }
-        let leases = kept;
+        let (leases, expired) = self.expire(tx, leases, &mut ended).await?;
         let live = leases.len();
         let mut pool_idle_since = stored.last_lease_end;
-        if live == 0 {
-            if let Some(end) = ended.0 {
-                if live_before > 0 || pool_idle_since.is_none_or(|p| p < end) {
-                    tx.execute(&sql::VM_POOL_LEASE_END, &[key.into(), end.into()])
-                        .await?;
-                    pool_idle_since = Some(end);
-                }
+        if let (0, Some(end)) = (live, ended.0) {
+            if live_before > 0 || pool_idle_since.is_none_or(|p| p < end) {
+                tx.execute(&sql::VM_POOL_LEASE_END, &[key.into(), end.into()])
+                    .await?;
+                pool_idle_since = Some(end);
             }
         }
         let lease_expires = self
@@ -981,82 +978,128 @@ impl Transition for Decision {
             .holder()
             .and_then(|h| leases.iter().find(|l| same_holder(&l.holder, h)))
             .map(|l| l.expires);
+        Ok(SettledLeases {
+            live,
+            pool_idle_since,
+            lease_expires,
+            expired,
+            refused,
+        })
+    }
 
-        // A pool with no lease whose nodes were all seen deallocated, with nothing in flight, needs no
-        // ARM call (the sweeper passes by such pools every few minutes).
-        let quiet = live == 0
+    /// Delete the expired leases; returns the live ones and how many expired.
+    async fn expire(
+        &self,
+        tx: &mut dyn Tx,
+        leases: Vec<LeaseRow>,
+        ended: &mut LeaseEnd,
+    ) -> Result<(Vec<LeaseRow>, usize), LeaseError> {
+        let key = self.pool_key.as_str();
+        let now = self.now;
+        let mut expired = 0;
+        let mut kept = Vec::with_capacity(leases.len());
+        for mut lease in leases {
+            if lease.expires > now {
+                kept.push(lease);
+                continue;
+            }
+            // Re-checked by the DELETE itself: a renewal (which does not take the pool lock) may have
+            // committed after the leases were read; then the lease lives on.
+            let holder = lease.holder.as_str();
+            let deleted = tx
+                .execute(
+                    &sql::VM_LEASE_EXPIRE,
+                    &[key.into(), holder.into(), now.into()],
+                )
+                .await?;
+            if deleted == 0 {
+                let current = tx
+                    .query(&sql::VM_LEASE_GET, &[key.into(), holder.into()])
+                    .await?;
+                if let Some(row) = current.first() {
+                    lease.expires = required_datetime(row, "ExpiresDateTime")?;
+                    kept.push(lease);
+                }
+                continue;
+            }
+            expired += 1;
+            ended.mark(lease.expires);
+            let entry = LogEntry::lease(lease.expires, "LeaseExpired", holder, 0)
+                .detail(Some(format!("noticed at {now}")));
+            self.log(tx, entry).await?;
+        }
+        Ok((kept, expired))
+    }
+
+    /// The answer for a pool with no lease whose nodes were all seen deallocated with nothing in
+    /// flight, when the caller only observes or releases: no ARM call is needed (the sweeper passes by
+    /// such pools every few minutes). `None` when the pool is not quiet.
+    fn quiet_report(&self, nodes: &[NodeRow], leases: &SettledLeases) -> Option<PoolReport> {
+        let quiet = leases.live == 0
             && nodes
                 .iter()
                 .all(|n| n.last_state == Some(PowerState::Deallocated) && n.pending.is_none());
-        if quiet && matches!(self.change, Change::Observe | Change::Release { .. }) {
-            return Ok(PoolReport {
-                pool_key: key.into(),
-                power_state: PowerState::Deallocated,
-                ready: false,
-                active_leases: 0,
-                nodes_needed: 0,
-                lease_expires,
-                started: false,
-                deallocated: false,
-                deallocate_after: None,
-                runtime_state: None,
-                deferred: false,
-                retry_after_secs: None,
-                nodes: nodes
-                    .iter()
-                    .map(|n| NodeReport {
-                        vm_name: n.vm_name.clone(),
-                        power_state: PowerState::Deallocated,
-                        needed: false,
-                        runtime_node_status: None,
-                        ready: false,
-                    })
-                    .collect(),
-                expired_leases,
-            });
+        if !quiet || !matches!(self.change, Change::Observe | Change::Release { .. }) {
+            return None;
         }
+        Some(PoolReport {
+            pool_key: self.pool_key.clone(),
+            power_state: PowerState::Deallocated,
+            ready: false,
+            active_leases: 0,
+            nodes_needed: 0,
+            lease_expires: leases.lease_expires,
+            started: false,
+            deallocated: false,
+            deallocate_after: None,
+            runtime_state: None,
+            deferred: false,
+            retry_after_secs: None,
+            nodes: nodes
+                .iter()
+                .map(|n| NodeReport {
+                    vm_name: n.vm_name.clone(),
+                    power_state: PowerState::Deallocated,
+                    needed: false,
+                    runtime_node_status: None,
+                    ready: false,
+                })
+                .collect(),
+            expired_leases: leases.expired,
+        })
+    }
 
-        // Observe every node; follow operations we started that have not landed yet.
+    /// Observe phase: each node's power state from ARM, and the operations we started that have landed
+    /// or failed since. Then plan every node.
+    async fn observe_and_plan(
+        &self,
+        tx: &mut dyn Tx,
+        spec: &PoolSpec,
+        nodes: Vec<NodeRow>,
+        leases: &SettledLeases,
+    ) -> Result<Vec<NodeWork>, LeaseError> {
+        let now = self.now;
+        let live = leases.live;
         let mut observed = Vec::with_capacity(nodes.len());
-        let mut pendings: Vec<Option<Pending>> = Vec::with_capacity(nodes.len());
-        for node in &nodes {
-            let vm = spec.vm(node.index as usize).ok_or_else(|| {
-                LeaseError::Conflict(format!("node {} of pool {key} has no VM", node.index))
+        for row in nodes {
+            let vm = spec.vm(row.index as usize).ok_or_else(|| {
+                LeaseError::Conflict(format!(
+                    "node {} of pool {} has no VM",
+                    row.index, self.pool_key
+                ))
             })?;
             let state = self.power.power_state(&vm).await?;
-            if node.last_state != Some(state) {
-                let was = node.last_state.map(|s| format!("was {}", s.as_str()));
-                self.log(
-                    tx,
-                    LogEntry::node(now, "Observed", &node.vm_name, state, live).detail(was),
-                )
-                .await?;
+            if row.last_state != Some(state) {
+                let was = row.last_state.map(|s| format!("was {}", s.as_str()));
+                let entry = LogEntry::node(now, "Observed", &row.vm_name, state, live).detail(was);
+                self.log(tx, entry).await?;
             }
-            let mut pending = node.pending.clone();
-            if let Some(p) = &node.pending {
-                if state == p.action.target() {
-                    pending = None;
-                } else if let Some(url) = &p.url {
-                    if let OperationOutcome::Failed(said) = self.power.operation(url).await? {
-                        let detail = format!("{}: {said}", p.action.as_str());
-                        self.log(
-                            tx,
-                            LogEntry::node(now, "OperationFailed", &node.vm_name, state, live)
-                                .detail(Some(detail)),
-                        )
-                        .await?;
-                        pending = None;
-                    }
-                }
-            }
-            observed.push(state);
-            pendings.push(pending);
+            let pending = self.follow(tx, &row, state, live).await?;
+            observed.push((row, vm, state, pending));
         }
-        let states: Vec<NodeState> = nodes
+        let states: Vec<NodeState> = observed
             .iter()
-            .zip(&observed)
-            .zip(&pendings)
-            .map(|((node, state), pending)| NodeState {
+            .map(|(row, _, state, pending)| NodeState {
                 state: plan::effective_state(
                     *state,
                     pending
@@ -1066,81 +1109,136 @@ impl Transition for Decision {
                     now,
                     Duration::minutes(PENDING_TRUST_MINUTES),
                 ),
-                idle_since: node.idle_since,
+                idle_since: row.idle_since,
             })
             .collect();
-        let plans = plan::plan_nodes(&states, live, spec.sizing, pool_idle_since, now);
+        let plans = plan::plan_nodes(&states, live, spec.sizing, leases.pool_idle_since, now);
+        Ok(observed
+            .into_iter()
+            .zip(states)
+            .zip(plans)
+            .map(|(((row, vm, observed, pending), state), plan)| NodeWork {
+                row,
+                vm,
+                observed,
+                pending,
+                plan,
+                effective: state.state,
+            })
+            .collect())
+    }
 
-        // Act.
-        let mut started = false;
-        let mut deallocated = false;
-        let mut deferred = false;
-        let mut retry_after: Option<u64> = None;
-        let mut effective: Vec<PowerState> = states.iter().map(|s| s.state).collect();
-        for (i, node_plan) in plans.iter().enumerate() {
-            let Some(vm) = spec.vm(i) else { continue };
-            let action = match node_plan.action {
+    /// The node's operation in flight after observing it in `state`: gone once it landed or failed.
+    async fn follow(
+        &self,
+        tx: &mut dyn Tx,
+        row: &NodeRow,
+        state: PowerState,
+        live: usize,
+    ) -> Result<Option<Pending>, LeaseError> {
+        let Some(p) = &row.pending else {
+            return Ok(None);
+        };
+        if state == p.action.target() {
+            return Ok(None);
+        }
+        if let Some(url) = &p.url {
+            if let OperationOutcome::Failed(said) = self.power.operation(url).await? {
+                let detail = format!("{}: {said}", p.action.as_str());
+                let entry = LogEntry::node(self.now, "OperationFailed", &row.vm_name, state, live)
+                    .detail(Some(detail));
+                self.log(tx, entry).await?;
+                return Ok(None);
+            }
+        }
+        Ok(Some(p.clone()))
+    }
+
+    /// Act phase: start or deallocate the nodes the plan says, logging each request.
+    async fn act(
+        &self,
+        tx: &mut dyn Tx,
+        work: &mut [NodeWork],
+        live: usize,
+    ) -> Result<Acted, LeaseError> {
+        let mut acted = Acted::default();
+        for node in work.iter_mut() {
+            let action = match node.plan.action {
                 NodeAction::Nothing => continue,
                 NodeAction::Start => PowerAction::Start,
                 NodeAction::Deallocate => PowerAction::Deallocate,
             };
             let answer = match action {
-                PowerAction::Start => self.power.start(&vm).await?,
-                PowerAction::Deallocate => self.power.deallocate(&vm).await?,
+                PowerAction::Start => self.power.start(&node.vm).await?,
+                PowerAction::Deallocate => self.power.deallocate(&node.vm).await?,
             };
             let (event, detail) = match answer {
                 PowerRequest::Accepted {
                     operation_url,
                     retry_after_secs,
                 } => {
-                    retry_after = retry_after.max(retry_after_secs);
+                    acted.retry_after = acted.retry_after.max(retry_after_secs);
                     match action {
-                        PowerAction::Start => started = true,
-                        PowerAction::Deallocate => deallocated = true,
+                        PowerAction::Start => acted.started = true,
+                        PowerAction::Deallocate => acted.deallocated = true,
                     }
-                    effective[i] = action.during();
-                    pendings[i] = Some(Pending {
+                    node.effective = action.during();
+                    node.pending = Some(Pending {
                         action,
-                        since: Some(now),
+                        since: Some(self.now),
                         url: operation_url,
                     });
                     ("Requested", None)
                 }
                 PowerRequest::Conflict { code, message } => {
-                    deferred = true;
+                    acted.deferred = true;
                     ("Deferred", Some(format!("{code}: {message}")))
                 }
             };
             let event = format!("{}{event}", action.as_str());
-            self.log(
-                tx,
-                LogEntry::node(now, &event, &nodes[i].vm_name, observed[i], live)
-                    .holder(self.change.holder())
-                    .detail(detail),
-            )
-            .await?;
+            let entry = LogEntry::node(self.now, &event, &node.row.vm_name, node.observed, live)
+                .holder(self.change.holder())
+                .detail(detail);
+            self.log(tx, entry).await?;
         }
+        Ok(acted)
+    }
 
-        // Ready: a needed node running, with its runtime node Online when a runtime was named.
-        let wants_runtime = plans
+    /// The runtime's status, asked only when a runtime was named and some needed node is running.
+    async fn runtime(
+        &self,
+        spec: &PoolSpec,
+        work: &[NodeWork],
+    ) -> Result<Option<RuntimeStatus>, LeaseError> {
+        let wants_runtime = work
             .iter()
-            .zip(&effective)
-            .any(|(p, s)| p.needed && *s == PowerState::Running);
-        let runtime: Option<RuntimeStatus> = match (&spec.runtime, wants_runtime) {
-            (Some(runtime), true) => Some(self.power.runtime_status(runtime).await?),
-            _ => None,
-        };
-        let mut reports = Vec::with_capacity(nodes.len());
-        for (i, node) in nodes.iter().enumerate() {
-            let runtime_node = runtime.as_ref().and_then(|r| {
+            .any(|n| n.plan.needed && n.effective == PowerState::Running);
+        match (&spec.runtime, wants_runtime) {
+            (Some(runtime), true) => Ok(Some(self.power.runtime_status(runtime).await?)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Persist phase: each node's marks (operation in flight, idle mark, last state), and its report.
+    /// Ready: a needed node running, with its runtime node `Online` when a runtime was named.
+    async fn persist(
+        &self,
+        tx: &mut dyn Tx,
+        spec: &PoolSpec,
+        work: &[NodeWork],
+        runtime: Option<&RuntimeStatus>,
+    ) -> Result<Vec<NodeReport>, LeaseError> {
+        let key = self.pool_key.as_str();
+        let mut reports = Vec::with_capacity(work.len());
+        for node in work {
+            let runtime_node = runtime.and_then(|r| {
                 r.nodes
                     .iter()
-                    .find(|n| n.runs_on(&node.vm_name))
+                    .find(|n| n.runs_on(&node.row.vm_name))
                     .map(|n| n.status.clone())
             });
-            let running = effective[i] == PowerState::Running;
-            let ready = plans[i].needed
-                && running
+            let ready = node.plan.needed
+                && node.effective == PowerState::Running
                 && match &spec.runtime {
                     None => true,
                     Some(_) => runtime_node
@@ -1148,45 +1246,70 @@ impl Transition for Decision {
                         .is_some_and(|s| s.eq_ignore_ascii_case("Online")),
                 };
             reports.push(NodeReport {
-                vm_name: node.vm_name.clone(),
-                power_state: effective[i],
-                needed: plans[i].needed,
+                vm_name: node.row.vm_name.clone(),
+                power_state: node.effective,
+                needed: node.plan.needed,
                 runtime_node_status: runtime_node,
                 ready,
             });
-            let pending = pendings[i].as_ref();
+            let pending = node.pending.as_ref();
             tx.execute(
                 &sql::VM_NODE_UPDATE,
                 &[
                     key.into(),
-                    node.index.into(),
+                    node.row.index.into(),
                     pending.map(|p| p.action.as_str().to_string()).into(),
                     SqlValue::from(pending.and_then(|p| p.since)),
                     pending.and_then(|p| p.url.clone()).into(),
-                    SqlValue::from(plans[i].idle_since),
-                    observed[i].as_str().into(),
-                    now.into(),
+                    SqlValue::from(node.plan.idle_since),
+                    node.observed.as_str().into(),
+                    self.now.into(),
                 ],
             )
             .await?;
         }
-        let nodes_needed = plans.iter().filter(|p| p.needed).count();
+        Ok(reports)
+    }
+}
+
+#[async_trait::async_trait]
+impl Transition for Decision {
+    type Output = PoolReport;
+    type Error = LeaseError;
+
+    /// Lock, leases, observe and plan, act, persist.
+    async fn apply(&self, tx: &mut dyn Tx) -> Result<PoolReport, LeaseError> {
+        if let Some(limit) = self.lock_wait {
+            tx.set_lock_timeout(limit).await?;
+        }
+        let (stored, nodes) = self.lock(tx).await?;
+        self.check_same_vms(&nodes)?;
+        let leases = self.settle_leases(tx, &stored).await?;
+        if let Some(report) = self.quiet_report(&nodes, &leases) {
+            return Ok(report);
+        }
+        let spec = &stored.spec;
+        let mut work = self.observe_and_plan(tx, spec, nodes, &leases).await?;
+        let acted = self.act(tx, &mut work, leases.live).await?;
+        let runtime = self.runtime(spec, &work).await?;
+        let reports = self.persist(tx, spec, &work, runtime.as_ref()).await?;
+        let effective: Vec<PowerState> = work.iter().map(|n| n.effective).collect();
         Ok(PoolReport {
-            pool_key: key.into(),
+            pool_key: self.pool_key.clone(),
             power_state: plan::pool_state(&effective),
             // A start refused (sent before its holder's stop) holds nothing to be ready for.
-            ready: !refused && reports.iter().any(|r| r.ready),
-            active_leases: live,
-            nodes_needed,
-            lease_expires,
-            started,
-            deallocated,
-            deallocate_after: plans.iter().filter_map(|p| p.deallocate_after).min(),
+            ready: !leases.refused && reports.iter().any(|r| r.ready),
+            active_leases: leases.live,
+            nodes_needed: work.iter().filter(|n| n.plan.needed).count(),
+            lease_expires: leases.lease_expires,
+            started: acted.started,
+            deallocated: acted.deallocated,
+            deallocate_after: work.iter().filter_map(|n| n.plan.deallocate_after).min(),
             runtime_state: runtime.map(|r| r.state),
-            deferred,
+            deferred: acted.deferred,
             nodes: reports,
-            expired_leases,
-            retry_after_secs: retry_after,
+            expired_leases: leases.expired,
+            retry_after_secs: acted.retry_after,
         })
     }
 }
