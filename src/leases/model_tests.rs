@@ -61,7 +61,7 @@ impl SimPower {
         let status = if rng.gen_bool(0.5) { 429 } else { 503 };
         Some((
             UpstreamError::Http {
-                service: crate::adapters::Service::Arm,
+                service: crate::domain::Service::Arm,
                 status,
                 code: "Injected".into(),
                 message: "injected fault".into(),

@@ -56,7 +56,7 @@
 
 use super::schema::{self, Batch, SchemaReport, Script};
 use super::{Backend, Row, SqlValue, Statement, StoreError, Tx, TRANSIENT_ERRORS};
-use crate::adapters::upstream::{Service, UpstreamError};
+use crate::adapters::upstream::{FromAzure, Service, UpstreamError};
 use crate::adapters::Identity;
 use crate::secret::Secret;
 use azure_core::auth::TokenCredential;
