@@ -49,5 +49,6 @@ pub mod process;
 pub mod runner;
 pub mod secret;
 pub mod sim;
+pub mod startup;
 pub mod store;
 pub mod telemetry;

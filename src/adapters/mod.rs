@@ -1,5 +1,6 @@
 //! The outside world: one HTTP client per process, the time budget of an invocation and its admission, ARM retries,
-//! credentials with their token cache, Key Vault, and Data Factory.
+//! credentials with their token cache, Key Vault, Data Factory, Compute VMs (the VM power port), and the two
+//! metadata store backends (SQLite embedded, Azure SQL through tiberius) behind the store interface.
 
 pub mod admission;
 pub mod budget;
@@ -9,6 +10,8 @@ pub mod http;
 pub mod identity;
 pub mod keyvault;
 pub mod retry;
+pub mod sqlite;
+pub mod sqlserver;
 pub mod upstream;
 
 pub use datafactory::DataFactory;

@@ -49,7 +49,6 @@ impl FromAzure for UpstreamError {
             },
         }
     }
-
 }
 
 /// What Entra ID said (`error_description`, e.g. `AADSTS7000215: Invalid client secret provided…`). The
@@ -96,4 +95,3 @@ fn error_chain(error: &azure_core::Error) -> String {
     }
     parts.join(": ")
 }
-
