@@ -1,7 +1,7 @@
 //! The metadata store on Azure SQL / SQL Server, through `tiberius` (TDS 7.3+, rustls): the backend
-//! ([`SqlServerBackend`]) and its parts — the login ([`auth`]), the pool ([`pool`], over the round trips of
-//! [`connection`]), transactions ([`transaction`]), values ([`values`]), errors ([`errors`]) and `db init`
-//! ([`schema`]). The wiring hands it the parsed settings ([`SqlServerOptions`]) and an Entra token source
+//! ([`SqlServerBackend`]) and its parts — the login ([`auth`]), the pool (`pool`, over the round trips of
+//! `connection`), transactions (`transaction`), values (`values`), errors (`errors`) and `db init`
+//! (`schema`). The wiring hands it the parsed settings ([`SqlServerOptions`]) and an Entra token source
 //! ([`EntraTokenSource`]); it reads no settings and builds no HTTP client of its own.
 //!
 //! # Connection string
