@@ -122,6 +122,10 @@ pub struct VmSettings {
     pub lock_wait: Option<Duration>,
 }
 
+/// The default of `PROCFWK_VM_LOCK_WAIT_SECS` ([`VmSettings::lock_wait`]): how long a VmPower decision
+/// waits for its pool's lock.
+pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(2);
+
 impl Default for VmSettings {
     fn default() -> Self {
         Self {
@@ -131,7 +135,7 @@ impl Default for VmSettings {
             min_nodes: 1,
             poll_secs: 15,
             compute_api_version: "2024-07-01".into(),
-            lock_wait: Some(crate::leases::DEFAULT_LOCK_WAIT),
+            lock_wait: Some(DEFAULT_LOCK_WAIT),
         }
     }
 }

@@ -87,7 +87,7 @@ pub async fn open(db: &str) -> anyhow::Result<Store> {
     let settings = crate::config::Settings::from_env().context("invalid configuration")?;
     let azure =
         crate::adapters::Azure::new(&settings).context("could not set up the Azure clients")?;
-    Store::open(db, Some(azure.identity.clone()))
+    crate::startup::open_store(db, Some(azure.identity.clone()))
         .await
         .context("could not open the metadata store")
 }

@@ -5,33 +5,49 @@
 //! whole thing runs on a laptop.
 //!
 //! ## Layout
+//! Dependencies point one way, from the edge inwards (checked by `tests/layering.rs`): [`host`] →
+//! [`functions`] → [`startup`] → the adapters ([`adapters`], and the [`dashboard`] page) → the core
+//! ([`leases`] → [`orchestration`] → [`config`] → [`store`]'s interface and [`domain`]). Nothing in the core
+//! names an adapter: the adapters implement its ports (the store interface, the VM power port) and
+//! produce its errors ([`domain::UpstreamError`]). Tooling ([`cli`], [`db`], [`runner`], [`bench`](mod@bench),
+//! [`demo`], [`package`], [`sim`]) may use anything; nothing else uses it.
+//!
 //! - [`host`]: the HTTP / custom-handler protocol edge — both ways the Functions host talks to us
 //!   (HTTP forwarding on `/api/<Name>` and the invocation payload on `POST /<Name>`), function keys,
 //!   body limits, the one place errors become JSON responses, and graceful shutdown on SIGTERM/SIGINT.
 //! - [`functions`]: one module per Azure Function (`ExecutePipelineV2`, `CheckPipelineStatus`, ...), each
 //!   with a `handle` entry point that parses its request into domain values and delegates; the handler
 //!   table ([`functions::FUNCTIONS`]) lists them, one line each, for the host's routing and dispatch.
-//! - [`domain`]: values that can only hold valid data (GUIDs, resource names, run statuses, the two request
-//!   dialects and their response shapes).
-//! - [`orchestration`]: procfwk's lifecycle (executions, stages, workers, failure handling), one store
-//!   transaction per transition. [`leases`]: VM pools, leases and power decisions for self-hosted
-//!   integration runtimes (VmPower), each decision one transaction under the pool's lock.
+//! - [`startup`]: the wiring — `AppState` (settings, the Azure clients, admission, the store opened on
+//!   first use) and `open_store`, which picks the backend a `PROCFWK_METADATA_DB` value names and hands
+//!   it its options and the identity that gets its Entra tokens.
 //! - [`adapters`]: the outside world — one HTTP client, credentials and the token cache, Key Vault, ARM
-//!   retries with a time budget, Data Factory through `azure_mgmt_datafactory`, and Compute VMs.
+//!   retries with a time budget, Data Factory through `azure_mgmt_datafactory`, Compute VMs (the power
+//!   port), and the store backends: `adapters::sqlite` (embedded) and `adapters::sqlserver` (Azure SQL
+//!   through tiberius: login, pool, connection, transactions, values, errors, `db init`).
 //! - [`policy`]: the request policies every invocation runs under — its time budget and its admission
 //!   (work slot) — depending on nothing else in the crate, so host, functions and adapters all use them.
-//! - [`store`]: the metadata store — SQLite embedded, Azure SQL through tiberius — one set of statements.
-//! - [`sim`]: `procfwk sim`, a loopback stand-in for Entra ID, managed identity, Key Vault, Data Factory
-//!   and Compute VMs with self-hosted runtime nodes.
 //! - [`dashboard`]: the execution dashboard (HTML with inline SVG) the Dashboard function serves and
 //!   `procfwk db report --html` writes.
-//! - [`config`]: typed settings with their defaults in one place. [`telemetry`]: tracing set-up.
-//! - [`secret`]: a wrapper that keeps secrets out of logs. [`cli`]: the `procfwk` command line.
-//! - [`pipeline_retries`]: the retry policy of each Azure Function activity of the shipped pipelines,
+//! - [`leases`]: VM pools, leases and power decisions for self-hosted integration runtimes (VmPower),
+//!   each decision one transaction under the pool's lock, acting through the power port.
+//! - [`orchestration`]: procfwk's lifecycle (executions, stages, workers, failure handling), one store
+//!   transaction per transition.
+//! - [`store`]: the metadata store's interface — transitions, transactions, rows and values, errors,
+//!   the one set of statements both backends run, the schema version and deploy scripts, and what a
+//!   `PROCFWK_METADATA_DB` value may say (`store::connection_string`).
+//! - [`domain`]: values that can only hold valid data (GUIDs, resource names, run statuses, the two request
+//!   dialects and their response shapes, worker keys, upstream errors).
+//! - [`config`]: typed settings with their defaults in one place. [`process`]: process-wide tuning of
+//!   `procfwk serve` (glibc malloc arenas).
+//! - [`secret`]: a wrapper that keeps secrets out of logs. [`telemetry`]: tracing set-up. [`fault`]: the
+//!   crash test's named abort points (a no-op unless `PROCFWK_FAULT_POINT` is set).
+//!   [`pipeline_retries`]: the retry policy of each Azure Function activity of the shipped pipelines,
 //!   which `procfwk run` follows too.
-//! - [`package`]: `procfwk package`, the zip-deploy package for the Linux Functions host.
-//! - [`process`]: process-wide tuning of `procfwk serve` (glibc malloc arenas). [`fault`]: the crash
-//!   test's named abort points (a no-op unless `PROCFWK_FAULT_POINT` is set).
+//! - Tooling: [`cli`], the `procfwk` command line; [`db`], `procfwk db`; [`runner`], `procfwk run`;
+//!   [`bench`](mod@bench) and [`demo`]; [`package`], `procfwk package`, the zip-deploy package for the Linux
+//!   Functions host; [`sim`], `procfwk sim`, a loopback stand-in for Entra ID, managed identity, Key
+//!   Vault, Data Factory and Compute VMs with self-hosted runtime nodes.
 
 pub mod adapters;
 pub mod bench;
@@ -53,5 +69,6 @@ pub mod process;
 pub mod runner;
 pub mod secret;
 pub mod sim;
+pub mod startup;
 pub mod store;
 pub mod telemetry;

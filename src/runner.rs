@@ -641,7 +641,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 }
                 sim = Some(running);
             }
-            let store = crate::store::Store::open(&args.db, None)
+            let store = crate::startup::open_store(&args.db, None)
                 .await
                 .context("could not open the metadata store")?;
             let state = AppState::with_store(settings, store)?;
@@ -667,7 +667,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     print_summary(&report);
     match &args.report {
         Some(path) => {
-            let store = crate::store::Store::open(&args.db, None)
+            let store = crate::startup::open_store(&args.db, None)
                 .await
                 .context("could not open the metadata store for the report")?;
             crate::db::write_report(&store, crate::dashboard::Options::default(), path).await?;

@@ -1177,7 +1177,9 @@ async fn recorded_run(raise_errors: bool) -> (bool, Vec<Call>) {
         );
     }
     if raise_errors {
-        let store = procfwk::store::Store::open(&db, None).await.expect("store");
+        let store = procfwk::startup::open_store(&db, None)
+            .await
+            .expect("store");
         store
             .run(&Exec("UPDATE procfwk.PipelineParameters SET ParameterValue = 'true' WHERE ParameterName = 'RaiseErrors'"))
             .await
@@ -1402,7 +1404,9 @@ async fn vm_run_with(infant: &str, vm_of: fn(i64) -> String, sim_config: Option<
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let store = procfwk::store::Store::open(&db, None).await.expect("store");
+    let store = procfwk::startup::open_store(&db, None)
+        .await
+        .expect("store");
     let stages = store
         .run(&Rows(
             "SELECT DISTINCT StageId FROM procfwk.Pipelines WHERE StageId <= 4",

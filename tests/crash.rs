@@ -17,7 +17,7 @@ mod support;
 
 use futures::future::join_all;
 use procfwk::fault;
-use procfwk::store::{Row, Statement, Store, StoreError, Transition, Tx};
+use procfwk::store::{Row, Statement, StoreError, Transition, Tx};
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -493,7 +493,9 @@ impl World {
     // ---------------------------------------------------------------- the verdict
 
     async fn rows(&self, sql: &'static str) -> Vec<Row> {
-        let store = Store::open(&self.db, None).await.expect("open store");
+        let store = procfwk::startup::open_store(&self.db, None)
+            .await
+            .expect("open store");
         store
             .run(&Query(Statement { name: "test", sql }))
             .await

@@ -15,7 +15,7 @@ fn page_of(path: &std::path::Path, options: Options) -> String {
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let store = procfwk::store::Store::open(&format!("sqlite:{}", path.display()), None)
+        let store = procfwk::startup::open_store(&format!("sqlite:{}", path.display()), None)
             .await
             .expect("open store");
         let snapshot = dashboard::read(&store, options, procfwk::orchestration::now())
@@ -261,7 +261,7 @@ fn a_year_of_nights_reads_and_renders_quickly() {
         .build()
         .expect("runtime");
     let store = runtime
-        .block_on(procfwk::store::Store::open(
+        .block_on(procfwk::startup::open_store(
             &format!("sqlite:{}", path.display()),
             None,
         ))
@@ -382,12 +382,12 @@ async fn tiberius_reads_the_same_page() {
     let server = tds_test_server::TdsTestServer::start(tds_test_server::ServerOptions {
         database_path: s.path.clone(),
         users: vec![("procfwk".into(), "dash-Pw-4e7".into())],
-        init_sql: procfwk::store::sqlite::schema_statements(),
+        init_sql: procfwk::adapters::sqlite::schema_statements(),
         ..Default::default()
     })
     .await
     .expect("TDS server");
-    let tds = procfwk::store::Store::open(
+    let tds = procfwk::startup::open_store(
         &format!(
             "Server=tcp:127.0.0.1,{};Database=procfwk;User ID=procfwk;Password=dash-Pw-4e7;Encrypt=DANGER_PLAINTEXT",
             server.port()
@@ -396,7 +396,7 @@ async fn tiberius_reads_the_same_page() {
     )
     .await
     .expect("tiberius store");
-    let sqlite = procfwk::store::Store::open(&format!("sqlite:{}", s.path.display()), None)
+    let sqlite = procfwk::startup::open_store(&format!("sqlite:{}", s.path.display()), None)
         .await
         .expect("sqlite store");
     let now = procfwk::orchestration::now();

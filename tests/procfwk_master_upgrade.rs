@@ -43,7 +43,7 @@ async fn master() -> Master {
     let master = Master { server, db };
     let mut c = master.connect().await;
     for script in [SCHEMA, ROWS] {
-        for batch in procfwk::store::sqlserver::script_batches(script) {
+        for batch in procfwk::store::schema::script_batches(script) {
             run(&mut c, &batch)
                 .await
                 .unwrap_or_else(|e| panic!("fixture batch failed: {e}\n{batch}"));

@@ -7,6 +7,7 @@ mod pg_support;
 
 use chrono::NaiveDateTime;
 use pg_support::{count, pg_db, pool, PgDb, RunningVms, Sql};
+use procfwk::adapters::sqlserver::SqlServerBackend;
 use procfwk::leases::workers::RenewLease;
 use procfwk::leases::{Change, Decision};
 use procfwk::orchestration::sample::SeedSample;
@@ -15,7 +16,6 @@ use procfwk::orchestration::{
     now, AdoptRun, Claim, ClaimWorker, LifecycleError, ParentState, PrepareStage, PreviousParent,
     ReadWorker, RecordRunId, StartExecution, TakeOverClaim, WorkerKey,
 };
-use procfwk::store::sqlserver::SqlServerBackend;
 use procfwk::store::{Backend, Row, SqlValue, Statement, StoreError, Transition, Tx};
 use std::sync::Arc;
 use std::time::Duration;

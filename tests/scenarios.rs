@@ -52,7 +52,9 @@ impl Scenario {
     }
 
     async fn store(&self) -> Store {
-        Store::open(&self.db, None).await.expect("open store")
+        procfwk::startup::open_store(&self.db, None)
+            .await
+            .expect("open store")
     }
 
     async fn exec(&self, sql: &str) {

@@ -3,7 +3,7 @@
 //! statement timeout, the connection is not reused, and the transition runs again on a fresh one.
 //! The server sits behind a loopback proxy that the test can freeze.
 
-use procfwk::store::sqlserver::{SqlServerBackend, SqlServerOptions};
+use procfwk::adapters::sqlserver::{SqlServerBackend, SqlServerOptions};
 use procfwk::store::{statements, Store, StoreError, Transition, Tx};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;

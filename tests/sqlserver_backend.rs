@@ -1,13 +1,13 @@
-//! The SQL Server backend (`procfwk::store::sqlserver`) end to end: real tiberius connections over TCP to
+//! The SQL Server backend (`procfwk::adapters::sqlserver`) end to end: real tiberius connections over TCP to
 //! the project's TDS test server on 127.0.0.1 (which runs what it receives on PostgreSQL, with the
 //! schema of deploy/sql), Entra tokens from the in-process Azure simulator.
 
+use procfwk::adapters::sqlserver::{SqlServerBackend, SqlServerOptions, SQL_TOKEN_SCOPE};
 use procfwk::adapters::Identity;
 use procfwk::config::Settings;
 use procfwk::domain::{Credentials, Guid, SecretSource};
 use procfwk::secret::Secret;
 use procfwk::sim::{SimConfig, Simulator, MANAGED_IDENTITY_KEY, SAMPLE_TENANT_ID};
-use procfwk::store::sqlserver::{SqlServerBackend, SqlServerOptions, SQL_TOKEN_SCOPE};
 use procfwk::store::{statements, Backend, SqlValue, Statement, Store, StoreError, Transition, Tx};
 use std::io::Write;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -50,9 +50,9 @@ impl TestDb {
         // PostgreSQL behind the TDS server (Azure SQL's concurrency semantics); the procfwk schema
         // is deploy/sql as written, batch by batch as `procfwk db init` sends it (run by the engine
         // at start, so that logins and recorded statements belong to the test).
-        let mut init_sql: Vec<String> = procfwk::store::sqlserver::SCHEMA_SCRIPTS
+        let mut init_sql: Vec<String> = procfwk::store::schema::SCHEMA_SCRIPTS
             .iter()
-            .flat_map(|(_, text)| procfwk::store::sqlserver::script_batches(text))
+            .flat_map(|(_, text)| procfwk::store::schema::script_batches(text))
             .collect();
         init_sql.push(ROUND_TRIP_DDL.into());
         let server = TdsTestServer::start(ServerOptions {
@@ -173,9 +173,10 @@ async fn service_principal_token_login() {
          User ID={client_id};Password={secret};Tenant Id={SAMPLE_TENANT_ID};Encrypt=DANGER_PLAINTEXT",
         db.server.port()
     );
-    let backend = SqlServerBackend::connect(&setting, Some(identity))
-        .await
-        .expect("backend");
+    let backend =
+        SqlServerBackend::connect_with(&setting, Some(identity), SqlServerOptions::default())
+            .await
+            .expect("backend");
     assert_eq!(property_count(&backend).await, 0);
     assert_eq!(db.server.logins()[0].user, "fedauth");
     let description = backend.describe();
@@ -204,9 +205,10 @@ async fn managed_identity_token_login() {
         "Server=tcp:127.0.0.1,{};Database=procfwk;Authentication=Active Directory Managed Identity;Encrypt=DANGER_PLAINTEXT",
         db.server.port()
     );
-    let backend = SqlServerBackend::connect(&setting, Some(identity))
-        .await
-        .expect("backend");
+    let backend =
+        SqlServerBackend::connect_with(&setting, Some(identity), SqlServerOptions::default())
+            .await
+            .expect("backend");
     assert_eq!(property_count(&backend).await, 0);
     assert_eq!(db.server.logins()[0].user, "fedauth");
     assert_eq!(

@@ -6,12 +6,12 @@
 mod conformance;
 
 use conformance::*;
+use procfwk::adapters::sqlserver::{SqlServerBackend, SqlServerOptions};
 use procfwk::orchestration::sample::SeedSample;
 use procfwk::orchestration::{
     now, Applied, ApplyResult, ClaimWorker, FinishExecution, ReadWorker, RecordRunId, WorkerKey,
     WorkerOutcome,
 };
-use procfwk::store::sqlserver::{SqlServerBackend, SqlServerOptions};
 use procfwk::store::Store;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +22,9 @@ use uuid::Uuid;
 async fn sqlite_store_conforms() {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite:{}", dir.path().join("conformance.db").display());
-    let store = Store::open(&url, None).await.expect("open");
+    let store = procfwk::startup::open_store(&url, None)
+        .await
+        .expect("open");
     suite(store, true).await;
 }
 
@@ -237,7 +239,7 @@ async fn sqlite_decrypts_store_in_database_secrets_with_procfwks_passphrase() {
     use procfwk::store::passphrase::{encrypt, utf16le};
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("credentials.db");
-    let store = Store::open(&format!("sqlite:{}", path.display()), None)
+    let store = procfwk::startup::open_store(&format!("sqlite:{}", path.display()), None)
         .await
         .expect("open");
     store.init_schema().await.expect("db init");

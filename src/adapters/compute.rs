@@ -7,7 +7,7 @@
 //! endpoint's host, never to wherever a header points.
 
 use super::retry::{ArmRetryPolicy, RetryMode};
-use super::upstream::{Service, UpstreamError};
+use super::upstream::{FromAzure, Service, UpstreamError};
 use super::DataFactory;
 use crate::config::Settings;
 use crate::domain::PowerState;

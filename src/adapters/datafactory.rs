@@ -10,7 +10,7 @@
 //! than the crate, while all we need is the activity count.
 
 use super::retry::{ArmRetryPolicy, RetryMode};
-use super::upstream::{Service, UpstreamError};
+use super::upstream::{FromAzure, Service, UpstreamError};
 use crate::config::Settings;
 use crate::domain::response::{ActivityError, PipelineDescription};
 use crate::domain::{OrchestratorType, PipelineName, RunStatus, WorkerTarget};

@@ -110,7 +110,8 @@ impl Identity {
             .unwrap_or_else(|e| e.into_inner().len())
     }
 
-    fn service_principal(
+    /// The registry's credential for a service principal (`tenant`: a GUID in canonical form, or a name).
+    pub(crate) fn service_principal(
         &self,
         tenant: &str,
         client_id: &str,

@@ -2,7 +2,7 @@
 //! the Function App's managed identity, and a short cache so a hot Infant loop does not read the vault
 //! on every poll.
 
-use super::upstream::{Service, UpstreamError};
+use super::upstream::{FromAzure, Service, UpstreamError};
 use crate::config::Settings;
 use crate::domain::KeyVaultSecretRef;
 use crate::secret::Secret;

@@ -1,5 +1,7 @@
 //! The outside world: one HTTP client per process, ARM retries (within the invocation's time budget,
-//! [`crate::policy::budget`]), credentials with their token cache, Key Vault, and Data Factory.
+//! [`crate::policy::budget`]), credentials with their token cache, Key Vault, Data Factory, Compute VMs
+//! (the VM power port), and the two metadata store backends (SQLite embedded, Azure SQL through tiberius)
+//! behind the store interface.
 
 pub mod compute;
 pub mod datafactory;
@@ -7,6 +9,8 @@ pub mod http;
 pub mod identity;
 pub mod keyvault;
 pub mod retry;
+pub mod sqlite;
+pub mod sqlserver;
 pub mod upstream;
 
 pub use datafactory::DataFactory;

@@ -9,6 +9,8 @@ pub mod request;
 pub mod response;
 pub mod status;
 pub mod transport;
+pub mod upstream;
+pub mod worker;
 
 pub use keyvault::{AzureCloud, KeyVaultSecretRef};
 pub use names::{Guid, PipelineName, ResourceName};
@@ -18,3 +20,5 @@ pub use request::{
     SecretSource, WorkerTarget,
 };
 pub use status::{RunStatus, SimpleStatus};
+pub use upstream::{Service, UpstreamError};
+pub use worker::WorkerKey;

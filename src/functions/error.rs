@@ -33,6 +33,14 @@ pub enum FunctionError {
     Lifecycle(#[from] crate::orchestration::LifecycleError),
 }
 
+/// A metadata store failure outside a transition (opening the store: `state.store().await?`) answers as
+/// a lifecycle failure does.
+impl From<crate::store::StoreError> for FunctionError {
+    fn from(e: crate::store::StoreError) -> Self {
+        Self::Lifecycle(e.into())
+    }
+}
+
 impl FunctionError {
     pub fn status(&self) -> u16 {
         match self {

@@ -21,6 +21,7 @@ pub mod validate_pipeline;
 pub mod vm_idle_sweep;
 pub mod vm_power;
 
+pub use crate::startup::AppState;
 pub use error::FunctionError;
 pub use table::{
     dispatch, dispatch_timer, BodyEntry, Function, Handling, HttpEntry, HttpTrigger, QueryEntry,
@@ -28,12 +29,9 @@ pub use table::{
 };
 
 use crate::adapters::datafactory::RunInfo;
-use crate::adapters::{Azure, UpstreamError};
-use crate::config::Settings;
 use crate::domain::{RequestError, RunRequest, RunStatus};
-use crate::policy::admission::{self, Admission};
+use crate::policy::admission;
 use crate::policy::budget;
-use crate::store::{Store, StoreError};
 use azure_core::auth::TokenCredential;
 use bytes::Bytes;
 use serde_json::Value;
@@ -41,73 +39,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
-
-/// Shared, process-wide state: settings, the Azure clients (one HTTP client, one token cache) and the
-/// metadata store (opened on first use, so compatibility-mode deployments need no database).
-pub struct AppState {
-    pub settings: Settings,
-    pub azure: Azure,
-    /// How many invocations work at once (the host edge waits here, before reading a body).
-    pub admission: Admission,
-    store: tokio::sync::OnceCell<Store>,
-}
-
-impl AppState {
-    pub fn new(settings: Settings) -> Result<Arc<Self>, UpstreamError> {
-        let azure = Azure::new(&settings)?;
-        Ok(Arc::new(Self {
-            admission: Admission::new(admission_slots(&settings)),
-            settings,
-            azure,
-            store: tokio::sync::OnceCell::new(),
-        }))
-    }
-
-    /// Use `store` instead of opening `PROCFWK_METADATA_DB` (tests, `procfwk run`).
-    pub fn with_store(settings: Settings, store: Store) -> Result<Arc<Self>, UpstreamError> {
-        let azure = Azure::new(&settings)?;
-        Ok(Arc::new(Self {
-            admission: Admission::new(admission_slots(&settings)),
-            settings,
-            azure,
-            store: tokio::sync::OnceCell::new_with(Some(store)),
-        }))
-    }
-
-    /// VM and runtime calls bound to `credential` (what VmPower decisions act through).
-    pub fn arm_power(
-        &self,
-        credential: Arc<dyn TokenCredential>,
-    ) -> Arc<crate::adapters::compute::ArmPower> {
-        Arc::new(crate::adapters::compute::ArmPower {
-            compute: self.azure.compute.clone(),
-            data_factory: self.azure.data_factory.clone(),
-            credential,
-        })
-    }
-
-    /// The metadata store, opened from `PROCFWK_METADATA_DB` on first use.
-    pub async fn store(&self) -> Result<&Store, FunctionError> {
-        self.store
-            .get_or_try_init(|| async {
-                let store = Store::open(
-                    self.settings.metadata_db.expose(),
-                    Some(self.azure.identity.clone()),
-                )
-                .await?;
-                tracing::info!(store = %store.describe(), "metadata store opened");
-                Ok::<Store, StoreError>(store)
-            })
-            .await
-            .map_err(|e| FunctionError::Lifecycle(e.into()))
-    }
-}
-
-/// Invocations admitted at once: twice the upstream bound, so that while some wait for ARM others parse
-/// their request or write their answer, and the upstream slots never sit idle.
-fn admission_slots(settings: &Settings) -> usize {
-    settings.upstream_concurrency.saturating_mul(2)
-}
 
 /// One call of a function, independent of how the host delivered it.
 #[derive(Clone, Debug, Default)]

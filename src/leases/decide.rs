@@ -101,8 +101,8 @@ pub struct Decision {
 /// The longest a `Take` waits for its pool's turn in this process (well inside ADF's 230 s).
 const TAKE_TURN_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// The default [`Decision::lock_wait`].
-pub const DEFAULT_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// The default [`Decision::lock_wait`] (`PROCFWK_VM_LOCK_WAIT_SECS`'s default, kept with the settings).
+pub use crate::config::DEFAULT_LOCK_WAIT;
 
 /// How long a requested deallocation that the instance view does not show yet is believed (longer than
 /// any deallocation takes; a stale mark past it gives way to what ARM shows).

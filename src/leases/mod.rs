@@ -26,7 +26,7 @@ mod model_tests;
 pub use decide::{Change, Decision, NodeReport, PoolReport, DEFAULT_LOCK_WAIT};
 pub use plan::Sizing;
 
-use crate::adapters::UpstreamError;
+use crate::domain::UpstreamError;
 use crate::domain::{Guid, PowerState, ResourceName};
 
 /// One VM, by its ARM coordinates.
@@ -184,7 +184,7 @@ pub struct RuntimeStatus {
 }
 
 /// The port through which decisions reach VMs and runtimes: ARM in production
-/// ([`crate::adapters::compute::ArmPower`]), the simulator's VM engine in model tests.
+/// (`adapters::compute::ArmPower`), the simulator's VM engine in model tests.
 #[async_trait::async_trait]
 pub trait PowerControl: Send + Sync {
     /// The VM's power state from its instance view.

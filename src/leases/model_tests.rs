@@ -61,7 +61,7 @@ impl SimPower {
         let status = if rng.gen_bool(0.5) { 429 } else { 503 };
         Some((
             UpstreamError::Http {
-                service: crate::adapters::Service::Arm,
+                service: crate::domain::Service::Arm,
                 status,
                 code: "Injected".into(),
                 message: "injected fault".into(),
@@ -256,7 +256,7 @@ async fn run_schedule(store_path: &str, schedule: Schedule) -> Result<(usize, us
             }
         })
         .collect();
-    let mut store = Store::open(&format!("sqlite:{store_path}"), None)
+    let mut store = crate::startup::open_store(&format!("sqlite:{store_path}"), None)
         .await
         .map_err(|e| e.to_string())?
         .with_attempts(1);
@@ -289,7 +289,7 @@ async fn run_schedule(store_path: &str, schedule: Schedule) -> Result<(usize, us
         let now = naive(t);
         if rng.gen_bool(0.02) {
             // A handler restart: a new process opens the same store.
-            store = Store::open(&format!("sqlite:{store_path}"), None)
+            store = crate::startup::open_store(&format!("sqlite:{store_path}"), None)
                 .await
                 .map_err(|e| e.to_string())?
                 .with_attempts(1);
@@ -498,7 +498,7 @@ async fn randomized_schedules_never_strand_a_lease_holder() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("leases.db");
     let path = path.to_string_lossy().to_string();
-    Store::open(&format!("sqlite:{path}"), None)
+    crate::startup::open_store(&format!("sqlite:{path}"), None)
         .await
         .expect("store")
         .init_schema()
@@ -674,7 +674,7 @@ async fn simulate_day(store: &Store, tag: &str, grace_secs: u32) -> Result<DayCo
 async fn a_day_of_pipelines_trades_idle_grace_for_fewer_starts() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("day.db");
-    let store = Store::open(&format!("sqlite:{}", path.display()), None)
+    let store = crate::startup::open_store(&format!("sqlite:{}", path.display()), None)
         .await
         .expect("store");
     store.init_schema().await.expect("schema");

@@ -5,8 +5,8 @@
 
 use super::{PoolSpec, RuntimeRef, Sizing, MAX_NODES};
 use crate::config::VmSettings;
-use crate::domain::{Guid, ResourceName};
-use crate::orchestration::WorkerKey;
+use crate::domain::{Guid, ResourceName, WorkerKey};
+use crate::orchestration::KeyParams;
 use crate::store::statements as sql;
 use crate::store::{StoreError, Transition, Tx};
 

@@ -20,6 +20,7 @@ pub use execution::{
 };
 pub use properties::{FailureHandling, Properties, SpnHandling, UNLINKED_WORKERS_PROPERTY};
 pub use stage::{PrepareStage, Prepared};
+pub(crate) use worker::KeyParams;
 pub use worker::{
     AbandonClaim, AdoptRun, Applied, ApplyResult, Claim, ClaimWorker, InFlight, InFlightWorkers,
     ReadWorker, RecordCheck, RecordRunId, RunIdKnown, TakeOverClaim, UnrecordedClaim,

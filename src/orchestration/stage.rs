@@ -1,6 +1,6 @@
 //! Preparing a stage (procfwk's `CheckForBlockedPipelines`, `SetLogStagePreparing`, `GetPipelinesInStage`).
 
-use super::{blocking, FailureHandling, LifecycleError, Properties, WorkerKey};
+use super::{blocking, FailureHandling, KeyParams, LifecycleError, Properties, WorkerKey};
 use crate::store::{statements, StoreError, Transition, Tx};
 use chrono::NaiveDateTime;
 use uuid::Uuid;

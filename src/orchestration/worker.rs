@@ -4,23 +4,22 @@
 
 use super::{blocking, LifecycleError, Properties};
 use crate::domain::response::ActivityError;
+pub use crate::domain::WorkerKey;
 use crate::secret::Secret;
 use crate::store::{passphrase, statements, SqlValue, Transition, Tx};
 use chrono::NaiveDateTime;
 use serde_json::{Map, Value};
-use std::fmt;
 use uuid::Uuid;
 
-/// Which worker of which execution.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct WorkerKey {
-    pub execution_id: Uuid,
-    pub stage_id: i32,
-    pub pipeline_id: i32,
+/// A [`WorkerKey`] as the statements' first three parameters (`ExecutionId`, `StageId`, `PipelineId`).
+pub(crate) trait KeyParams {
+    fn params(&self) -> [SqlValue; 3];
+    /// The key's parameters followed by `more`.
+    fn with(&self, more: impl IntoIterator<Item = SqlValue>) -> Vec<SqlValue>;
 }
 
-impl WorkerKey {
-    pub(crate) fn params(&self) -> [SqlValue; 3] {
+impl KeyParams for WorkerKey {
+    fn params(&self) -> [SqlValue; 3] {
         [
             self.execution_id.into(),
             self.stage_id.into(),
@@ -30,12 +29,6 @@ impl WorkerKey {
 
     fn with(&self, more: impl IntoIterator<Item = SqlValue>) -> Vec<SqlValue> {
         self.params().into_iter().chain(more).collect()
-    }
-}
-
-impl fmt::Display for WorkerKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "stage {} pipeline {}", self.stage_id, self.pipeline_id)
     }
 }
 

@@ -7,15 +7,14 @@
 //! rolled back and run again from the start. Transitions are written so that running one twice (an ADF
 //! activity retry, or a commit whose acknowledgement was lost) changes nothing the second time.
 
+pub mod connection_string;
 pub mod passphrase;
 pub mod schema;
-pub mod sqlite;
-pub mod sqlserver;
 pub mod statements;
 mod value;
 
 pub use statements::Statement;
-pub use value::{Row, SqlValue};
+pub use value::{Row, SqlValue, DATETIME_FORMAT};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -277,7 +276,7 @@ pub fn check_setting(setting: &str) -> Result<(), StoreError> {
             )));
         }
     }
-    sqlserver::check_setting(setting)
+    connection_string::check(setting)
 }
 
 impl Store {
@@ -285,22 +284,6 @@ impl Store {
         Self {
             backend,
             retry: RetryPolicy::default(),
-        }
-    }
-
-    /// Open the store named by a `PROCFWK_METADATA_DB` value: `sqlite:<path>` or a SQL Server / Azure SQL
-    /// ADO connection string.
-    pub async fn open(
-        setting: &str,
-        identity: Option<Arc<crate::adapters::Identity>>,
-    ) -> Result<Self, StoreError> {
-        let setting = setting.trim();
-        if let Some(path) = setting.strip_prefix("sqlite:") {
-            Ok(Self::new(Arc::new(sqlite::SqliteBackend::open(path)?)))
-        } else {
-            Ok(Self::new(Arc::new(
-                sqlserver::SqlServerBackend::connect(setting, identity).await?,
-            )))
         }
     }
 
@@ -548,10 +531,11 @@ mod tests {
     }
 
     async fn store_at(path: &std::path::Path) -> Store {
-        let Ok(store) = Store::open(&format!("sqlite:{}", path.display()), None).await else {
+        let path = path.display().to_string();
+        let Ok(backend) = crate::adapters::sqlite::SqliteBackend::open(&path) else {
             panic!("open")
         };
-        store
+        Store::new(Arc::new(backend))
     }
 
     #[tokio::test]

@@ -1,12 +1,56 @@
 //! What `procfwk db init` / `db upgrade` does to an Azure SQL database, read from the deploy scripts as
-//! written (`deploy/sql`, [`super::sqlserver::SCHEMA_SCRIPTS`]): each script's schema version (its file
+//! written (`deploy/sql`, [`SCHEMA_SCRIPTS`]): each script's schema version (its file
 //! name's number), its batches as guard + change (`IF <condition>` on the first line, the change after
 //! it), and the objects it declares — tables with their columns, views, and columns added later with
 //! `ALTER TABLE … ADD`. From these: the shape check that runs before anything is changed (an existing
 //! object of a declared name must be usable: a table, view or synonym with every column procfwk reads),
 //! the dry-run listing, and the report of what was changed.
 
-use super::sqlserver::script_batches;
+/// The schema scripts of `deploy/sql`, in file-name order (the order they run in).
+pub const SCHEMA_SCRIPTS: &[(&str, &str)] = &[
+    (
+        "001_procfwk_schema.sql",
+        include_str!("../../deploy/sql/001_procfwk_schema.sql"),
+    ),
+    (
+        "002_vm_power.sql",
+        include_str!("../../deploy/sql/002_vm_power.sql"),
+    ),
+    (
+        "003_claims.sql",
+        include_str!("../../deploy/sql/003_claims.sql"),
+    ),
+    (
+        "004_lease_intents.sql",
+        include_str!("../../deploy/sql/004_lease_intents.sql"),
+    ),
+];
+
+/// Split a T-SQL script into batches at lines consisting only of `GO` (any case, surrounding blanks
+/// allowed). Batches that hold nothing but blank lines and `--` comments are left out.
+pub fn script_batches(script: &str) -> Vec<String> {
+    let mut batches = Vec::new();
+    let mut current: Vec<&str> = Vec::new();
+    let mut flush = |lines: &mut Vec<&str>| {
+        let has_code = lines.iter().any(|l| {
+            let t = l.trim();
+            !t.is_empty() && !t.starts_with("--")
+        });
+        if has_code {
+            batches.push(lines.join("\n").trim().to_string());
+        }
+        lines.clear();
+    };
+    for line in script.lines() {
+        if line.trim().eq_ignore_ascii_case("GO") {
+            flush(&mut current);
+        } else {
+            current.push(line);
+        }
+    }
+    flush(&mut current);
+    batches
+}
 
 /// One deploy script, in the order they run.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -182,7 +226,7 @@ impl Script {
 
 /// The deploy scripts, parsed.
 pub fn scripts() -> Vec<Script> {
-    super::sqlserver::SCHEMA_SCRIPTS
+    SCHEMA_SCRIPTS
         .iter()
         .map(|(file, text)| Script::parse(file, text))
         .collect()
@@ -250,6 +294,43 @@ pub fn type_name(code: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scripts_split_on_go_lines() {
+        let batches = script_batches("-- header\nCREATE TABLE a (x INT);\ngo\n\n  GO  \nSELECT 'GO';\nGO\n-- only a comment\nGO");
+        assert_eq!(
+            batches,
+            vec![
+                "-- header\nCREATE TABLE a (x INT);".to_string(),
+                "SELECT 'GO';".to_string()
+            ]
+        );
+        let schema = script_batches(SCHEMA_SCRIPTS[0].1);
+        assert!(schema.len() > 20);
+        assert!(schema
+            .iter()
+            .all(|b| !b.lines().any(|l| l.trim().eq_ignore_ascii_case("go"))));
+    }
+
+    #[test]
+    fn every_deploy_script_is_embedded_in_order() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/sql");
+        let mut files: Vec<String> = std::fs::read_dir(&dir)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().to_string())
+                    .filter(|n| n.ends_with(".sql"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort();
+        let embedded: Vec<String> = SCHEMA_SCRIPTS.iter().map(|(n, _)| n.to_string()).collect();
+        assert_eq!(
+            embedded, files,
+            "add new deploy/sql scripts to SCHEMA_SCRIPTS"
+        );
+    }
 
     #[test]
     fn every_batch_is_a_guard_and_a_change_and_every_script_records_its_version() {

@@ -380,8 +380,8 @@ mod deploy_script_tests {
 
     #[test]
     fn every_deploy_script_batch_is_valid_tsql() {
-        for (name, script) in crate::store::sqlserver::SCHEMA_SCRIPTS {
-            let batches = crate::store::sqlserver::script_batches(script);
+        for (name, script) in crate::store::schema::SCHEMA_SCRIPTS {
+            let batches = crate::store::schema::script_batches(script);
             let separators = script
                 .lines()
                 .filter(|l| l.trim().eq_ignore_ascii_case("GO"))

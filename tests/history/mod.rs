@@ -34,7 +34,7 @@ pub fn sample_store(dir: &Path) -> PathBuf {
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let store = procfwk::store::Store::open(&setting, None)
+        let store = procfwk::startup::open_store(&setting, None)
             .await
             .expect("open store");
         store.init_schema().await.expect("schema");

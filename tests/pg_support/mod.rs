@@ -3,12 +3,12 @@
 //! VMs are always running, with an optional latency per call and a count of deallocations.
 #![allow(dead_code)]
 
+use procfwk::adapters::sqlserver::{SqlServerBackend, SqlServerOptions};
 use procfwk::domain::{Guid, PowerState, ResourceName};
 use procfwk::leases::{
     OperationOutcome, PoolSpec, PowerControl, PowerRequest, RuntimeRef, RuntimeStatus, Sizing,
     VmRef,
 };
-use procfwk::store::sqlserver::{SqlServerBackend, SqlServerOptions};
 use procfwk::store::{Row, SqlValue, Statement, Store, StoreError, Transition, Tx};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

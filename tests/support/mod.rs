@@ -451,7 +451,7 @@ pub async fn query(db: &str, sql: &str) -> Vec<procfwk::store::Row> {
         name: "test",
         sql: Box::leak(sql.to_string().into_boxed_str()),
     };
-    procfwk::store::Store::open(db, None)
+    procfwk::startup::open_store(db, None)
         .await
         .expect("open store")
         .run(&Query(statement))

@@ -1,14 +1,16 @@
 //! The embedded metadata store: one SQLite file (bundled SQLite, no system library), with the same tables
 //! and columns as Azure SQL. The file is attached under the schema name `procfwk`, so the statements in
-//! [`super::statements`] run here exactly as they run on SQL Server.
+//! [`statements`](crate::store::statements) run here exactly as they run on SQL Server.
 //!
 //! One connection per process, behind an async mutex: a transaction holds it from `BEGIN IMMEDIATE` to
 //! `COMMIT`, so transitions in this process are serialised, and other processes on the same file wait on
 //! SQLite's write lock (busy timeout 5 s).
 
-use super::schema::SchemaReport;
-use super::value::DATETIME_FORMAT;
-use super::{Backend, Row, SqlValue, Statement, StoreError, Tx};
+use crate::store::passphrase;
+use crate::store::schema::SchemaReport;
+use crate::store::{
+    Backend, Row, SqlValue, Statement, StoreError, Tx, DATETIME_FORMAT, SCHEMA_VERSION,
+};
 use rusqlite::types::ValueRef;
 use rusqlite::Connection;
 use std::sync::Arc;
@@ -82,7 +84,7 @@ fn attach(path: &str) -> Result<Connection, StoreError> {
 }
 
 /// SQL Server's functions the shared statements use that SQLite lacks: `DECRYPTBYPASSPHRASE(passphrase,
-/// data)` in SQL Server's version-2 layout ([`super::passphrase`]): a BLOB, or NULL for a wrong passphrase,
+/// data)` in SQL Server's version-2 layout ([`passphrase`]): a BLOB, or NULL for a wrong passphrase,
 /// NULL input or data that is not a version-2 blob.
 fn register_functions(conn: &Connection) -> Result<(), StoreError> {
     use rusqlite::functions::FunctionFlags;
@@ -96,7 +98,7 @@ fn register_functions(conn: &Connection) -> Result<(), StoreError> {
                 _ => return Ok(None),
             };
             let clear = match ctx.get_raw(1) {
-                ValueRef::Blob(b) => super::passphrase::decrypt(&passphrase, b),
+                ValueRef::Blob(b) => passphrase::decrypt(&passphrase, b),
                 _ => None,
             };
             Ok(clear)
@@ -152,7 +154,7 @@ impl Backend for SqliteBackend {
         if !exists && dry_run {
             return Ok(SchemaReport {
                 found_version: None,
-                version: super::SCHEMA_VERSION,
+                version: SCHEMA_VERSION,
                 changes: vec![(
                     "sqlite_schema.sql".into(),
                     format!("create the SQLite file {} with the whole schema", self.path),
@@ -167,20 +169,20 @@ impl Backend for SqliteBackend {
             .map_err(db_error)?;
         let found = recorded_version(&conn)?;
         if let Some(v) = found {
-            if v > super::SCHEMA_VERSION {
+            if v > SCHEMA_VERSION {
                 return Err(StoreError::TooNew {
                     found: v,
-                    supported: super::SCHEMA_VERSION,
+                    supported: SCHEMA_VERSION,
                 });
             }
         }
         let mut report = SchemaReport {
             found_version: found,
-            version: super::SCHEMA_VERSION,
+            version: SCHEMA_VERSION,
             changes: Vec::new(),
             dry_run,
         };
-        if found == Some(super::SCHEMA_VERSION) {
+        if found == Some(SCHEMA_VERSION) {
             return Ok(report);
         }
         // One transaction (SQLite's DDL is transactional): what changed is read from the catalogue
@@ -427,7 +429,7 @@ impl Drop for SqliteTx {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{statements, SCHEMA_VERSION};
+    use crate::store::statements;
 
     #[tokio::test]
     async fn every_statement_prepares_on_the_sqlite_schema() {
@@ -579,9 +581,8 @@ mod tests {
             panic!("sqlite")
         };
         assert!(register_functions(&conn).is_ok());
-        let secret = super::super::passphrase::utf16le("sim-secret-A-7f3c9e1b");
-        let data = super::super::passphrase::encrypt("FrameworkFactoryADF", &secret, [3; 16])
-            .unwrap_or_default();
+        let secret = passphrase::utf16le("sim-secret-A-7f3c9e1b");
+        let data = passphrase::encrypt("FrameworkFactoryADF", &secret, [3; 16]).unwrap_or_default();
         let clear: Option<Vec<u8>> = conn
             .query_row(
                 "SELECT DECRYPTBYPASSPHRASE(CONCAT('FrameworkFactory', 'ADF'), ?1)",
