@@ -24,7 +24,7 @@ pub enum Command {
     /// Run the Azure Functions custom handler (the Function App).
     Serve(ServeArgs),
     /// Run the local Azure stand-in (Entra ID, managed identity, Key Vault, Data Factory).
-    Sim(crate::sim::SimArgs),
+    Sim(azure_sim::SimArgs),
     /// Start the simulator and the handler in-process and run one sample worker through
     /// ExecutePipelineV2 and CheckPipelineStatus until it completes.
     Demo(crate::demo::DemoArgs),
@@ -76,7 +76,7 @@ pub fn main() -> anyhow::Result<()> {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
-        Command::Sim(args) => crate::sim::run(args).await,
+        Command::Sim(args) => Ok(azure_sim::run(args).await?),
         Command::Demo(args) => crate::demo::run(args).await,
         Command::Db(args) => crate::db::run(args).await,
         Command::Run(args) => crate::runner::run(args).await,

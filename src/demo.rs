@@ -6,8 +6,8 @@
 use crate::config::Settings;
 use crate::functions::AppState;
 use crate::host::Application;
-use crate::sim::{SimConfig, Simulator};
 use anyhow::{bail, Context};
+use azure_sim::{SimConfig, Simulator};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

@@ -18,8 +18,9 @@
 //! - [`adapters`]: the outside world — one HTTP client, credentials and the token cache, Key Vault, ARM
 //!   retries with a time budget, Data Factory through `azure_mgmt_datafactory`, and Compute VMs.
 //! - [`store`]: the metadata store — SQLite embedded, Azure SQL through tiberius — one set of statements.
-//! - [`sim`]: `procfwk sim`, a loopback stand-in for Entra ID, managed identity, Key Vault, Data Factory
-//!   and Compute VMs with self-hosted runtime nodes.
+//! - The local Azure stand-in (`procfwk sim`: Entra ID, managed identity, Key Vault, Data Factory and
+//!   Compute VMs with self-hosted runtime nodes) is not in this crate: it is the workspace crate
+//!   `azure-sim` (`crates/azure-sim`), which depends on nothing of the handler.
 //! - [`dashboard`]: the execution dashboard (HTML with inline SVG) the Dashboard function serves and
 //!   `procfwk db report --html` writes.
 //! - [`config`]: typed settings with their defaults in one place. [`telemetry`]: tracing set-up.
@@ -48,6 +49,5 @@ pub mod pipeline_retries;
 pub mod process;
 pub mod runner;
 pub mod secret;
-pub mod sim;
 pub mod store;
 pub mod telemetry;
