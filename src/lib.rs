@@ -24,30 +24,27 @@
 //! - [`dashboard`]: the execution dashboard (HTML with inline SVG) the Dashboard function serves and
 //!   `procfwk db report --html` writes.
 //! - [`config`]: typed settings with their defaults in one place. [`telemetry`]: tracing set-up.
-//! - [`secret`]: a wrapper that keeps secrets out of logs. [`cli`]: the `procfwk` command line.
+//! - [`secret`]: a wrapper that keeps secrets out of logs.
 //! - [`pipeline_retries`]: the retry policy of each Azure Function activity of the shipped pipelines,
 //!   which `procfwk run` follows too.
-//! - [`package`]: `procfwk package`, the zip-deploy package for the Linux Functions host.
 //! - [`process`]: process-wide tuning of `procfwk serve` (glibc malloc arenas). [`fault`]: the crash
 //!   test's named abort points (a no-op unless `PROCFWK_FAULT_POINT` is set).
+//!
+//! Not in the library: the command line and the developer tooling (`procfwk db`, `run`, `demo`, `bench`,
+//! `package`) are the binary's own modules under `src/cli/` (the binary edge, the only place errors
+//! become `anyhow`), using this library as `procfwk::…`.
 
 pub mod adapters;
-pub mod bench;
-pub mod cli;
 pub mod config;
 pub mod dashboard;
-pub mod db;
-pub mod demo;
 pub mod domain;
 pub mod fault;
 pub mod functions;
 pub mod host;
 pub mod leases;
 pub mod orchestration;
-pub mod package;
 pub mod pipeline_retries;
 pub mod process;
-pub mod runner;
 pub mod secret;
 pub mod store;
 pub mod telemetry;

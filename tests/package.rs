@@ -6,6 +6,12 @@
 //! This test needs cargo-zigbuild, zig and binutils; README's test command (`bash scripts/test`) installs
 //! them (`scripts/deps/10-packaging.sh`). Without them it fails.
 
+/// The package step's ELF reader, the binary's own module (`src/cli/package/elf.rs`), compiled into
+/// this test to compare it with objdump.
+#[path = "../src/cli/package/elf.rs"]
+#[allow(dead_code)]
+mod elf;
+
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
@@ -165,7 +171,7 @@ fn package_zip_has_the_app_layout_an_old_glibc_executable_and_starts_like_under_
         needed.0,
         needed.1
     );
-    let ours = procfwk::package::elf::max_glibc(&std::fs::read(&exe).expect("read exe"))
+    let ours = elf::max_glibc(&std::fs::read(&exe).expect("read exe"))
         .expect("ELF")
         .map(|v| (v.major, v.minor));
     assert_eq!(ours, Some(needed), "our ELF reader agrees with objdump");

@@ -13,12 +13,12 @@
 //! the plain Infant, then VmPower `stop` — not after a failed start, and a failed stop does not change
 //! the worker's result.
 
-use crate::config::Settings;
-use crate::functions::AppState;
-use crate::host::Application;
-use crate::pipeline_retries;
 use anyhow::{anyhow, bail, Context};
 use azure_sim::{SimConfig, Simulator};
+use procfwk::config::Settings;
+use procfwk::functions::AppState;
+use procfwk::host::Application;
+use procfwk::pipeline_retries;
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -641,7 +641,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 }
                 sim = Some(running);
             }
-            let store = crate::store::Store::open(&args.db, None)
+            let store = procfwk::store::Store::open(&args.db, None)
                 .await
                 .context("could not open the metadata store")?;
             let state = AppState::with_store(settings, store)?;
@@ -667,10 +667,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     print_summary(&report);
     match &args.report {
         Some(path) => {
-            let store = crate::store::Store::open(&args.db, None)
+            let store = procfwk::store::Store::open(&args.db, None)
                 .await
                 .context("could not open the metadata store for the report")?;
-            crate::db::write_report(&store, crate::dashboard::Options::default(), path).await?;
+            super::db::write_report(&store, procfwk::dashboard::Options::default(), path).await?;
             println!("dashboard: {}", path.display());
         }
         None => println!(

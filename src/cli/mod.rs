@@ -1,11 +1,19 @@
-//! The `procfwk` command line: `serve` (the custom handler), `sim` (the local Azure stand-in), `bench`.
-//! This is the binary edge: errors become `anyhow` here and nowhere else.
+//! The `procfwk` command line: `serve` (the custom handler), `db` (the metadata store), `sim` (the local
+//! Azure stand-in, `azure-sim`), and the developer tooling in this folder — [`demo`], [`runner`]
+//! (`procfwk run`), [`bench`] and [`package`] (the zip-deploy package). These are the binary's own
+//! modules, not the library's; this is the binary edge: errors become `anyhow` here and nowhere else.
 
-use crate::config::Settings;
-use crate::functions::AppState;
-use crate::host::{shutdown, Application};
+mod bench;
+mod db;
+mod demo;
+mod package;
+mod runner;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use procfwk::config::Settings;
+use procfwk::functions::AppState;
+use procfwk::host::{shutdown, Application};
 use std::net::{IpAddr, SocketAddr};
 
 #[derive(Parser, Debug)]
@@ -27,15 +35,15 @@ pub enum Command {
     Sim(azure_sim::SimArgs),
     /// Start the simulator and the handler in-process and run one sample worker through
     /// ExecutePipelineV2 and CheckPipelineStatus until it completes.
-    Demo(crate::demo::DemoArgs),
+    Demo(demo::DemoArgs),
     /// Create the metadata schema, load the sample, read the execution tables.
-    Db(crate::db::DbArgs),
+    Db(db::DbArgs),
     /// Run the whole hierarchy (Parent → Child → Infant) through the functions, like ADF does.
-    Run(crate::runner::RunArgs),
+    Run(runner::RunArgs),
     /// Measure the handler against the simulator (latency, throughput, cold start, memory).
-    Bench(crate::bench::BenchArgs),
+    Bench(bench::BenchArgs),
     /// Build the Linux executable and write the Function App's zip-deploy package.
-    Package(crate::package::PackageArgs),
+    Package(package::PackageArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -55,9 +63,9 @@ pub fn main() -> anyhow::Result<()> {
         Command::Serve(_) | Command::Sim(_) => "info",
         _ => "warn",
     };
-    crate::telemetry::init(level);
+    procfwk::telemetry::init(level);
     if matches!(cli.command, Command::Serve(_)) {
-        crate::process::tune_malloc();
+        procfwk::process::tune_malloc();
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -77,11 +85,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Sim(args) => Ok(azure_sim::run(args).await?),
-        Command::Demo(args) => crate::demo::run(args).await,
-        Command::Db(args) => crate::db::run(args).await,
-        Command::Run(args) => crate::runner::run(args).await,
-        Command::Bench(args) => crate::bench::run(args).await,
-        Command::Package(args) => Ok(crate::package::run(&args).map(drop)?),
+        Command::Demo(args) => demo::run(args).await,
+        Command::Db(args) => db::run(args).await,
+        Command::Run(args) => runner::run(args).await,
+        Command::Bench(args) => bench::run(args).await,
+        Command::Package(args) => Ok(package::run(&args).map(drop)?),
     }
 }
 
