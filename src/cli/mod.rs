@@ -2,10 +2,17 @@
 //! Azure stand-in, `azure-sim`), and the developer tooling in this folder — [`demo`], [`runner`]
 //! (`procfwk run`), [`bench`] and [`package`] (the zip-deploy package). These are the binary's own
 //! modules, not the library's; this is the binary edge: errors become `anyhow` here and nowhere else.
+//!
+//! `sim`, `demo`, `bench`, `package` and `run --simulate` exist only with the `devtools` feature (on by
+//! default); the executable `procfwk package` deploys is built without it and has `serve`, `db` and `run`
+//! against a handler.
 
+#[cfg(feature = "devtools")]
 mod bench;
 mod db;
+#[cfg(feature = "devtools")]
 mod demo;
+#[cfg(feature = "devtools")]
 mod package;
 mod runner;
 
@@ -32,17 +39,21 @@ pub enum Command {
     /// Run the Azure Functions custom handler (the Function App).
     Serve(ServeArgs),
     /// Run the local Azure stand-in (Entra ID, managed identity, Key Vault, Data Factory).
+    #[cfg(feature = "devtools")]
     Sim(azure_sim::SimArgs),
     /// Start the simulator and the handler in-process and run one sample worker through
     /// ExecutePipelineV2 and CheckPipelineStatus until it completes.
+    #[cfg(feature = "devtools")]
     Demo(demo::DemoArgs),
     /// Create the metadata schema, load the sample, read the execution tables.
     Db(db::DbArgs),
     /// Run the whole hierarchy (Parent → Child → Infant) through the functions, like ADF does.
     Run(runner::RunArgs),
     /// Measure the handler against the simulator (latency, throughput, cold start, memory).
+    #[cfg(feature = "devtools")]
     Bench(bench::BenchArgs),
     /// Build the Linux executable and write the Function App's zip-deploy package.
+    #[cfg(feature = "devtools")]
     Package(package::PackageArgs),
 }
 
@@ -60,7 +71,9 @@ pub fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // Services log what they do; interactive commands keep the terminal for their own output.
     let level = match cli.command {
-        Command::Serve(_) | Command::Sim(_) => "info",
+        Command::Serve(_) => "info",
+        #[cfg(feature = "devtools")]
+        Command::Sim(_) => "info",
         _ => "warn",
     };
     procfwk::telemetry::init(level);
@@ -84,11 +97,15 @@ pub fn main() -> anyhow::Result<()> {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
+        #[cfg(feature = "devtools")]
         Command::Sim(args) => Ok(azure_sim::run(args).await?),
+        #[cfg(feature = "devtools")]
         Command::Demo(args) => demo::run(args).await,
         Command::Db(args) => db::run(args).await,
         Command::Run(args) => runner::run(args).await,
+        #[cfg(feature = "devtools")]
         Command::Bench(args) => bench::run(args).await,
+        #[cfg(feature = "devtools")]
         Command::Package(args) => Ok(package::run(&args).map(drop)?),
     }
 }

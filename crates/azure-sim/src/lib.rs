@@ -11,7 +11,9 @@
 //!
 //! This crate (`azure-sim`) owns the simulator and nothing of the handler: it depends on no procfwk
 //! code, and speaks to the handler only over HTTP. Its power states ([`PowerState`]) and redacted
-//! secrets ([`Secret`]) are its own small types. It has no binary of its own: `procfwk sim` runs it.
+//! secrets ([`Secret`]) are its own small types. It has no binary of its own: `procfwk sim` runs it, and
+//! procfwk links it only with its `devtools` feature (on by default; the zip-deploy package is built
+//! without it, so no simulator is deployed).
 //!
 //! Start it in tests with [`Simulator::start`] on `127.0.0.1:0`, or from the command line with
 //! `procfwk sim` ([`SimArgs`], [`run`]). Point clients at it with `AZURE_AUTHORITY_HOST=<url>`,
