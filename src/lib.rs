@@ -44,31 +44,27 @@
 //!   crash test's named abort points (a no-op unless `PROCFWK_FAULT_POINT` is set).
 //!   [`pipeline_retries`]: the retry policy of each Azure Function activity of the shipped pipelines,
 //!   which `procfwk run` follows too.
-//! - Tooling: [`cli`], the `procfwk` command line; [`db`], `procfwk db`; [`runner`], `procfwk run`;
-//!   [`bench`](mod@bench) and [`demo`]; [`package`], `procfwk package`, the zip-deploy package for the Linux
-//!   Functions host; [`sim`], `procfwk sim`, a loopback stand-in for Entra ID, managed identity, Key
-//!   Vault, Data Factory and Compute VMs with self-hosted runtime nodes.
+//! - The local Azure stand-in (`procfwk sim`: Entra ID, managed identity, Key Vault, Data Factory and
+//!   Compute VMs with self-hosted runtime nodes) is not in this crate: it is the workspace crate
+//!   `azure-sim` (`crates/azure-sim`), which depends on nothing of the handler.
+//!
+//! Not in the library: the command line and the developer tooling (`procfwk db`, `run`, `demo`, `bench`,
+//! `package`) are the binary's own modules under `src/cli/` (the binary edge, the only place errors
+//! become `anyhow`), using this library as `procfwk::…`.
 
 pub mod adapters;
-pub mod bench;
-pub mod cli;
 pub mod config;
 pub mod dashboard;
-pub mod db;
-pub mod demo;
 pub mod domain;
 pub mod fault;
 pub mod functions;
 pub mod host;
 pub mod leases;
 pub mod orchestration;
-pub mod package;
 pub mod pipeline_retries;
 pub mod policy;
 pub mod process;
-pub mod runner;
 pub mod secret;
-pub mod sim;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

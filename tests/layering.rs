@@ -14,10 +14,10 @@ use std::path::{Path, PathBuf};
 /// of its own layer). Tooling is special: it may depend on anything, and nothing outside tooling may
 /// depend on it (the command line and the helpers being moved to `src/cli/` and `crates/azure-sim`).
 const LAYERS: &[(&str, &[&str])] = &[
-    (
-        "tooling",
-        &["cli", "bench", "demo", "package", "runner", "sim", "db"],
-    ),
+    // The binary edge: the command line and the developer tooling (`db`, `run`, `demo`, `bench`,
+    // `package`), the binary's own modules under `src/cli/`; it may depend on anything and nothing
+    // depends on it. (The simulator is the crate `azure-sim`.)
+    ("tooling", &["cli"]),
     // The HTTP / custom-handler protocol edge.
     ("edge", &["host"]),
     // One module per Azure Function.
@@ -518,12 +518,16 @@ fn bad_edges_and_cycles_are_reported() {
     };
     let upwards = BTreeMap::from([edge("store", "adapters")]);
     assert_eq!(problems(&upwards).len(), 1, "{:?}", problems(&upwards));
-    let into_tooling = BTreeMap::from([edge("leases", "sim")]);
+    let into_tooling = BTreeMap::from([edge("leases", "cli")]);
     assert_eq!(problems(&into_tooling).len(), 1);
-    let cycle = BTreeMap::from([edge("cli", "runner"), edge("runner", "cli")]);
-    assert_eq!(
-        problems(&cycle),
-        vec!["a cycle: cli → runner → cli".to_string()]
+    let cycle = BTreeMap::from([
+        edge("leases", "orchestration"),
+        edge("orchestration", "leases"),
+    ]);
+    assert!(
+        problems(&cycle).contains(&"a cycle: leases → orchestration → leases".to_string()),
+        "{:?}",
+        problems(&cycle)
     );
     let fine = BTreeMap::from([edge("functions", "startup"), edge("startup", "store")]);
     assert!(problems(&fine).is_empty(), "{:?}", problems(&fine));

@@ -1,10 +1,17 @@
 //! `procfwk package` end to end: build the release executable for the Functions Linux image (glibc
 //! baseline 2.28, through cargo zigbuild), unpack the zip, check its layout against the repository's
-//! Function App files, check the glibc versions the executable needs with binutils' `objdump -T`, and
-//! start it the way the Functions host does (`FUNCTIONS_CUSTOMHANDLER_PORT`, probe on `/`).
+//! Function App files, check the glibc versions the executable needs with binutils' `objdump -T`,
+//! check that it has no simulator in it (built without the `devtools` feature), and start it the way the
+//! Functions host does (`FUNCTIONS_CUSTOMHANDLER_PORT`, probe on `/`).
 //!
 //! This test needs cargo-zigbuild, zig and binutils; README's test command (`bash scripts/test`) installs
 //! them (`scripts/deps/10-packaging.sh`). Without them it fails.
+
+/// The package step's ELF reader, the binary's own module (`src/cli/package/elf.rs`), compiled into
+/// this test to compare it with objdump.
+#[path = "../src/cli/package/elf.rs"]
+#[allow(dead_code)]
+mod elf;
 
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -15,6 +22,27 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const BASELINE: (u32, u32) = (2, 28);
+
+/// Strings only the simulator (`azure-sim`) has, there whenever it is linked: its fake Entra ID token
+/// endpoint's error text, its managed identity's default header and its start log line.
+const SIMULATOR_MARKERS: [&str; 3] = [
+    "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
+    "procfwk-sim-identity-header",
+    "procfwk simulator started",
+];
+
+/// The simulator markers found in `exe`.
+fn simulator_markers_in(exe: &Path) -> Vec<&'static str> {
+    let bytes = std::fs::read(exe).expect("read executable");
+    SIMULATOR_MARKERS
+        .into_iter()
+        .filter(|marker| {
+            bytes
+                .windows(marker.len())
+                .any(|window| window == marker.as_bytes())
+        })
+        .collect()
+}
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -165,11 +193,24 @@ fn package_zip_has_the_app_layout_an_old_glibc_executable_and_starts_like_under_
         needed.0,
         needed.1
     );
-    let ours = procfwk::package::elf::max_glibc(&std::fs::read(&exe).expect("read exe"))
+    let ours = elf::max_glibc(&std::fs::read(&exe).expect("read exe"))
         .expect("ELF")
         .map(|v| (v.major, v.minor));
     assert_eq!(ours, Some(needed), "our ELF reader agrees with objdump");
     eprintln!("executable needs at most GLIBC_{}.{}", needed.0, needed.1);
+
+    // Built without the `devtools` feature: no simulator in what is deployed. The test's own procfwk
+    // (default features) has every marker, so the markers do find a linked simulator.
+    assert_eq!(
+        simulator_markers_in(&binary()),
+        SIMULATOR_MARKERS.to_vec(),
+        "the devtools build links the simulator"
+    );
+    let found = simulator_markers_in(&exe);
+    assert!(
+        found.is_empty(),
+        "the packaged executable contains simulator code: {found:?}"
+    );
 
     // Start it as the Functions host does: the port in FUNCTIONS_CUSTOMHANDLER_PORT, the arguments from
     // host.json, the app root as working directory, readiness = any HTTP answer on `/`.

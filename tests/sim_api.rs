@@ -4,7 +4,7 @@
 
 mod support;
 
-use procfwk::sim::{Faults, Principal, RunningSim, SimConfig, Simulator};
+use azure_sim::{Faults, Principal, RunningSim, SimConfig, Simulator};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::Arc;

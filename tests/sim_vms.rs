@@ -6,7 +6,7 @@
 
 mod support;
 
-use procfwk::sim::{Faults, PowerState, Principal, RunningSim, SimConfig, Simulator, VmEvent};
+use azure_sim::{Faults, PowerState, Principal, RunningSim, SimConfig, Simulator, VmEvent};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -2,12 +2,12 @@
 //! the project's TDS test server on 127.0.0.1 (which runs what it receives on PostgreSQL, with the
 //! schema of deploy/sql), Entra tokens from the in-process Azure simulator.
 
+use azure_sim::{SimConfig, Simulator, MANAGED_IDENTITY_KEY, SAMPLE_TENANT_ID};
 use procfwk::adapters::sqlserver::{SqlServerBackend, SqlServerOptions, SQL_TOKEN_SCOPE};
 use procfwk::adapters::Identity;
 use procfwk::config::Settings;
 use procfwk::domain::{Credentials, Guid, SecretSource};
 use procfwk::secret::Secret;
-use procfwk::sim::{SimConfig, Simulator, MANAGED_IDENTITY_KEY, SAMPLE_TENANT_ID};
 use procfwk::store::{statements, Backend, SqlValue, Statement, Store, StoreError, Transition, Tx};
 use std::io::Write;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -1,5 +1,6 @@
 //! Azure VM power states, as the Compute instance view reports them (`PowerState/running`, ...): one
-//! vocabulary for the VmPower function, the lease decisions and the simulator.
+//! vocabulary for the VmPower function and the lease decisions. (The simulator, `azure-sim`, has its own
+//! copy of these names and meets this type only as text on the wire.)
 
 use serde::{Deserialize, Serialize};
 

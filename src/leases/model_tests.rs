@@ -1,5 +1,5 @@
 //! Randomized schedules of many holders against the real decision code, the real SQLite store and the
-//! simulator's VM engine (`crate::sim::compute`) on a virtual clock, with injected ARM 429/5xx (some
+//! simulator's VM engine (`azure_sim::compute`) on a virtual clock, with injected ARM 429/5xx (some
 //! after the operation was applied, so the decision rolls back while the VM moved), natural 409s, and
 //! "handler restarts" (the store reopened from its file between decisions).
 //!
@@ -14,9 +14,9 @@
 //! `PROCFWK_VM_SCHEDULES` sets the number of schedules (default 100); `PROCFWK_VM_SEED` replays one run.
 
 use super::*;
-use crate::sim::compute::{Accepted, VmAction, VmId, VmStore};
-use crate::sim::{SimConfig, VmDef};
 use crate::store::Store;
+use azure_sim::compute::{Accepted, VmAction, VmId, VmStore};
+use azure_sim::{PowerState as SimPowerState, SimConfig, VmDef};
 use chrono::NaiveDateTime;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -27,6 +27,18 @@ const LEASE_SECS: u32 = 600;
 const GRACE_SECS: u32 = 300;
 /// The sweeper's period, as in `functions/VmIdleSweep/function.json`.
 const SWEEP_EVERY: i64 = 60;
+
+/// The handler's power state for the simulator's (the same six names; the sim has its own type).
+fn from_sim(state: SimPowerState) -> PowerState {
+    match state {
+        SimPowerState::Starting => PowerState::Starting,
+        SimPowerState::Running => PowerState::Running,
+        SimPowerState::Stopping => PowerState::Stopping,
+        SimPowerState::Stopped => PowerState::Stopped,
+        SimPowerState::Deallocating => PowerState::Deallocating,
+        SimPowerState::Deallocated => PowerState::Deallocated,
+    }
+}
 
 /// The simulator's VM engine behind the [`PowerControl`] port, on a virtual clock, with faults.
 struct SimPower {
@@ -49,7 +61,7 @@ impl SimPower {
     fn state(&self) -> PowerState {
         self.vms
             .observe(self.id, self.now())
-            .map_or(PowerState::Deallocated, |o| o.state)
+            .map_or(PowerState::Deallocated, |o| from_sim(o.state))
     }
 
     /// `Some(error)` for an injected fault; `after` says whether it hits after the operation applied.
@@ -127,7 +139,7 @@ impl PowerControl for SimPower {
         self.request(VmAction::Deallocate)
     }
     async fn operation(&self, url: &str) -> Result<OperationOutcome, UpstreamError> {
-        use crate::sim::compute::OperationStatus;
+        use azure_sim::compute::OperationStatus;
         Ok(
             match self.vms.operation(url, self.now()).map(|o| o.status) {
                 Some(OperationStatus::InProgress) => OperationOutcome::InProgress,
@@ -154,7 +166,7 @@ fn model_vm(def: VmDef, seed: u64, fault_ratio: f64) -> Result<Arc<SimPower>, St
     let base = tokio::time::Instant::now();
     let vms = VmStore::new(&config, base);
     let id = vms
-        .lookup(crate::sim::SAMPLE_TENANT_ID, &rg, "shir-vm")
+        .lookup(azure_sim::SAMPLE_TENANT_ID, &rg, "shir-vm")
         .ok_or("the model VM exists")?;
     Ok(Arc::new(SimPower {
         vms,
@@ -170,7 +182,7 @@ fn model_vm(def: VmDef, seed: u64, fault_ratio: f64) -> Result<Arc<SimPower>, St
 /// The pool of that one VM.
 fn model_pool(rg: &str, grace_secs: u32) -> Result<PoolSpec, String> {
     Ok(PoolSpec {
-        subscription: Guid::parse(crate::sim::SAMPLE_TENANT_ID).ok_or("guid")?,
+        subscription: Guid::parse(azure_sim::SAMPLE_TENANT_ID).ok_or("guid")?,
         resource_group: ResourceName::parse(rg)?,
         vms: vec![ResourceName::parse("shir-vm")?],
         runtime: None,
@@ -228,9 +240,9 @@ async fn run_schedule(store_path: &str, schedule: Schedule) -> Result<(usize, us
     def.start_spread_secs = 60.0;
     def.deallocate_secs = 60.0;
     def.initial_state = if rng.gen_bool(0.3) {
-        PowerState::Running
+        SimPowerState::Running
     } else {
-        PowerState::Deallocated
+        SimPowerState::Deallocated
     };
     let fault_ratio = rng.gen_range(0.0..0.2);
     let power = model_vm(def, schedule.seed ^ 0x5eed, fault_ratio)?;

@@ -3,7 +3,8 @@
 //!
 //! The executable is built with `cargo zigbuild` for `x86_64-unknown-linux-gnu.<glibc>`, so it links
 //! against an old glibc baseline (2.28 by default) and starts on the Functions host images whatever glibc
-//! the build machine has. Whatever built it, the package step reads the executable's ELF version needs
+//! the build machine has, and without the `devtools` feature, so the simulator (a fake Entra ID token
+//! server among others) and the developer commands are not in what is deployed. Whatever built it, the package step reads the executable's ELF version needs
 //! ([`elf`]) and refuses one that needs a newer glibc than the baseline.
 
 pub mod elf;
@@ -134,8 +135,9 @@ pub fn package(args: &PackageArgs) -> Result<PackageReport, PackageError> {
     })
 }
 
-/// `cargo zigbuild --profile <p> --locked --target x86_64-unknown-linux-gnu.<glibc> --bin procfwk`;
-/// returns the executable's path.
+/// `cargo zigbuild --profile <p> --locked --target x86_64-unknown-linux-gnu.<glibc> --bin procfwk
+/// --no-default-features` (no `devtools`: the deployed executable has no simulator in it); returns the
+/// executable's path.
 fn build(source: &Path, profile: &str, glibc: GlibcVersion) -> Result<PathBuf, PackageError> {
     let manifest = source.join("Cargo.toml");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
@@ -147,6 +149,7 @@ fn build(source: &Path, profile: &str, glibc: GlibcVersion) -> Result<PathBuf, P
             "--locked",
             "--bin",
             "procfwk",
+            "--no-default-features",
             "--profile",
             profile,
         ])
@@ -154,7 +157,7 @@ fn build(source: &Path, profile: &str, glibc: GlibcVersion) -> Result<PathBuf, P
         .arg("--manifest-path")
         .arg(&manifest);
     let shown = format!(
-        "cargo zigbuild --locked --bin procfwk --profile {profile} --target {target} --manifest-path {}",
+        "cargo zigbuild --locked --bin procfwk --no-default-features --profile {profile} --target {target} --manifest-path {}",
         manifest.display()
     );
     let status = command.status().map_err(|source| PackageError::BuildTool {

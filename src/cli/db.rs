@@ -1,12 +1,12 @@
 //! `procfwk db`: create or upgrade the schema in the configured store, load procfwk's sample metadata,
 //! set properties, and print the read-outs operators use (current execution summary, last execution).
 
-use crate::orchestration::now;
-use crate::orchestration::readouts::{LastExecution, ReadRows};
-use crate::orchestration::sample::{SeedSample, SetProperty};
-use crate::store::{statements, Row, Store};
 use anyhow::Context;
 use clap::Subcommand;
+use procfwk::orchestration::now;
+use procfwk::orchestration::readouts::{LastExecution, ReadRows};
+use procfwk::orchestration::sample::{SeedSample, SetProperty};
+use procfwk::store::{statements, Row, Store};
 
 #[derive(clap::Args, Debug)]
 pub struct DbArgs {
@@ -72,22 +72,22 @@ pub enum DbCommand {
 /// Write the dashboard of `store` to `path`; returns the page's size in bytes.
 pub async fn write_report(
     store: &Store,
-    options: crate::dashboard::Options,
+    options: procfwk::dashboard::Options,
     path: &std::path::Path,
 ) -> anyhow::Result<usize> {
-    let snapshot = crate::dashboard::read(store, options, now())
+    let snapshot = procfwk::dashboard::read(store, options, now())
         .await
         .context("could not read the metadata store")?;
-    let page = crate::dashboard::html::render(&snapshot);
+    let page = procfwk::dashboard::html::render(&snapshot);
     std::fs::write(path, &page).with_context(|| format!("could not write {}", path.display()))?;
     Ok(page.len())
 }
 
 pub async fn open(db: &str) -> anyhow::Result<Store> {
-    let settings = crate::config::Settings::from_env().context("invalid configuration")?;
+    let settings = procfwk::config::Settings::from_env().context("invalid configuration")?;
     let azure =
-        crate::adapters::Azure::new(&settings).context("could not set up the Azure clients")?;
-    crate::startup::open_store(db, Some(azure.identity.clone()))
+        procfwk::adapters::Azure::new(&settings).context("could not set up the Azure clients")?;
+    procfwk::startup::open_store(db, Some(azure.identity.clone()))
         .await
         .context("could not open the metadata store")
 }
@@ -140,10 +140,10 @@ pub async fn run(args: DbArgs) -> anyhow::Result<()> {
     let store = open(&args.db).await?;
     match args.command {
         DbCommand::VmReport { json } => {
-            let log = crate::leases::report::read_log(&store)
+            let log = procfwk::leases::report::read_log(&store)
                 .await
                 .context("could not read the VM power log")?;
-            let costs = crate::leases::report::costs(&log, chrono::Utc::now().naive_utc());
+            let costs = procfwk::leases::report::costs(&log, chrono::Utc::now().naive_utc());
             if json {
                 println!("{}", serde_json::to_string_pretty(&costs)?);
             } else {
@@ -173,13 +173,13 @@ pub async fn run(args: DbArgs) -> anyhow::Result<()> {
             history,
             bench,
         } => {
-            if !(1..=crate::dashboard::Options::MAX_EXECUTIONS).contains(&executions) {
+            if !(1..=procfwk::dashboard::Options::MAX_EXECUTIONS).contains(&executions) {
                 anyhow::bail!("--executions must be from 1 to 50");
             }
-            if !(1..=crate::dashboard::Options::MAX_HISTORY).contains(&history) {
+            if !(1..=procfwk::dashboard::Options::MAX_HISTORY).contains(&history) {
                 anyhow::bail!("--history must be from 1 to 400");
             }
-            let options = crate::dashboard::Options {
+            let options = procfwk::dashboard::Options {
                 executions,
                 history,
             };
@@ -189,9 +189,9 @@ pub async fn run(args: DbArgs) -> anyhow::Result<()> {
                 let (mut reads, mut renders) = (Vec::new(), Vec::new());
                 for _ in 0..10 {
                     let started = std::time::Instant::now();
-                    let snapshot = crate::dashboard::read(&store, options, now()).await?;
+                    let snapshot = procfwk::dashboard::read(&store, options, now()).await?;
                     let read = started.elapsed();
-                    let page = crate::dashboard::html::render(&snapshot);
+                    let page = procfwk::dashboard::html::render(&snapshot);
                     renders.push(started.elapsed() - read);
                     reads.push(read);
                     std::hint::black_box(page);
@@ -230,7 +230,7 @@ pub async fn run(args: DbArgs) -> anyhow::Result<()> {
                 "sample metadata loaded: {n} workers in 5 stages, batches Daily and Hourly"
             ),
             // Running the quick start twice is fine: the sample is there already.
-            Err(crate::orchestration::LifecycleError::Metadata(m))
+            Err(procfwk::orchestration::LifecycleError::Metadata(m))
                 if m.contains("already has stages") =>
             {
                 println!("metadata already present; nothing loaded")

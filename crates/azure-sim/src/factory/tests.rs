@@ -1,7 +1,7 @@
-//! The Data Factory routes end to end through [`routes`](crate::sim::routes), with `warp::test`.
+//! The Data Factory routes end to end through [`routes`](crate::routes), with `warp::test`.
 
-use crate::sim::config::{FactoryRef, Faults, Principal, SimConfig};
-use crate::sim::{routes, SimState};
+use crate::config::{FactoryRef, Faults, Principal, SimConfig};
+use crate::{routes, SimState};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;

@@ -6,19 +6,19 @@
 //!
 //! Without `--functions-url` the handler runs in this process; `--simulate` also starts the Azure
 //! simulator in-process and wires handler, simulator and the metadata store together (`--sim-config`
-//! gives it a JSON config instead of the sample's, e.g. to refuse a VM's power actions).
+//! gives it a JSON config instead of the sample's, e.g. to refuse a VM's power actions; both only with
+//! the `devtools` feature).
 //!
 //! `--infant vm-power` plays `04-Infant-VmPower` for every worker instead: VmPower `start` (worker mode:
 //! the VM comes from the worker's `procfwk.WorkerRuntimes` row), `status` until ready, the worker as in
 //! the plain Infant, then VmPower `stop` — not after a failed start, and a failed stop does not change
 //! the worker's result.
 
-use crate::config::Settings;
-use crate::functions::AppState;
-use crate::host::Application;
-use crate::pipeline_retries;
-use crate::sim::{SimConfig, Simulator};
 use anyhow::{anyhow, bail, Context};
+use procfwk::config::Settings;
+use procfwk::functions::AppState;
+use procfwk::host::Application;
+use procfwk::pipeline_retries;
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -38,6 +38,7 @@ pub struct RunArgs {
     #[arg(long, env = "PROCFWK_FUNCTION_KEY", hide_env_values = true)]
     pub function_key: Option<String>,
     /// Start the Azure simulator in-process and point the handler at it (no Azure at all).
+    #[cfg(feature = "devtools")]
     #[arg(long)]
     pub simulate: bool,
     /// The metadata store for the in-process handler.
@@ -65,6 +66,7 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = Infant::Plain)]
     pub infant: Infant,
     /// With --simulate: the simulator's JSON config (keys left out keep the sample's values).
+    #[cfg(feature = "devtools")]
     #[arg(long)]
     pub sim_config: Option<std::path::PathBuf>,
 }
@@ -604,7 +606,48 @@ fn print_summary(report: &RunReport) {
     );
 }
 
+/// With `--simulate`: the simulator started in this process, and `settings` pointed at it.
+#[cfg(feature = "devtools")]
+async fn start_simulator(
+    args: &RunArgs,
+    settings: &mut Settings,
+) -> anyhow::Result<Option<azure_sim::RunningSim>> {
+    use azure_sim::{SimConfig, Simulator};
+    if !args.simulate {
+        return Ok(None);
+    }
+    // The handler reaches the simulator as it reaches Azure: ARM, Entra ID, and the managed
+    // identity endpoint (set before any credential is created).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let base = match &args.sim_config {
+        Some(path) => {
+            SimConfig::load(path).with_context(|| format!("simulator config {}", path.display()))?
+        }
+        None => SimConfig::sample(),
+    };
+    let config = SimConfig {
+        time_scale: args.time_scale,
+        ..base
+    };
+    std::env::set_var("IDENTITY_ENDPOINT", format!("{url}/msi/token"));
+    std::env::set_var("IDENTITY_HEADER", &config.identity_header);
+    let running = Simulator::start(config, ([127, 0, 0, 1], port).into())
+        .await
+        .context("could not start the simulator")?;
+    settings.arm_endpoint = url::Url::parse(&url)?;
+    settings.authority_host = url::Url::parse(&url)?;
+    settings.keyvault_endpoint = Some(url::Url::parse(&url)?);
+    if !args.quiet {
+        println!("simulator on {url} (time scale {})", args.time_scale);
+    }
+    Ok(Some(running))
+}
+
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    #[cfg(feature = "devtools")]
     let mut sim = None;
     let mut app = None;
     let base = match &args.functions_url {
@@ -612,36 +655,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         None => {
             let mut settings = Settings::from_env().context("invalid configuration")?;
             settings.poll_initial = Duration::from_millis(20);
-            if args.simulate {
-                // The handler reaches the simulator as it reaches Azure: ARM, Entra ID, and the managed
-                // identity endpoint (set before any credential is created).
-                let port = std::net::TcpListener::bind("127.0.0.1:0")?
-                    .local_addr()?
-                    .port();
-                let url = format!("http://127.0.0.1:{port}");
-                let base = match &args.sim_config {
-                    Some(path) => SimConfig::load(path)
-                        .with_context(|| format!("simulator config {}", path.display()))?,
-                    None => SimConfig::sample(),
-                };
-                let config = SimConfig {
-                    time_scale: args.time_scale,
-                    ..base
-                };
-                std::env::set_var("IDENTITY_ENDPOINT", format!("{url}/msi/token"));
-                std::env::set_var("IDENTITY_HEADER", &config.identity_header);
-                let running = Simulator::start(config, ([127, 0, 0, 1], port).into())
-                    .await
-                    .context("could not start the simulator")?;
-                settings.arm_endpoint = url::Url::parse(&url)?;
-                settings.authority_host = url::Url::parse(&url)?;
-                settings.keyvault_endpoint = Some(url::Url::parse(&url)?);
-                if !args.quiet {
-                    println!("simulator on {url} (time scale {})", args.time_scale);
-                }
-                sim = Some(running);
+            #[cfg(feature = "devtools")]
+            {
+                sim = start_simulator(&args, &mut settings).await?;
             }
-            let store = crate::startup::open_store(&args.db, None)
+            let store = procfwk::startup::open_store(&args.db, None)
                 .await
                 .context("could not open the metadata store")?;
             let state = AppState::with_store(settings, store)?;
@@ -655,6 +673,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(a) = app {
         a.shutdown().await;
     }
+    #[cfg(feature = "devtools")]
     if let Some(s) = sim {
         s.shutdown().await;
     }
@@ -667,10 +686,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     print_summary(&report);
     match &args.report {
         Some(path) => {
-            let store = crate::startup::open_store(&args.db, None)
+            let store = procfwk::startup::open_store(&args.db, None)
                 .await
                 .context("could not open the metadata store for the report")?;
-            crate::db::write_report(&store, crate::dashboard::Options::default(), path).await?;
+            super::db::write_report(&store, procfwk::dashboard::Options::default(), path).await?;
             println!("dashboard: {}", path.display());
         }
         None => println!(

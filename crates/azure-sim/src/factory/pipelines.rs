@@ -2,14 +2,14 @@
 //! shaped so the Azure SDKs' polymorphic activity types parse it) and `POST .../createRun`.
 
 use super::{bool_query, FactoryScope};
-use crate::sim::clock::format_timestamp;
-use crate::sim::config::ActivityDef;
-use crate::sim::parameters;
-use crate::sim::reply::{ArmError, SimReply};
-use crate::sim::request::Query;
-use crate::sim::runs::{PipelineRun, RunPlan};
-use crate::sim::state::SimState;
-use crate::sim::tokens::derived_object_id;
+use crate::clock::format_timestamp;
+use crate::config::ActivityDef;
+use crate::parameters;
+use crate::reply::{ArmError, SimReply};
+use crate::request::Query;
+use crate::runs::{PipelineRun, RunPlan};
+use crate::state::SimState;
+use crate::tokens::derived_object_id;
 use serde_json::{json, Map, Value};
 use tokio::time::Instant;
 use warp::http::StatusCode;

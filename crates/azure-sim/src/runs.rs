@@ -540,8 +540,8 @@ impl RunStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::config::SimConfig;
-    use crate::sim::parameters::resolve;
+    use crate::config::SimConfig;
+    use crate::parameters::resolve;
     use serde_json::{json, Map, Value};
 
     const SCALE: f64 = 0.01;

@@ -1,4 +1,4 @@
-//! # `procfwk sim` — a loopback stand-in for Azure
+//! # azure-sim — a loopback stand-in for Azure (`procfwk sim`)
 //!
 //! One HTTP server that answers like the Azure services procfwk talks to, so the function handler, its
 //! tests and even the Azure SDKs can run without a subscription: Entra ID client-credentials tokens,
@@ -8,6 +8,12 @@
 //! deallocate, powerOff as long-running operations) and the self-hosted integration runtimes whose
 //! nodes they host (`getStatus`). Faults (throttling, server errors,
 //! latency) can be injected, and every request is logged for tests to inspect.
+//!
+//! This crate (`azure-sim`) owns the simulator and nothing of the handler: it depends on no procfwk
+//! code, and speaks to the handler only over HTTP. Its power states ([`PowerState`]) and redacted
+//! secrets ([`Secret`]) are its own small types. It has no binary of its own: `procfwk sim` runs it, and
+//! procfwk links it only with its `devtools` feature (on by default; the zip-deploy package is built
+//! without it, so no simulator is deployed).
 //!
 //! Start it in tests with [`Simulator::start`] on `127.0.0.1:0`, or from the command line with
 //! `procfwk sim` ([`SimArgs`], [`run`]). Point clients at it with `AZURE_AUTHORITY_HOST=<url>`,
@@ -24,7 +30,8 @@
 //!   `factory::pipelines` (factory, pipeline definitions, createRun) and `factory::pipeline_runs`
 //!   (get, cancel, activity-run and pipeline-run queries), `factory::integration_runtimes`
 //!   (getStatus); `factory::virtual_machines`: the Compute routes behind the same gates.
-//! - `compute`: the VM engine — power states settled lazily from operation end times, the power
+//! - `power`: [`PowerState`], the instance view's `PowerState/…` vocabulary. `secret`: [`Secret`].
+//! - [`compute`]: the VM engine — power states settled lazily from operation end times, the power
 //!   history and billed time. `runtimes`: integration runtimes, node states derived from their VMs.
 //! - `runs`: the run engine — a run's timeline is planned at creation and its state computed from
 //!   elapsed time, so nothing runs in the background.
@@ -35,7 +42,7 @@
 
 mod admin;
 mod clock;
-pub(crate) mod compute;
+pub mod compute;
 mod config;
 mod factory;
 mod faults;
@@ -43,11 +50,13 @@ mod identity;
 mod keyvault;
 mod log;
 mod parameters;
+mod power;
 mod queries;
 mod reply;
 mod request;
 mod runs;
 mod runtimes;
+mod secret;
 mod state;
 mod tokens;
 
@@ -57,9 +66,9 @@ pub use config::{
     Principal, RuntimeDef, SimConfig, VmDef, VmRef, MAX_RUNTIME_NODES, SAMPLE_TENANT_ID,
 };
 pub use log::{RequestRecord, LOG_CAPACITY};
+pub use secret::Secret;
 pub use state::{SimState, MANAGED_IDENTITY_KEY};
 
-use anyhow::Context as _;
 use reply::{ArmError, SimReply};
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -71,7 +80,7 @@ use tokio::task::JoinHandle;
 use warp::http::{Method, StatusCode};
 use warp::Filter;
 
-/// Why the simulator could not start.
+/// Why the simulator could not start (or stopped waiting for Ctrl-C in [`run`]).
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
     #[error("cannot read simulator config {path}: {source}")]
@@ -88,6 +97,8 @@ pub enum SimError {
     },
     #[error("invalid simulator configuration: {0}")]
     InvalidConfig(String),
+    #[error("waiting for Ctrl-C: {0}")]
+    Signal(#[source] std::io::Error),
     #[error("simulator cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -312,16 +323,14 @@ impl SimArgs {
 
 /// `procfwk sim`: starts the simulator, prints `procfwk sim listening on http://…` and serves until
 /// Ctrl-C.
-pub async fn run(args: SimArgs) -> anyhow::Result<()> {
+pub async fn run(args: SimArgs) -> Result<(), SimError> {
     let config = args.to_config()?;
     if !args.bind.is_loopback() {
         tracing::warn!(bind = %args.bind, "the simulator accepts any credentials; bind it to a loopback address");
     }
     let sim = Simulator::start(config, SocketAddr::new(args.bind, args.port)).await?;
     println!("procfwk sim listening on {}", sim.url());
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for Ctrl-C")?;
+    tokio::signal::ctrl_c().await.map_err(SimError::Signal)?;
     sim.shutdown().await;
     Ok(())
 }

@@ -1,11 +1,26 @@
-//! The `procfwk` command line: `serve` (the custom handler), `sim` (the local Azure stand-in), `bench`.
-//! This is the binary edge: errors become `anyhow` here and nowhere else.
+//! The `procfwk` command line: `serve` (the custom handler), `db` (the metadata store), `sim` (the local
+//! Azure stand-in, `azure-sim`), and the developer tooling in this folder — [`demo`], [`runner`]
+//! (`procfwk run`), [`bench`] and [`package`] (the zip-deploy package). These are the binary's own
+//! modules, not the library's; this is the binary edge: errors become `anyhow` here and nowhere else.
+//!
+//! `sim`, `demo`, `bench`, `package` and `run --simulate` exist only with the `devtools` feature (on by
+//! default); the executable `procfwk package` deploys is built without it and has `serve`, `db` and `run`
+//! against a handler.
 
-use crate::config::Settings;
-use crate::functions::AppState;
-use crate::host::{shutdown, Application};
+#[cfg(feature = "devtools")]
+mod bench;
+mod db;
+#[cfg(feature = "devtools")]
+mod demo;
+#[cfg(feature = "devtools")]
+mod package;
+mod runner;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use procfwk::config::Settings;
+use procfwk::functions::AppState;
+use procfwk::host::{shutdown, Application};
 use std::net::{IpAddr, SocketAddr};
 
 #[derive(Parser, Debug)]
@@ -24,18 +39,22 @@ pub enum Command {
     /// Run the Azure Functions custom handler (the Function App).
     Serve(ServeArgs),
     /// Run the local Azure stand-in (Entra ID, managed identity, Key Vault, Data Factory).
-    Sim(crate::sim::SimArgs),
+    #[cfg(feature = "devtools")]
+    Sim(azure_sim::SimArgs),
     /// Start the simulator and the handler in-process and run one sample worker through
     /// ExecutePipelineV2 and CheckPipelineStatus until it completes.
-    Demo(crate::demo::DemoArgs),
+    #[cfg(feature = "devtools")]
+    Demo(demo::DemoArgs),
     /// Create the metadata schema, load the sample, read the execution tables.
-    Db(crate::db::DbArgs),
+    Db(db::DbArgs),
     /// Run the whole hierarchy (Parent → Child → Infant) through the functions, like ADF does.
-    Run(crate::runner::RunArgs),
+    Run(runner::RunArgs),
     /// Measure the handler against the simulator (latency, throughput, cold start, memory).
-    Bench(crate::bench::BenchArgs),
+    #[cfg(feature = "devtools")]
+    Bench(bench::BenchArgs),
     /// Build the Linux executable and write the Function App's zip-deploy package.
-    Package(crate::package::PackageArgs),
+    #[cfg(feature = "devtools")]
+    Package(package::PackageArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -52,12 +71,14 @@ pub fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // Services log what they do; interactive commands keep the terminal for their own output.
     let level = match cli.command {
-        Command::Serve(_) | Command::Sim(_) => "info",
+        Command::Serve(_) => "info",
+        #[cfg(feature = "devtools")]
+        Command::Sim(_) => "info",
         _ => "warn",
     };
-    crate::telemetry::init(level);
+    procfwk::telemetry::init(level);
     if matches!(cli.command, Command::Serve(_)) {
-        crate::process::tune_malloc();
+        procfwk::process::tune_malloc();
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -76,12 +97,16 @@ pub fn main() -> anyhow::Result<()> {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
-        Command::Sim(args) => crate::sim::run(args).await,
-        Command::Demo(args) => crate::demo::run(args).await,
-        Command::Db(args) => crate::db::run(args).await,
-        Command::Run(args) => crate::runner::run(args).await,
-        Command::Bench(args) => crate::bench::run(args).await,
-        Command::Package(args) => Ok(crate::package::run(&args).map(drop)?),
+        #[cfg(feature = "devtools")]
+        Command::Sim(args) => Ok(azure_sim::run(args).await?),
+        #[cfg(feature = "devtools")]
+        Command::Demo(args) => demo::run(args).await,
+        Command::Db(args) => db::run(args).await,
+        Command::Run(args) => runner::run(args).await,
+        #[cfg(feature = "devtools")]
+        Command::Bench(args) => bench::run(args).await,
+        #[cfg(feature = "devtools")]
+        Command::Package(args) => Ok(package::run(&args).map(drop)?),
     }
 }
 

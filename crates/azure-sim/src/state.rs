@@ -298,7 +298,7 @@ fn secret_version(name: &str, value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::config::FactoryRef;
+    use crate::config::FactoryRef;
 
     #[test]
     fn lookups_ignore_case() {

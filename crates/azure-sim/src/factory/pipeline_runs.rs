@@ -3,11 +3,11 @@
 //! not found.
 
 use super::{bool_query, FactoryScope};
-use crate::sim::queries::{Operand, RunQuery};
-use crate::sim::reply::{ArmError, SimReply};
-use crate::sim::request::Query;
-use crate::sim::runs::PipelineRun;
-use crate::sim::state::SimState;
+use crate::queries::{Operand, RunQuery};
+use crate::reply::{ArmError, SimReply};
+use crate::request::Query;
+use crate::runs::PipelineRun;
+use crate::state::SimState;
 use std::sync::Arc;
 use tokio::time::Instant;
 use warp::http::StatusCode;

@@ -146,7 +146,7 @@ fn serve_secret(state: &SimState, tail: &str, query: &Query, host: Option<&str>)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::config::SimConfig;
+    use crate::config::SimConfig;
     use std::time::Duration;
 
     fn state_with_token(resource: &str) -> (SimState, String) {

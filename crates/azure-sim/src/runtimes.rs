@@ -217,8 +217,8 @@ fn bool_text(value: bool) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::compute::{PowerState, VmAction};
-    use crate::sim::config::RuntimeDef;
+    use crate::compute::{PowerState, VmAction};
+    use crate::config::RuntimeDef;
     use std::time::Duration;
 
     fn ms(n: u64) -> Duration {
@@ -250,11 +250,7 @@ mod tests {
         let t0 = Instant::now();
         let vms = VmStore::new(&config, t0);
         let runtimes = RuntimeStore::new(&config, &vms);
-        let framework = factory_key(
-            crate::sim::SAMPLE_TENANT_ID,
-            "ADF.procfwk",
-            "FrameworkFactory",
-        );
+        let framework = factory_key(crate::SAMPLE_TENANT_ID, "ADF.procfwk", "FrameworkFactory");
         let cluster = runtimes
             .get(&framework, "selfhostedcluster")
             .expect("sample cluster");
@@ -314,7 +310,7 @@ mod tests {
         );
         let empty = runtimes
             .get(
-                &factory_key(crate::sim::SAMPLE_TENANT_ID, "ADF.procfwk", "F"),
+                &factory_key(crate::SAMPLE_TENANT_ID, "ADF.procfwk", "F"),
                 "Empty",
             )
             .expect("empty runtime");
@@ -337,11 +333,7 @@ mod tests {
         let vm1 = vms.by_name("shir-vm-1").expect("vm");
         vms.force(vm1, PowerState::Running, true, t0)
             .expect("forced");
-        let key = factory_key(
-            crate::sim::SAMPLE_TENANT_ID,
-            "ADF.procfwk",
-            "FrameworkFactory",
-        );
+        let key = factory_key(crate::SAMPLE_TENANT_ID, "ADF.procfwk", "FrameworkFactory");
         let runtime = runtimes.get(&key, "SelfHostedRuntime").expect("runtime");
         let value = runtime.status(&vms, &SimClock::new(), t0);
         let parsed: IntegrationRuntimeStatusResponse =

@@ -14,19 +14,19 @@
 //!
 //! Gates, in ARM's order: api-version (400), token (401), route (404/405), role (403, naming e.g.
 //! `Microsoft.Compute/virtualMachines/start/action`), injected faults (429/5xx), the VM's or the
-//! operation's existence (404), then the operation. Power states come from [`crate::sim::compute`].
+//! operation's existence (404), then the operation. Power states come from [`crate::compute`].
 
 use super::{
     authenticate, authorization_failed, injected_fault, method_not_allowed, route_not_found,
     ArmRequest,
 };
-use crate::sim::clock::format_timestamp;
-use crate::sim::compute::{
+use crate::clock::format_timestamp;
+use crate::compute::{
     Accepted, Conflict, OperationStatus, PowerState, VmAction, VmId, VmInfo, VmObservation,
 };
-use crate::sim::reply::{ArmError, SimReply};
-use crate::sim::request;
-use crate::sim::state::SimState;
+use crate::reply::{ArmError, SimReply};
+use crate::request;
+use crate::state::SimState;
 use serde_json::{json, Value};
 use warp::http::{Method, StatusCode};
 
@@ -522,8 +522,8 @@ fn vm_resource(state: &SimState, info: &VmInfo, observed: &VmObservation, expand
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::config::{Faults, SimConfig};
-    use crate::sim::routes;
+    use crate::config::{Faults, SimConfig};
+    use crate::routes;
     use std::sync::Arc;
     use warp::http::HeaderMap;
 
@@ -662,9 +662,17 @@ mod tests {
             .to_string()
     }
 
-    /// What the VmPower adapter reads from the same answer.
+    /// The `PowerState/…` of an instance view, found by code as the VmPower adapter finds it (the
+    /// adapter's own reading of these answers is checked against a running simulator in the handler's
+    /// tests/sim_vms.rs).
     fn power_state(view: &Value) -> String {
-        crate::adapters::compute::power_state_of(view)
+        view["statuses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s["code"].as_str())
+            .filter(|code| code.starts_with("PowerState/"))
+            .find_map(crate::PowerState::parse)
             .map_or("", |s| s.as_str())
             .to_string()
     }

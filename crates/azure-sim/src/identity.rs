@@ -361,7 +361,7 @@ fn managed_identity_token(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::config::{Principal, SimConfig};
+    use crate::config::{Principal, SimConfig};
 
     fn strict_state() -> SimState {
         let mut config = SimConfig::sample();
@@ -408,7 +408,7 @@ mod tests {
         let header = format!("Bearer {token}");
         assert!(matches!(
             state.tokens.check(Some(&header), Instant::now()),
-            crate::sim::tokens::TokenCheck::Valid(_)
+            crate::tokens::TokenCheck::Valid(_)
         ));
         assert_eq!(state.token_requests()["app-1"], 1);
     }

@@ -166,7 +166,7 @@ pub(crate) fn resolve(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::config::SimConfig;
+    use crate::config::SimConfig;
     use serde_json::json;
 
     fn pipeline(name: &str) -> PipelineDef {
@@ -221,7 +221,7 @@ mod tests {
         let mut def = pipeline("Wait 1");
         def.parameters.insert(
             "Password".into(),
-            crate::sim::config::ParamDef::new(ParamType::SecureString, None),
+            crate::config::ParamDef::new(ParamType::SecureString, None),
         );
         let resolved = resolve(&def, Some(&body(json!({"Password": "p@ss"})))).expect("valid");
         assert_eq!(resolved.display["Password"], MASKED);

@@ -14,7 +14,7 @@
 
 use super::clock::scaled;
 use super::config::{SimConfig, VmDef};
-pub use crate::domain::PowerState;
+pub use crate::power::PowerState;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -29,7 +29,7 @@ pub const VM_HISTORY_CAPACITY: usize = 1_000_000;
 
 /// A power operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum VmAction {
+pub enum VmAction {
     Start,
     Deallocate,
     PowerOff,
@@ -119,11 +119,11 @@ pub struct VmSummary {
 
 /// Index of a configured VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) struct VmId(usize);
+pub struct VmId(usize);
 
 /// What never changes about a VM.
 #[derive(Debug)]
-pub(crate) struct VmInfo {
+pub struct VmInfo {
     pub name: String,
     pub subscription_id: String,
     pub resource_group: String,
@@ -190,7 +190,7 @@ struct OperationRecord {
 
 /// How an async operation stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum OperationStatus {
+pub enum OperationStatus {
     InProgress,
     Succeeded,
     /// Preempted (a forced state change).
@@ -209,7 +209,7 @@ impl OperationStatus {
 
 /// An async operation as `GET .../operations/{id}` shows it.
 #[derive(Debug, Clone)]
-pub(crate) struct OperationView {
+pub struct OperationView {
     pub vm: VmId,
     pub status: OperationStatus,
     pub started: Instant,
@@ -218,7 +218,7 @@ pub(crate) struct OperationView {
 
 /// A VM at one moment.
 #[derive(Debug, Clone)]
-pub(crate) struct VmObservation {
+pub struct VmObservation {
     pub state: PowerState,
     pub operation: Option<(VmAction, String)>,
     /// When the last operation ended (or the simulator started).
@@ -227,7 +227,7 @@ pub(crate) struct VmObservation {
 
 /// Status of a runtime node as its host VM makes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum NodeStatus {
+pub enum NodeStatus {
     Online,
     Initializing,
     Offline,
@@ -245,7 +245,7 @@ impl NodeStatus {
 
 /// A runtime node's view of its host VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct NodeHost {
+pub struct NodeHost {
     pub status: NodeStatus,
     pub last_start: Option<Instant>,
     pub last_stop: Option<Instant>,
@@ -255,7 +255,7 @@ pub(crate) struct NodeHost {
 
 /// An accepted power request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Accepted {
+pub enum Accepted {
     /// The VM already is in the requested state (200, nothing to poll).
     AlreadyDone,
     /// 202: poll this operation (`joined`: the same operation was already in flight).
@@ -264,7 +264,7 @@ pub(crate) enum Accepted {
 
 /// A refused power request (409).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Conflict {
+pub struct Conflict {
     pub state: PowerState,
     pub in_flight: Option<VmAction>,
 }
@@ -279,7 +279,7 @@ struct Inner {
 /// Every configured VM. Static facts are lock-free; power state, operations and history sit behind one
 /// short-lived lock.
 #[derive(Debug)]
-pub(crate) struct VmStore {
+pub struct VmStore {
     infos: Vec<VmInfo>,
     by_key: HashMap<String, VmId>,
     by_name: HashMap<String, VmId>,
@@ -725,7 +725,7 @@ impl VmDynamic {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::config::RuntimeDef;
+    use crate::config::RuntimeDef;
 
     /// time scale 0.001: start 90 ms, deallocate 60 ms, powerOff 30 ms, nodes online 45 ms after.
     fn store() -> (VmStore, Instant) {
@@ -766,7 +766,7 @@ mod tests {
     #[test]
     fn start_takes_start_secs_then_deallocate_takes_deallocate_secs() {
         let (store, t0) = store();
-        let vm = store.lookup(crate::sim::SAMPLE_TENANT_ID, "adf.PROCFWK", "SHIR-VM-1");
+        let vm = store.lookup(crate::SAMPLE_TENANT_ID, "adf.PROCFWK", "SHIR-VM-1");
         let vm = vm.expect("case-insensitive lookup");
         assert_eq!(state_at(&store, vm, t0), PowerState::Deallocated);
         let op = in_flight(store.request(vm, VmAction::Start, t0 + ms(10)));

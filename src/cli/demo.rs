@@ -3,11 +3,11 @@
 //! `ExecutePipelineV2`, then `CheckPipelineStatus` every few seconds until `SimpleStatus` is no longer
 //! `Running`, printing each answer.
 
-use crate::config::Settings;
-use crate::functions::AppState;
-use crate::host::Application;
-use crate::sim::{SimConfig, Simulator};
 use anyhow::{bail, Context};
+use azure_sim::{SimConfig, Simulator};
+use procfwk::config::Settings;
+use procfwk::functions::AppState;
+use procfwk::host::Application;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

@@ -2,8 +2,8 @@
 //! nodes, derived from the VMs hosting them (see `sim::runtimes`).
 
 use super::FactoryScope;
-use crate::sim::reply::{ArmError, SimReply};
-use crate::sim::state::SimState;
+use crate::reply::{ArmError, SimReply};
+use crate::state::SimState;
 use tokio::time::Instant;
 use warp::http::StatusCode;
 

@@ -6,7 +6,7 @@
 
 use super::compute::PowerState;
 use super::SimError;
-use crate::secret::Secret;
+use crate::Secret;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
@@ -850,7 +850,7 @@ fn invalid(message: String) -> SimError {
 
 /// (De)serialises a [`Secret`] as a plain JSON string (config files hold the value).
 mod secret_as_string {
-    use crate::secret::Secret;
+    use crate::Secret;
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(secret: &Secret, serializer: S) -> Result<S::Ok, S::Error> {
