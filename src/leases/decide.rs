@@ -702,9 +702,12 @@ impl LeaseEnd {
 }
 
 impl Decision {
-    async fn insert_lease(
+    /// Insert or renew (`statement`: `VM_LEASE_INSERT` or `VM_LEASE_RENEW`) a holder's lease, ending at
+    /// `expires`.
+    async fn write_lease(
         &self,
         tx: &mut dyn Tx,
+        statement: &sql::Statement,
         holder: &str,
         expires: NaiveDateTime,
     ) -> Result<(), LeaseError> {
@@ -714,23 +717,7 @@ impl Decision {
             self.now.into(),
             expires.into(),
         ];
-        tx.execute(&sql::VM_LEASE_INSERT, &params).await?;
-        Ok(())
-    }
-
-    async fn renew_lease(
-        &self,
-        tx: &mut dyn Tx,
-        holder: &str,
-        expires: NaiveDateTime,
-    ) -> Result<(), LeaseError> {
-        let params = [
-            self.pool_key.as_str().into(),
-            holder.into(),
-            self.now.into(),
-            expires.into(),
-        ];
-        tx.execute(&sql::VM_LEASE_RENEW, &params).await?;
+        tx.execute(statement, &params).await?;
         Ok(())
     }
 
@@ -769,11 +756,13 @@ impl Decision {
                     match held {
                         Some(i) if leases[i].expires >= end => {}
                         Some(i) => {
-                            self.renew_lease(tx, holder, end).await?;
+                            self.write_lease(tx, &sql::VM_LEASE_RENEW, holder, end)
+                                .await?;
                             leases[i].expires = end;
                         }
                         None => {
-                            self.insert_lease(tx, holder, end).await?;
+                            self.write_lease(tx, &sql::VM_LEASE_INSERT, holder, end)
+                                .await?;
                             leases.push(LeaseRow {
                                 holder: holder.to_string(),
                                 expires: end,
@@ -840,7 +829,8 @@ impl Decision {
                 let expires = now + Duration::seconds(i64::from(*lease_secs));
                 match leases.iter_mut().find(|l| same_holder(&l.holder, holder)) {
                     Some(lease) if lease.expires > now || take => {
-                        self.renew_lease(tx, holder, expires).await?;
+                        self.write_lease(tx, &sql::VM_LEASE_RENEW, holder, expires)
+                            .await?;
                         lease.expires = expires;
                         let live = leases.iter().filter(|l| l.expires > now).count();
                         self.log(tx, LogEntry::lease(now, "LeaseRenewed", holder, live))
@@ -848,7 +838,8 @@ impl Decision {
                     }
                     Some(_) => {}
                     None if take => {
-                        self.insert_lease(tx, holder, expires).await?;
+                        self.write_lease(tx, &sql::VM_LEASE_INSERT, holder, expires)
+                            .await?;
                         leases.push(LeaseRow {
                             holder: holder.clone(),
                             expires,
