@@ -883,3 +883,35 @@ async fn a_stop_recorded_while_a_decision_takes_its_intent_wins() {
         .await;
     assert_eq!(late, 0, "no lease for a holder that stopped");
 }
+
+/// Two first decisions about a new pool: the second found no pool row (the first had not committed),
+/// then, reading the latest commit, finds the pool's VM already in the pool it was about to create. It
+/// locks that pool and goes on (before, it answered 409 "VM already belongs to the VM pool …" naming
+/// its own pool).
+#[tokio::test]
+async fn two_first_decisions_about_a_new_pool_both_take_their_lease() {
+    let db = db().await;
+    let spec = pool("shir-rg", &["shir-vm-07"], 4, 0);
+    let power = Arc::new(RunningVms::default());
+    let take = |holder: &str| {
+        Decision::new(
+            spec.clone(),
+            Change::Take {
+                holder: holder.into(),
+                lease_secs: 600,
+            },
+            now(),
+            power.clone(),
+        )
+    };
+    let (reached, go, second) = run_held(db.backend.clone(), take("second"), "VM_POOL_LOCK");
+    reached.await.expect("the second found no pool");
+    let first = take("first").run(&db.store).await.expect("first");
+    assert!(first.ready, "{first:?}");
+    let _ = go.send(());
+    let second = second
+        .await
+        .expect("task")
+        .expect("the second decision is not refused");
+    assert_eq!(second.active_leases, 2, "{second:?}");
+}

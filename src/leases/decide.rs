@@ -536,9 +536,10 @@ impl Decision {
     /// it from the caller's spec. Returns the stored pool and its nodes.
     async fn lock(&self, tx: &mut dyn Tx) -> Result<(StoredPool, Vec<NodeRow>), LeaseError> {
         let key = self.pool_key.as_str();
-        let locked = tx
+        let mut locked = tx
             .execute(&sql::VM_POOL_LOCK, &[key.into(), self.now.into()])
             .await?;
+        let mut created_meanwhile = false;
         if locked == 0 {
             let Some(spec) = &self.spec else {
                 return Err(LeaseError::UnknownPool(key.into()));
@@ -546,14 +547,32 @@ impl Decision {
             for index in 0..spec.vms.len() {
                 let vm_key = spec.vm_key(index).unwrap_or_default();
                 let owner = tx.query(&sql::VM_NODE_POOL, &[vm_key.into()]).await?;
-                if let Some(other) = owner.first() {
-                    return Err(LeaseError::Conflict(format!(
-                        "VM {} already belongs to the VM pool {}; name the same VMs in the same order on every call",
-                        spec.vms[index],
-                        other.text("PoolKey")?
-                    )));
+                let Some(other) = owner.first() else { continue };
+                let other = other.text("PoolKey")?;
+                if other.eq_ignore_ascii_case(key) {
+                    // A concurrent first decision about this very pool committed it after our lock
+                    // statement found nothing (each statement reads the latest commit): lock it now.
+                    created_meanwhile = true;
+                    break;
                 }
+                return Err(LeaseError::Conflict(format!(
+                    "VM {} already belongs to the VM pool {other}; name the same VMs in the same order on every call",
+                    spec.vms[index],
+                )));
             }
+        }
+        if created_meanwhile {
+            locked = tx
+                .execute(&sql::VM_POOL_LOCK, &[key.into(), self.now.into()])
+                .await?;
+            if locked == 0 {
+                return Err(LeaseError::UnknownPool(key.into()));
+            }
+        }
+        if locked == 0 {
+            let Some(spec) = &self.spec else {
+                return Err(LeaseError::UnknownPool(key.into()));
+            };
             let runtime = spec.runtime.as_ref();
             tx.execute(
                 &sql::VM_POOL_INSERT,
