@@ -813,7 +813,15 @@ impl Decision {
                 }
             }
         }
-        intents::purge(tx, key, now).await
+        // Only when there is something to forget: no extra statement on every decision.
+        let forget_before = now - Duration::minutes(intents::RELEASE_MEMORY_MINUTES);
+        if intents
+            .iter()
+            .any(|i| i.kind == IntentKind::Release && i.at < forget_before)
+        {
+            intents::purge(tx, key, now).await?;
+        }
+        Ok(())
     }
 
     /// The caller's change to its lease. Returns true when the caller's `Take` was refused: it was sent
