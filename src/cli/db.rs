@@ -10,15 +10,8 @@ use procfwk::store::{statements, Row, Store};
 
 #[derive(clap::Args, Debug)]
 pub struct DbArgs {
-    /// The metadata store: `sqlite:<path>` or an Azure SQL connection string (default: the
-    /// `PROCFWK_METADATA_DB` setting, else `sqlite:procfwk.db`).
-    #[arg(
-        long,
-        env = "PROCFWK_METADATA_DB",
-        default_value = "sqlite:procfwk.db",
-        hide_env_values = true
-    )]
-    pub db: String,
+    #[command(flatten)]
+    pub store: super::MetadataDb,
     #[command(subcommand)]
     pub command: DbCommand,
 }
@@ -140,7 +133,7 @@ fn print_rows(rows: &[Row], columns: &[&str]) {
 }
 
 pub async fn run(args: DbArgs) -> anyhow::Result<()> {
-    let store = open(&args.db).await?;
+    let store = open(&args.store.db).await?;
     match args.command {
         DbCommand::VmReport { json } => vm_report(&store, json).await?,
         DbCommand::Report(report) => dashboard_report(&store, &report).await?,

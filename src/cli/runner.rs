@@ -41,14 +41,9 @@ pub struct RunArgs {
     #[cfg(feature = "devtools")]
     #[arg(long)]
     pub simulate: bool,
-    /// The metadata store for the in-process handler.
-    #[arg(
-        long,
-        env = "PROCFWK_METADATA_DB",
-        default_value = "sqlite:procfwk.db",
-        hide_env_values = true
-    )]
-    pub db: String,
+    /// The metadata store of the in-process handler and of --report.
+    #[command(flatten)]
+    pub store: super::MetadataDb,
     /// The name the execution records as its caller (CallingOrchestratorName).
     #[arg(long, default_value = "procfwk-run")]
     pub calling_orchestrator: String,
@@ -689,7 +684,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             {
                 sim = start_simulator(&args, &mut settings).await?;
             }
-            let store = procfwk::startup::open_store(&args.db, None)
+            let store = procfwk::startup::open_store(&args.store.db, None)
                 .await
                 .context("could not open the metadata store")?;
             let state = AppState::with_store(settings, store)?;
@@ -716,7 +711,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     print_summary(&report);
     match &args.report {
         Some(path) => {
-            let store = procfwk::startup::open_store(&args.db, None)
+            let store = procfwk::startup::open_store(&args.store.db, None)
                 .await
                 .context("could not open the metadata store for the report")?;
             super::db::write_report(&store, procfwk::dashboard::Options::default(), path).await?;
