@@ -178,102 +178,93 @@ impl Settings {
         Self::from_lookup(|k| std::env::var(k).ok())
     }
 
-    /// Read settings through `lookup` (the environment, or a map in tests).
+    /// Read settings through `lookup` (the environment, or a map in tests). A blank value counts as
+    /// unset; the first unusable setting is the error.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |k: &str| lookup(k).filter(|v| !v.trim().is_empty());
+        let env = Source { lookup: &lookup };
         let mut s = Self::default();
-        if let Some(v) = get("FUNCTIONS_CUSTOMHANDLER_PORT") {
-            s.port = parse_num("FUNCTIONS_CUSTOMHANDLER_PORT", &v)?;
-            s.under_functions_host = true;
+        s.read_endpoints(&env)?;
+        s.read_call_limits(&env)?;
+        s.read_body_limits(&env)?;
+        s.vm.read(&env)?;
+        s.read_store(&env)?;
+        s.fit_to_request_budget(&env)?;
+        Ok(s)
+    }
+
+    /// Where we listen and whom we call: the port, the function key, ARM, Entra ID and Key Vault.
+    fn read_endpoints(&mut self, env: &Source<'_>) -> Result<(), ConfigError> {
+        if let Some(v) = env.get("FUNCTIONS_CUSTOMHANDLER_PORT") {
+            self.port = parse_num("FUNCTIONS_CUSTOMHANDLER_PORT", &v)?;
+            self.under_functions_host = true;
         }
-        s.function_key = get("PROCFWK_FUNCTION_KEY").map(crate::secret::Secret::new);
-        if let Some(v) = get("PROCFWK_ARM_ENDPOINT") {
-            s.arm_endpoint = parse_token_url("PROCFWK_ARM_ENDPOINT", &v)?;
+        self.function_key = env
+            .get("PROCFWK_FUNCTION_KEY")
+            .map(crate::secret::Secret::new);
+        if let Some(v) = env.get("PROCFWK_ARM_ENDPOINT") {
+            self.arm_endpoint = parse_token_url("PROCFWK_ARM_ENDPOINT", &v)?;
         }
-        if let Some(v) = get("PROCFWK_ARM_SCOPE") {
-            s.arm_scope = v;
+        if let Some(v) = env.get("PROCFWK_ARM_SCOPE") {
+            self.arm_scope = v;
         }
-        if let Some(v) = get("AZURE_AUTHORITY_HOST") {
-            s.authority_host = parse_token_url("AZURE_AUTHORITY_HOST", &v)?;
+        if let Some(v) = env.get("AZURE_AUTHORITY_HOST") {
+            self.authority_host = parse_token_url("AZURE_AUTHORITY_HOST", &v)?;
         }
-        if let Some(v) = get("PROCFWK_KEYVAULT_ENDPOINT") {
-            s.keyvault_endpoint = Some(parse_token_url("PROCFWK_KEYVAULT_ENDPOINT", &v)?);
+        if let Some(v) = env.get("PROCFWK_KEYVAULT_ENDPOINT") {
+            self.keyvault_endpoint = Some(parse_token_url("PROCFWK_KEYVAULT_ENDPOINT", &v)?);
         }
-        let secs = |name: &'static str, default: Duration| -> Result<Duration, ConfigError> {
-            match get(name) {
-                Some(v) => parse_secs(name, &v),
-                None => Ok(default),
-            }
-        };
-        s.keyvault_cache = secs("PROCFWK_KEYVAULT_CACHE_SECS", s.keyvault_cache)?;
-        s.request_budget = secs("PROCFWK_REQUEST_BUDGET_SECS", s.request_budget)?;
-        s.claim_grace = secs("PROCFWK_CLAIM_GRACE_SECS", s.claim_grace)?;
-        s.execute_queued_cap = secs("PROCFWK_EXECUTE_QUEUED_CAP_SECS", s.execute_queued_cap)?;
-        s.shutdown_grace = secs("PROCFWK_SHUTDOWN_GRACE_SECS", s.shutdown_grace)?;
-        s.poll_max = secs("PROCFWK_POLL_MAX_SECS", s.poll_max)?;
-        s.cancel_wait_cap = secs("PROCFWK_CANCEL_WAIT_CAP_SECS", s.cancel_wait_cap)?;
-        s.http_timeout = secs("PROCFWK_HTTP_TIMEOUT_SECS", s.http_timeout)?;
-        if let Some(v) = get("PROCFWK_POLL_INITIAL_MS") {
-            s.poll_initial = Duration::from_millis(parse_num("PROCFWK_POLL_INITIAL_MS", &v)?);
+        Ok(())
+    }
+
+    /// How long an invocation and its upstream calls may take, how they poll and how often they retry.
+    fn read_call_limits(&mut self, env: &Source<'_>) -> Result<(), ConfigError> {
+        self.keyvault_cache = env.secs("PROCFWK_KEYVAULT_CACHE_SECS", self.keyvault_cache)?;
+        self.request_budget = env.secs("PROCFWK_REQUEST_BUDGET_SECS", self.request_budget)?;
+        self.claim_grace = env.secs("PROCFWK_CLAIM_GRACE_SECS", self.claim_grace)?;
+        self.execute_queued_cap =
+            env.secs("PROCFWK_EXECUTE_QUEUED_CAP_SECS", self.execute_queued_cap)?;
+        self.shutdown_grace = env.secs("PROCFWK_SHUTDOWN_GRACE_SECS", self.shutdown_grace)?;
+        self.poll_max = env.secs("PROCFWK_POLL_MAX_SECS", self.poll_max)?;
+        self.cancel_wait_cap = env.secs("PROCFWK_CANCEL_WAIT_CAP_SECS", self.cancel_wait_cap)?;
+        self.http_timeout = env.secs("PROCFWK_HTTP_TIMEOUT_SECS", self.http_timeout)?;
+        if let Some(v) = env.get("PROCFWK_POLL_INITIAL_MS") {
+            self.poll_initial = Duration::from_millis(parse_num("PROCFWK_POLL_INITIAL_MS", &v)?);
         }
-        if let Some(v) = get("PROCFWK_ARM_MAX_RETRIES") {
-            s.arm_max_retries = parse_num("PROCFWK_ARM_MAX_RETRIES", &v)?;
-        }
-        if let Some(v) = get("PROCFWK_MAX_BODY_BYTES") {
-            s.max_body_bytes = parse_num("PROCFWK_MAX_BODY_BYTES", &v)?;
-        }
-        s.body_timeout = secs("PROCFWK_BODY_TIMEOUT_SECS", s.body_timeout)?;
-        if s.body_timeout.is_zero() {
+        self.arm_max_retries = env.num("PROCFWK_ARM_MAX_RETRIES", self.arm_max_retries)?;
+        Ok(())
+    }
+
+    /// Request bodies: their largest size, how long one may take to arrive, how many bytes are buffered
+    /// at once (enough for one maximum-size invocation payload).
+    fn read_body_limits(&mut self, env: &Source<'_>) -> Result<(), ConfigError> {
+        self.max_body_bytes = env.num("PROCFWK_MAX_BODY_BYTES", self.max_body_bytes)?;
+        self.body_timeout = env.secs("PROCFWK_BODY_TIMEOUT_SECS", self.body_timeout)?;
+        if self.body_timeout.is_zero() {
             return Err(ConfigError {
                 name: "PROCFWK_BODY_TIMEOUT_SECS",
                 value: "0".into(),
                 problem: "a body needs some time to arrive".into(),
             });
         }
-        if let Some(v) = get("PROCFWK_BODY_BUFFER_BYTES") {
-            s.body_buffer_bytes = parse_num("PROCFWK_BODY_BUFFER_BYTES", &v)?;
-        }
-        let largest_payload = s.largest_payload_bytes();
-        if s.body_buffer_bytes < largest_payload {
+        self.body_buffer_bytes = env.num("PROCFWK_BODY_BUFFER_BYTES", self.body_buffer_bytes)?;
+        let largest_payload = self.largest_payload_bytes();
+        if self.body_buffer_bytes < largest_payload {
             return Err(ConfigError {
                 name: "PROCFWK_BODY_BUFFER_BYTES",
-                value: s.body_buffer_bytes.to_string(),
+                value: self.body_buffer_bytes.to_string(),
                 problem: format!(
                     "must be at least 2 × PROCFWK_MAX_BODY_BYTES + 64 KiB = {largest_payload}, or no \
                      maximum-size invocation payload could be read"
                 ),
             });
         }
-        for (name, slot) in [
-            ("PROCFWK_VM_LEASE_SECS", &mut s.vm.lease_secs),
-            ("PROCFWK_VM_GRACE_SECS", &mut s.vm.grace_secs),
-            ("PROCFWK_VM_JOBS_PER_NODE", &mut s.vm.jobs_per_node),
-            ("PROCFWK_VM_MIN_NODES", &mut s.vm.min_nodes),
-            ("PROCFWK_VM_POLL_SECS", &mut s.vm.poll_secs),
-        ] {
-            if let Some(v) = get(name) {
-                *slot = parse_num(name, &v)?;
-            }
-        }
-        if s.vm.lease_secs == 0 {
-            return Err(ConfigError {
-                name: "PROCFWK_VM_LEASE_SECS",
-                value: "0".into(),
-                problem: "a lease must live at least one second".into(),
-            });
-        }
-        if let Some(v) = get("PROCFWK_VM_LOCK_WAIT_SECS") {
-            s.vm.lock_wait = if v.trim().eq_ignore_ascii_case("off") {
-                None
-            } else {
-                Some(parse_secs("PROCFWK_VM_LOCK_WAIT_SECS", &v)?)
-            };
-        }
-        if let Some(v) = get("PROCFWK_COMPUTE_API_VERSION") {
-            s.vm.compute_api_version = v.trim().to_string();
-        }
-        if let Some(v) = get("PROCFWK_METADATA_DB") {
-            // Checked now, so that a malformed value stops start-up instead of failing every call.
+        Ok(())
+    }
+
+    /// The metadata store (checked now, so that a malformed value stops start-up instead of failing
+    /// every call) and how many upstream requests are in flight at once.
+    fn read_store(&mut self, env: &Source<'_>) -> Result<(), ConfigError> {
+        if let Some(v) = env.get("PROCFWK_METADATA_DB") {
             if let Err(e) = crate::store::check_setting(&v) {
                 return Err(ConfigError {
                     name: "PROCFWK_METADATA_DB",
@@ -281,11 +272,11 @@ impl Settings {
                     problem: e.to_string(),
                 });
             }
-            s.metadata_db = crate::secret::Secret::new(v);
+            self.metadata_db = crate::secret::Secret::new(v);
         }
-        if let Some(v) = get("PROCFWK_UPSTREAM_CONCURRENCY") {
-            s.upstream_concurrency = parse_num("PROCFWK_UPSTREAM_CONCURRENCY", &v)?;
-            if s.upstream_concurrency == 0 {
+        if let Some(v) = env.get("PROCFWK_UPSTREAM_CONCURRENCY") {
+            self.upstream_concurrency = parse_num("PROCFWK_UPSTREAM_CONCURRENCY", &v)?;
+            if self.upstream_concurrency == 0 {
                 return Err(ConfigError {
                     name: "PROCFWK_UPSTREAM_CONCURRENCY",
                     value: v,
@@ -293,26 +284,88 @@ impl Settings {
                 });
             }
         }
-        if get("PROCFWK_SHUTDOWN_GRACE_SECS").is_none() {
+        Ok(())
+    }
+
+    /// The shutdown grace and the Queued cap against the request budget: the default grace shrinks to a
+    /// smaller budget, an explicit one must fit it.
+    fn fit_to_request_budget(&mut self, env: &Source<'_>) -> Result<(), ConfigError> {
+        if env.get("PROCFWK_SHUTDOWN_GRACE_SECS").is_none() {
             // The default never exceeds a budget set smaller than it: only an explicit grace is refused.
-            s.shutdown_grace = s.shutdown_grace.min(s.request_budget);
+            self.shutdown_grace = self.shutdown_grace.min(self.request_budget);
         }
-        if s.shutdown_grace > s.request_budget {
+        if self.shutdown_grace > self.request_budget {
             return Err(ConfigError {
                 name: "PROCFWK_SHUTDOWN_GRACE_SECS",
-                value: s.shutdown_grace.as_secs_f64().to_string(),
+                value: self.shutdown_grace.as_secs_f64().to_string(),
                 problem: "must not be larger than PROCFWK_REQUEST_BUDGET_SECS (no invocation runs longer)"
                     .into(),
             });
         }
-        if s.execute_queued_cap >= s.request_budget {
+        if self.execute_queued_cap >= self.request_budget {
             return Err(ConfigError {
                 name: "PROCFWK_EXECUTE_QUEUED_CAP_SECS",
-                value: s.execute_queued_cap.as_secs_f64().to_string(),
+                value: self.execute_queued_cap.as_secs_f64().to_string(),
                 problem: "must be smaller than PROCFWK_REQUEST_BUDGET_SECS".into(),
             });
         }
-        Ok(s)
+        Ok(())
+    }
+}
+
+impl VmSettings {
+    /// The `PROCFWK_VM_*` defaults and the Compute API version.
+    fn read(&mut self, env: &Source<'_>) -> Result<(), ConfigError> {
+        self.lease_secs = env.num("PROCFWK_VM_LEASE_SECS", self.lease_secs)?;
+        self.grace_secs = env.num("PROCFWK_VM_GRACE_SECS", self.grace_secs)?;
+        self.jobs_per_node = env.num("PROCFWK_VM_JOBS_PER_NODE", self.jobs_per_node)?;
+        self.min_nodes = env.num("PROCFWK_VM_MIN_NODES", self.min_nodes)?;
+        self.poll_secs = env.num("PROCFWK_VM_POLL_SECS", self.poll_secs)?;
+        if self.lease_secs == 0 {
+            return Err(ConfigError {
+                name: "PROCFWK_VM_LEASE_SECS",
+                value: "0".into(),
+                problem: "a lease must live at least one second".into(),
+            });
+        }
+        if let Some(v) = env.get("PROCFWK_VM_LOCK_WAIT_SECS") {
+            self.lock_wait = if v.trim().eq_ignore_ascii_case("off") {
+                None
+            } else {
+                Some(parse_secs("PROCFWK_VM_LOCK_WAIT_SECS", &v)?)
+            };
+        }
+        if let Some(v) = env.get("PROCFWK_COMPUTE_API_VERSION") {
+            self.compute_api_version = v.trim().to_string();
+        }
+        Ok(())
+    }
+}
+
+/// Where settings are read from; a blank value counts as unset.
+struct Source<'a> {
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Source<'_> {
+    fn get(&self, name: &str) -> Option<String> {
+        (self.lookup)(name).filter(|v| !v.trim().is_empty())
+    }
+
+    /// A number of seconds, or `default` when unset.
+    fn secs(&self, name: &'static str, default: Duration) -> Result<Duration, ConfigError> {
+        match self.get(name) {
+            Some(v) => parse_secs(name, &v),
+            None => Ok(default),
+        }
+    }
+
+    /// A whole number, or `default` when unset.
+    fn num<T: std::str::FromStr>(&self, name: &'static str, default: T) -> Result<T, ConfigError> {
+        match self.get(name) {
+            Some(v) => parse_num(name, &v),
+            None => Ok(default),
+        }
     }
 }
 
@@ -507,6 +560,163 @@ mod tests {
             ("PROCFWK_BODY_BUFFER_BYTES", "1048576")
         ])
         .is_ok());
+    }
+
+    #[test]
+    fn every_setting_is_read() {
+        let s = from(&[
+            ("FUNCTIONS_CUSTOMHANDLER_PORT", "40001"),
+            ("PROCFWK_FUNCTION_KEY", "k"),
+            ("PROCFWK_ARM_ENDPOINT", "http://127.0.0.1:7072"),
+            ("PROCFWK_ARM_SCOPE", "api://scope/.default"),
+            ("AZURE_AUTHORITY_HOST", "http://127.0.0.1:7073"),
+            ("PROCFWK_KEYVAULT_ENDPOINT", "http://127.0.0.1:7074"),
+            ("PROCFWK_KEYVAULT_CACHE_SECS", "1"),
+            ("PROCFWK_REQUEST_BUDGET_SECS", "100"),
+            ("PROCFWK_CLAIM_GRACE_SECS", "3"),
+            ("PROCFWK_EXECUTE_QUEUED_CAP_SECS", "4"),
+            ("PROCFWK_SHUTDOWN_GRACE_SECS", "5"),
+            ("PROCFWK_POLL_MAX_SECS", "6"),
+            ("PROCFWK_CANCEL_WAIT_CAP_SECS", "7"),
+            ("PROCFWK_HTTP_TIMEOUT_SECS", "8"),
+            ("PROCFWK_POLL_INITIAL_MS", "9"),
+            ("PROCFWK_ARM_MAX_RETRIES", "10"),
+            ("PROCFWK_MAX_BODY_BYTES", "4096"),
+            ("PROCFWK_BODY_TIMEOUT_SECS", "11"),
+            ("PROCFWK_BODY_BUFFER_BYTES", "1000000"),
+            ("PROCFWK_VM_LEASE_SECS", "12"),
+            ("PROCFWK_VM_GRACE_SECS", "13"),
+            ("PROCFWK_VM_JOBS_PER_NODE", "14"),
+            ("PROCFWK_VM_MIN_NODES", "2"),
+            ("PROCFWK_VM_POLL_SECS", "16"),
+            ("PROCFWK_VM_LOCK_WAIT_SECS", "off"),
+            ("PROCFWK_COMPUTE_API_VERSION", " 2023-03-01 "),
+            ("PROCFWK_METADATA_DB", "sqlite:other.db"),
+            ("PROCFWK_UPSTREAM_CONCURRENCY", "17"),
+        ])
+        .expect("valid");
+        assert_eq!((s.port, s.under_functions_host), (40001, true));
+        assert!(s.function_key.is_some());
+        assert_eq!(s.arm_endpoint.as_str(), "http://127.0.0.1:7072/");
+        assert_eq!(s.arm_scope, "api://scope/.default");
+        assert_eq!(s.authority_host.as_str(), "http://127.0.0.1:7073/");
+        assert_eq!(
+            s.keyvault_endpoint.as_ref().map(url::Url::as_str),
+            Some("http://127.0.0.1:7074/")
+        );
+        let secs = Duration::from_secs;
+        assert_eq!(
+            [
+                s.keyvault_cache,
+                s.request_budget,
+                s.claim_grace,
+                s.execute_queued_cap,
+                s.shutdown_grace,
+                s.poll_max,
+                s.cancel_wait_cap,
+                s.http_timeout,
+                s.poll_initial,
+                s.body_timeout,
+            ],
+            [
+                secs(1),
+                secs(100),
+                secs(3),
+                secs(4),
+                secs(5),
+                secs(6),
+                secs(7),
+                secs(8),
+                Duration::from_millis(9),
+                secs(11),
+            ]
+        );
+        assert_eq!(s.arm_max_retries, 10);
+        assert_eq!((s.max_body_bytes, s.body_buffer_bytes), (4096, 1_000_000));
+        assert_eq!(
+            s.vm,
+            VmSettings {
+                lease_secs: 12,
+                grace_secs: 13,
+                jobs_per_node: 14,
+                min_nodes: 2,
+                poll_secs: 16,
+                compute_api_version: "2023-03-01".into(),
+                lock_wait: None,
+            }
+        );
+        assert_eq!(s.metadata_db.expose(), "sqlite:other.db");
+        assert_eq!(s.upstream_concurrency, 17);
+        let s = from(&[
+            ("PROCFWK_VM_LOCK_WAIT_SECS", "0.5"),
+            ("PROCFWK_ARM_SCOPE", " "),
+        ])
+        .expect("valid");
+        assert_eq!(s.vm.lock_wait, Some(Duration::from_millis(500)));
+        assert_eq!(
+            s.arm_scope, "https://management.azure.com/.default",
+            "blank is unset"
+        );
+    }
+
+    #[test]
+    fn says_what_is_wrong_with_a_setting() {
+        let cases = [
+            (
+                ("FUNCTIONS_CUSTOMHANDLER_PORT", "70000"),
+                "setting FUNCTIONS_CUSTOMHANDLER_PORT = \"70000\" is invalid: expected a whole number",
+            ),
+            (
+                ("PROCFWK_HTTP_TIMEOUT_SECS", "86401"),
+                "setting PROCFWK_HTTP_TIMEOUT_SECS = \"86401\" is invalid: expected 0 to 86400 seconds",
+            ),
+            (
+                ("PROCFWK_CLAIM_GRACE_SECS", "soon"),
+                "setting PROCFWK_CLAIM_GRACE_SECS = \"soon\" is invalid: expected a number of seconds",
+            ),
+            (
+                ("PROCFWK_VM_LEASE_SECS", "0"),
+                "setting PROCFWK_VM_LEASE_SECS = \"0\" is invalid: a lease must live at least one second",
+            ),
+            (
+                ("PROCFWK_VM_MIN_NODES", "-1"),
+                "setting PROCFWK_VM_MIN_NODES = \"-1\" is invalid: expected a whole number",
+            ),
+            (
+                ("PROCFWK_UPSTREAM_CONCURRENCY", "0"),
+                "setting PROCFWK_UPSTREAM_CONCURRENCY = \"0\" is invalid: must be at least 1",
+            ),
+            (
+                ("PROCFWK_BODY_TIMEOUT_SECS", "0"),
+                "setting PROCFWK_BODY_TIMEOUT_SECS = \"0\" is invalid: a body needs some time to arrive",
+            ),
+            (
+                ("PROCFWK_BODY_BUFFER_BYTES", "1024"),
+                "setting PROCFWK_BODY_BUFFER_BYTES = \"1024\" is invalid: must be at least 2 × \
+                 PROCFWK_MAX_BODY_BYTES + 64 KiB = 2162688, or no maximum-size invocation payload could be read",
+            ),
+            (
+                ("PROCFWK_SHUTDOWN_GRACE_SECS", "250"),
+                "setting PROCFWK_SHUTDOWN_GRACE_SECS = \"250\" is invalid: must not be larger than \
+                 PROCFWK_REQUEST_BUDGET_SECS (no invocation runs longer)",
+            ),
+            (
+                ("PROCFWK_EXECUTE_QUEUED_CAP_SECS", "200"),
+                "setting PROCFWK_EXECUTE_QUEUED_CAP_SECS = \"200\" is invalid: must be smaller than \
+                 PROCFWK_REQUEST_BUDGET_SECS",
+            ),
+        ];
+        for (setting, message) in cases {
+            let e = from(&[setting]).err().map(|e| e.to_string());
+            assert_eq!(e.as_deref(), Some(message), "{setting:?}");
+        }
+        // The first unusable setting in reading order is the one named.
+        let e = from(&[
+            ("PROCFWK_UPSTREAM_CONCURRENCY", "0"),
+            ("PROCFWK_VM_GRACE_SECS", "x"),
+            ("PROCFWK_MAX_BODY_BYTES", "x"),
+        ]);
+        assert_eq!(e.err().map(|e| e.name), Some("PROCFWK_MAX_BODY_BYTES"));
     }
 
     #[test]

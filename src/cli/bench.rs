@@ -219,20 +219,27 @@ async fn cold_start(sim_url: &str) -> anyhow::Result<f64> {
     result
 }
 
-pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let sim = spawn_listening(&["sim", "--port", "0", "--time-scale", "1"], &[])?;
-    let handler = spawn_listening(
-        &["serve", "--port", "0"],
-        &[
-            ("PROCFWK_ARM_ENDPOINT", sim.url.clone()),
-            ("AZURE_AUTHORITY_HOST", sim.url.clone()),
-        ],
-    )?;
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(2048)
-        .tcp_nodelay(true)
-        .build()?;
+/// p50 and p99 of the same call made through the handler and straight to the simulator, in ms.
+struct Latency {
+    through: (f64, f64),
+    direct: (f64, f64),
+}
 
+async fn latency(target: &Target, n: usize) -> anyhow::Result<Latency> {
+    let (through, direct) = paired_latency(target, n).await?;
+    Ok(Latency {
+        through: summary(through),
+        direct: summary(direct),
+    })
+}
+
+/// Start a worker run through the handler and get a token from the simulator: the two paths compared
+/// are that run's CheckPipelineStatus through the handler and its run GET on the simulator.
+async fn target(
+    client: &reqwest::Client,
+    sim: &ChildProc,
+    handler: &ChildProc,
+) -> anyhow::Result<Target> {
     let body = json!({
         "tenantId": TENANT, "applicationId": CLIENT, "authenticationKey": "bench-secret",
         "subscriptionId": TENANT, "resourceGroupName": "ADF.procfwk", "orchestratorName": "WorkersFactory",
@@ -263,7 +270,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .await?
         .json()
         .await?;
-    let target = Arc::new(Target {
+    Ok(Target {
         client: client.clone(),
         through_url: format!("{}/api/CheckPipelineStatus", handler.url),
         through_body: check.to_string(),
@@ -272,18 +279,47 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             sim.url
         ),
         token: token["access_token"].as_str().unwrap_or_default().to_string(),
-    });
-    let set_latency = |ms: u64| {
-        let client = client.clone();
-        let url = format!("{}/_sim/faults", sim.url);
-        async move {
-            client
-                .put(url)
-                .json(&json!({"throttle_ratio": 0.0, "retry_after_secs": 0, "server_error_ratio": 0.0, "latency_ms": ms, "latency_ratio": 1.0}))
-                .send()
-                .await
-        }
-    };
+    })
+}
+
+/// Make the simulator add `ms` to every ARM call (and no other fault).
+async fn set_latency(client: &reqwest::Client, sim: &ChildProc, ms: u64) -> anyhow::Result<()> {
+    client
+        .put(format!("{}/_sim/faults", sim.url))
+        .json(&json!({"throttle_ratio": 0.0, "retry_after_secs": 0, "server_error_ratio": 0.0, "latency_ms": ms, "latency_ratio": 1.0}))
+        .send()
+        .await?;
+    Ok(())
+}
+
+/// Everything `procfwk bench` measured.
+struct Results {
+    added_latency_ms: u64,
+    /// With no added latency, and with `added_latency_ms` per ARM call.
+    fast: Latency,
+    slow: Latency,
+    /// One entry per concurrency level.
+    rates: Vec<Value>,
+    /// Peak resident memory of the handler, MiB.
+    rss: Option<f64>,
+    /// Cold start p50 and p99, ms.
+    cold: (f64, f64),
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let sim = spawn_listening(&["sim", "--port", "0", "--time-scale", "1"], &[])?;
+    let handler = spawn_listening(
+        &["serve", "--port", "0"],
+        &[
+            ("PROCFWK_ARM_ENDPOINT", sim.url.clone()),
+            ("AZURE_AUTHORITY_HOST", sim.url.clone()),
+        ],
+    )?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(2048)
+        .tcp_nodelay(true)
+        .build()?;
+    let target = Arc::new(target(&client, &sim, &handler).await?);
 
     eprintln!("warming up…");
     paired_latency(&target, 200).await?;
@@ -291,16 +327,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "(a) latency, no added latency: {} samples per path",
         args.requests
     );
-    let (t, d) = paired_latency(&target, args.requests).await?;
-    let ((t50, t99), (d50, d99)) = (summary(t), summary(d));
+    let fast = latency(&target, args.requests).await?;
     eprintln!(
         "(b) latency with {} ms added per ARM call: {} samples per path",
         args.added_latency_ms, args.slow_requests
     );
-    set_latency(args.added_latency_ms).await?;
-    let (st, sd) = paired_latency(&target, args.slow_requests).await?;
-    let ((st50, st99), (sd50, sd99)) = (summary(st), summary(sd));
-    set_latency(0).await?;
+    set_latency(&client, &sim, args.added_latency_ms).await?;
+    let slow = latency(&target, args.slow_requests).await?;
+    set_latency(&client, &sim, 0).await?;
 
     let mut rates = Vec::new();
     for &c in &args.concurrency {
@@ -318,39 +352,60 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     for _ in 0..args.cold_starts {
         colds.push(cold_start(&sim.url).await?);
     }
-    let (c50, c99) = summary(colds);
-
-    let report = json!({
-        "latency_no_added_ms": {"through_p50": t50, "through_p99": t99, "direct_p50": d50, "direct_p99": d99,
-            "handler_cost_p50": t50 - d50, "handler_cost_p99": t99 - d99},
-        "latency_added_ms": {"added": args.added_latency_ms, "through_p50": st50, "through_p99": st99, "direct_p50": sd50, "direct_p99": sd99,
-            "ratio_p50": st50 / sd50, "ratio_p99": st99 / sd99},
-        "throughput": rates,
-        "cold_start_ms": {"p50": c50, "p99": c99},
-        "peak_rss_mib": rss,
-    });
-    println!("procfwk bench (handler and simulator as separate processes on loopback)");
-    println!("  CheckPipelineStatus, no added latency   p50 {t50:.3} ms through vs {d50:.3} ms direct → handler cost {:.3} ms (target ≤ 0.5)", t50 - d50);
-    println!("                                          p99 {t99:.3} ms through vs {d99:.3} ms direct → handler cost {:.3} ms", t99 - d99);
-    println!("  with {} ms per ARM call                  p50 {st50:.2} ms through vs {sd50:.2} ms direct → ratio {:.4} (target ≤ 1.02)", args.added_latency_ms, st50 / sd50);
-    println!("                                          p99 {st99:.2} ms through vs {sd99:.2} ms direct → ratio {:.4}", st99 / sd99);
-    for r in &rates {
-        println!(
-            "  throughput at {:>5} clients              {:.0} requests/s ({} failed)",
-            r["clients"],
-            r["requests_per_sec"].as_f64().unwrap_or(0.0),
-            r["failed"]
-        );
-    }
-    println!(
-        "  cold start (spawn → first 200)          p50 {c50:.2} ms, p99 {c99:.2} ms (target ≤ 15)"
-    );
-    println!(
-        "  peak RSS of the handler                 {:.1} MiB (target ≤ 40)",
-        rss.unwrap_or(f64::NAN)
-    );
+    let results = Results {
+        added_latency_ms: args.added_latency_ms,
+        fast,
+        slow,
+        rates,
+        rss,
+        cold: summary(colds),
+    };
+    results.print();
     if let Some(path) = args.json {
-        std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+        std::fs::write(&path, serde_json::to_string_pretty(&results.json())?)?;
     }
     Ok(())
+}
+
+impl Results {
+    fn json(&self) -> Value {
+        let ((t50, t99), (d50, d99)) = (self.fast.through, self.fast.direct);
+        let ((st50, st99), (sd50, sd99)) = (self.slow.through, self.slow.direct);
+        let (c50, c99) = self.cold;
+        json!({
+            "latency_no_added_ms": {"through_p50": t50, "through_p99": t99, "direct_p50": d50, "direct_p99": d99,
+                "handler_cost_p50": t50 - d50, "handler_cost_p99": t99 - d99},
+            "latency_added_ms": {"added": self.added_latency_ms, "through_p50": st50, "through_p99": st99, "direct_p50": sd50, "direct_p99": sd99,
+                "ratio_p50": st50 / sd50, "ratio_p99": st99 / sd99},
+            "throughput": self.rates,
+            "cold_start_ms": {"p50": c50, "p99": c99},
+            "peak_rss_mib": self.rss,
+        })
+    }
+
+    fn print(&self) {
+        let ((t50, t99), (d50, d99)) = (self.fast.through, self.fast.direct);
+        let ((st50, st99), (sd50, sd99)) = (self.slow.through, self.slow.direct);
+        let (c50, c99) = self.cold;
+        println!("procfwk bench (handler and simulator as separate processes on loopback)");
+        println!("  CheckPipelineStatus, no added latency   p50 {t50:.3} ms through vs {d50:.3} ms direct → handler cost {:.3} ms (target ≤ 0.5)", t50 - d50);
+        println!("                                          p99 {t99:.3} ms through vs {d99:.3} ms direct → handler cost {:.3} ms", t99 - d99);
+        println!("  with {} ms per ARM call                  p50 {st50:.2} ms through vs {sd50:.2} ms direct → ratio {:.4} (target ≤ 1.02)", self.added_latency_ms, st50 / sd50);
+        println!("                                          p99 {st99:.2} ms through vs {sd99:.2} ms direct → ratio {:.4}", st99 / sd99);
+        for r in &self.rates {
+            println!(
+                "  throughput at {:>5} clients              {:.0} requests/s ({} failed)",
+                r["clients"],
+                r["requests_per_sec"].as_f64().unwrap_or(0.0),
+                r["failed"]
+            );
+        }
+        println!(
+            "  cold start (spawn → first 200)          p50 {c50:.2} ms, p99 {c99:.2} ms (target ≤ 15)"
+        );
+        println!(
+            "  peak RSS of the handler                 {:.1} MiB (target ≤ 40)",
+            self.rss.unwrap_or(f64::NAN)
+        );
+    }
 }

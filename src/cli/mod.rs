@@ -57,6 +57,20 @@ pub enum Command {
     Package(package::PackageArgs),
 }
 
+/// The `--db` option of the commands that open the metadata store.
+#[derive(clap::Args, Debug)]
+pub struct MetadataDb {
+    /// The metadata store: `sqlite:<path>` or an Azure SQL connection string (default: the
+    /// `PROCFWK_METADATA_DB` setting, else `sqlite:procfwk.db`).
+    #[arg(
+        long,
+        env = "PROCFWK_METADATA_DB",
+        default_value = "sqlite:procfwk.db",
+        hide_env_values = true
+    )]
+    pub db: String,
+}
+
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
     /// Port to listen on when FUNCTIONS_CUSTOMHANDLER_PORT is not set.

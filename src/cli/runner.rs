@@ -41,14 +41,9 @@ pub struct RunArgs {
     #[cfg(feature = "devtools")]
     #[arg(long)]
     pub simulate: bool,
-    /// The metadata store for the in-process handler.
-    #[arg(
-        long,
-        env = "PROCFWK_METADATA_DB",
-        default_value = "sqlite:procfwk.db",
-        hide_env_values = true
-    )]
-    pub db: String,
+    /// The metadata store of the in-process handler and of --report.
+    #[command(flatten)]
+    pub store: super::MetadataDb,
     /// The name the execution records as its caller (CallingOrchestratorName).
     #[arg(long, default_value = "procfwk-run")]
     pub calling_orchestrator: String,
@@ -234,214 +229,211 @@ impl WorkerReport {
     }
 }
 
-/// The Infant: start the worker, poll it until it is over.
-async fn infant(
+/// One Infant playing one worker of a `PrepareStage` answer: what it calls the functions with, and
+/// where its progress lines go.
+struct InfantRun {
     caller: Arc<Caller>,
+    /// The worker as `PrepareStage` listed it.
     item: Value,
     time_scale: f64,
     quiet: bool,
     stage_name: String,
-) -> WorkerReport {
-    let started = Instant::now();
-    let mut report = WorkerReport::unknown(&item);
-    worker(
-        &caller,
-        &item,
-        &mut report,
-        started,
-        time_scale,
-        quiet,
-        &stage_name,
-    )
-    .await;
-    report
 }
 
-/// `04-Infant-VmPower`: start the worker's VM (no stop if that fails), wait until ready, the worker as
-/// in the plain Infant, then stop the VM whatever happened since the start; a failed stop is reported
-/// and does not change the worker's result.
-async fn vm_infant(
-    caller: Arc<Caller>,
-    item: Value,
-    time_scale: f64,
-    quiet: bool,
-    stage_name: String,
-) -> WorkerReport {
-    let started = Instant::now();
-    let mut report = WorkerReport::unknown(&item);
-    let name = report.pipeline_name.clone();
-    let power = |action: &str| json!({"action": action, "executionId": item["executionId"], "stageId": item["stageId"], "pipelineId": item["pipelineId"]});
-    // Start VM; on failure the Infant fails at "VM Not Started" and Stop VM is skipped.
-    if let Err(Failure { problem, .. }) = caller
-        .activity("VmPower", &power("start"), time_scale)
-        .await
-    {
-        report.status = format!("VmNotStarted: {problem}");
-        report.vm = Some(format!("not started: {problem}"));
-        report.seconds = started.elapsed().as_secs_f64();
-        if !quiet {
-            println!("  [{stage_name}] {name}: its VM could not be started: {problem}");
+impl InfantRun {
+    /// Play `infant` for the worker, from its first call to its result.
+    async fn play(self, infant: Infant) -> WorkerReport {
+        let started = Instant::now();
+        let mut report = WorkerReport::unknown(&self.item);
+        match infant {
+            Infant::Plain => self.worker(&mut report, started).await,
+            Infant::VmPower => self.with_vm(&mut report, started).await,
         }
-        return report;
+        report
     }
-    report.vm = Some("started".into());
-    // Wait Until VM Ready: Get VM Status, then Wait For VM.
-    let ready = loop {
-        match caller
-            .activity("VmPower", &power("status"), time_scale)
+
+    /// A progress line under the stage's name (none with `--quiet`).
+    fn say(&self, line: std::fmt::Arguments<'_>) {
+        if !self.quiet {
+            println!("  [{}] {line}", self.stage_name);
+        }
+    }
+
+    /// The worker's keys, as every metadata-mode call about it names them.
+    fn worker_ids(&self) -> Value {
+        json!({"executionId": self.item["executionId"], "stageId": self.item["stageId"], "pipelineId": self.item["pipelineId"]})
+    }
+
+    async fn vm_power(&self, action: &str) -> Result<Value, Failure> {
+        let mut body = json!({"action": action});
+        for key in ["executionId", "stageId", "pipelineId"] {
+            body[key] = self.item[key].clone();
+        }
+        self.caller
+            .activity("VmPower", &body, self.time_scale)
             .await
-        {
-            Ok(out) if out["Ready"] == true => break Ok(()),
-            Ok(out) => {
-                let secs = out["RetryAfterSeconds"].as_f64().unwrap_or(1.0).max(1.0);
-                tokio::time::sleep(Duration::from_secs_f64(secs * time_scale)).await;
-            }
-            Err(failure) => break Err(failure.problem),
-        }
-    };
-    match ready {
-        Ok(()) => {
-            if !quiet {
-                println!("  [{stage_name}] {name}: its VM is ready");
-            }
-            worker(
-                &caller,
-                &item,
-                &mut report,
-                started,
-                time_scale,
-                quiet,
-                &stage_name,
-            )
-            .await;
-        }
-        Err(problem) => {
-            report.status = format!("VmNotReady: {problem}");
-            if !quiet {
-                println!("  [{stage_name}] {name}: its VM did not become ready: {problem}");
-            }
-        }
     }
-    // Stop VM on every path after a successful start; Worker Result follows it whatever it did.
-    if let Err(Failure { problem, .. }) =
-        caller.activity("VmPower", &power("stop"), time_scale).await
-    {
-        report.vm = Some(format!("stop failed: {problem}"));
-        if !quiet {
-            println!("  [{stage_name}] {name}: VmPower stop failed ({problem}); the lease expires by itself and the idle sweep deallocates the VM");
-        }
-    } else {
-        report.vm = Some("started and released".into());
-    }
-    report.seconds = started.elapsed().as_secs_f64();
-    report
-}
 
-/// The worker part of both Infants: start the worker, poll it until it is over; fills `report`.
-async fn worker(
-    caller: &Caller,
-    item: &Value,
-    report: &mut WorkerReport,
-    started: Instant,
-    time_scale: f64,
-    quiet: bool,
-    stage_name: &str,
-) {
-    let name = report.pipeline_name.clone();
-    let ids = json!({"executionId": item["executionId"], "stageId": item["stageId"], "pipelineId": item["pipelineId"]});
-    let out = match caller.activity("ExecutePipelineV2", &ids, time_scale).await {
-        Ok(out) => out,
-        Err(Failure { problem, .. }) => {
-            report.status = format!("ExecuteWorkerPipelineError: {problem}");
+    /// `04-Infant-VmPower`: start the worker's VM (no stop if that fails), wait until ready, the worker
+    /// as in the plain Infant, then stop the VM whatever happened since the start; a failed stop is
+    /// reported and does not change the worker's result.
+    async fn with_vm(&self, report: &mut WorkerReport, started: Instant) {
+        let name = report.pipeline_name.clone();
+        // Start VM; on failure the Infant fails at "VM Not Started" and Stop VM is skipped.
+        if let Err(Failure { problem, .. }) = self.vm_power("start").await {
+            report.status = format!("VmNotStarted: {problem}");
+            report.vm = Some(format!("not started: {problem}"));
             report.seconds = started.elapsed().as_secs_f64();
-            if !quiet {
-                println!("  [{stage_name}] {name}: could not start: {problem}");
-            }
+            self.say(format_args!(
+                "{name}: its VM could not be started: {problem}"
+            ));
             return;
         }
-    };
-    let run_id = out["RunId"].as_str().unwrap_or_default().to_string();
-    report.run_id = Some(run_id.clone());
-    if !quiet {
-        println!("  [{stage_name}] {name} started, run {run_id}");
+        report.vm = Some("started".into());
+        match self.wait_until_vm_ready().await {
+            Ok(()) => {
+                self.say(format_args!("{name}: its VM is ready"));
+                self.worker(report, started).await;
+            }
+            Err(problem) => {
+                report.status = format!("VmNotReady: {problem}");
+                self.say(format_args!(
+                    "{name}: its VM did not become ready: {problem}"
+                ));
+            }
+        }
+        // Stop VM on every path after a successful start; Worker Result follows it whatever it did.
+        if let Err(Failure { problem, .. }) = self.vm_power("stop").await {
+            report.vm = Some(format!("stop failed: {problem}"));
+            self.say(format_args!("{name}: VmPower stop failed ({problem}); the lease expires by itself and the idle sweep deallocates the VM"));
+        } else {
+            report.vm = Some("started and released".into());
+        }
+        report.seconds = started.elapsed().as_secs_f64();
     }
-    let wait = scaled(
-        Duration::try_from_secs_f64(out["PipelineStatusCheckDuration"].as_f64().unwrap_or(30.0))
-            .unwrap_or(Duration::ZERO),
-        time_scale,
-    );
-    let mut check = ids.clone();
-    check["runId"] = json!(run_id);
-    // ADF's Until is a do-while: the first status check comes straight after the start, even when the
-    // start already reported a finished run — the check is what records the result.
-    let last = loop {
-        match caller
-            .activity("CheckPipelineStatus", &check, time_scale)
+
+    /// Wait Until VM Ready: Get VM Status, then Wait For VM, until the answer says `Ready`.
+    async fn wait_until_vm_ready(&self) -> Result<(), String> {
+        loop {
+            match self.vm_power("status").await {
+                Ok(out) if out["Ready"] == true => return Ok(()),
+                Ok(out) => {
+                    let secs = out["RetryAfterSeconds"].as_f64().unwrap_or(1.0).max(1.0);
+                    tokio::time::sleep(Duration::from_secs_f64(secs * self.time_scale)).await;
+                }
+                Err(failure) => return Err(failure.problem),
+            }
+        }
+    }
+
+    /// The worker part of both Infants: start the worker, poll it until it is over; fills `report`.
+    async fn worker(&self, report: &mut WorkerReport, started: Instant) {
+        let name = report.pipeline_name.clone();
+        let ids = self.worker_ids();
+        let out = match self
+            .caller
+            .activity("ExecutePipelineV2", &ids, self.time_scale)
             .await
         {
-            Ok(out) if out["SimpleStatus"] != "Running" => break out,
-            Ok(_) => tokio::time::sleep(wait).await,
+            Ok(out) => out,
             Err(Failure { problem, .. }) => {
+                report.status = format!("ExecuteWorkerPipelineError: {problem}");
+                report.seconds = started.elapsed().as_secs_f64();
+                self.say(format_args!("{name}: could not start: {problem}"));
+                return;
+            }
+        };
+        let run_id = out["RunId"].as_str().unwrap_or_default().to_string();
+        report.run_id = Some(run_id.clone());
+        self.say(format_args!("{name} started, run {run_id}"));
+        let wait = scaled(
+            Duration::try_from_secs_f64(
+                out["PipelineStatusCheckDuration"].as_f64().unwrap_or(30.0),
+            )
+            .unwrap_or(Duration::ZERO),
+            self.time_scale,
+        );
+        let mut check = ids;
+        check["runId"] = json!(run_id);
+        let last = match self.check_until_over(&check, wait).await {
+            Ok(last) => last,
+            Err(problem) => {
                 // The check activity failed after its retries: the Until, and the Infant, fail (the
                 // run itself is left to ADF).
                 report.status = format!("GetWorkerPipelineStatusError: {problem}");
                 report.seconds = started.elapsed().as_secs_f64();
                 return;
             }
-        }
-    };
-    report.status = last["WorkerStatus"]
-        .as_str()
-        .unwrap_or(last["ActualStatus"].as_str().unwrap_or("Unknown"))
-        .to_string();
-    report.seconds = started.elapsed().as_secs_f64();
-    if !quiet {
-        println!(
-            "  [{stage_name}] {name} {} ({}) after {:.2}s",
+        };
+        report.status = last["WorkerStatus"]
+            .as_str()
+            .unwrap_or(last["ActualStatus"].as_str().unwrap_or("Unknown"))
+            .to_string();
+        report.seconds = started.elapsed().as_secs_f64();
+        self.say(format_args!(
+            "{name} {} ({}) after {:.2}s",
             report.status,
             last["ActualStatus"].as_str().unwrap_or("?"),
             report.seconds
-        );
+        ));
+    }
+
+    /// `CheckPipelineStatus` every `wait` until the run is no longer `Running`: its last answer, or
+    /// what went wrong when the check activity failed. ADF's Until is a do-while: the first check comes
+    /// straight after the start, even when the start already reported a finished run — the check is
+    /// what records the result.
+    async fn check_until_over(&self, check: &Value, wait: Duration) -> Result<Value, String> {
+        loop {
+            match self
+                .caller
+                .activity("CheckPipelineStatus", check, self.time_scale)
+                .await
+            {
+                Ok(out) if out["SimpleStatus"] != "Running" => return Ok(out),
+                Ok(_) => tokio::time::sleep(wait).await,
+                Err(Failure { problem, .. }) => return Err(problem),
+            }
+        }
     }
 }
 
 /// Play the hierarchy against the handler at `base`.
 pub async fn play(base: String, key: Option<String>, args: &RunArgs) -> anyhow::Result<RunReport> {
     let started = Instant::now();
-    let caller = Arc::new(Caller {
-        client: reqwest::Client::new(),
-        base,
-        key,
-        calls: Mutex::new(Vec::new()),
-    });
-    let mut report = RunReport {
-        execution_id: None,
-        mode: None,
-        succeeded: false,
-        message: String::new(),
-        workers: Vec::new(),
-        calls: Vec::new(),
-        seconds: 0.0,
-        final_counts: Default::default(),
+    let mut play = Parent {
+        caller: Arc::new(Caller {
+            client: reqwest::Client::new(),
+            base,
+            key,
+            calls: Mutex::new(Vec::new()),
+        }),
+        args,
+        report: RunReport {
+            execution_id: None,
+            mode: None,
+            succeeded: false,
+            message: String::new(),
+            workers: Vec::new(),
+            calls: Vec::new(),
+            seconds: 0.0,
+            final_counts: Default::default(),
+        },
+        stopped: None,
     };
     let mut start = json!({"callingOrchestratorName": args.calling_orchestrator});
     if let Some(b) = &args.batch {
         start["batchName"] = json!(b);
     }
-    let out = match caller
-        .activity("StartExecution", &start, args.time_scale)
-        .await
-    {
+    let out = match play.activity("StartExecution", &start).await {
         Ok(out) => out,
         Err(Failure { problem, .. }) => {
-            report.message = format!("StartExecution failed ({problem})");
-            report.calls = caller.calls.lock().map(|c| c.clone()).unwrap_or_default();
-            return Ok(report);
+            play.report.message = format!("StartExecution failed ({problem})");
+            return Ok(play.into_report());
         }
     };
     let execution_id = out["ExecutionId"].as_str().unwrap_or_default().to_string();
-    report.execution_id = Some(execution_id.clone());
-    report.mode = out["Mode"].as_str().map(String::from);
+    play.report.execution_id = Some(execution_id.clone());
+    play.report.mode = out["Mode"].as_str().map(String::from);
     if !args.quiet {
         println!(
             "execution {execution_id} ({}), {} stage(s)",
@@ -450,15 +442,51 @@ pub async fn play(base: String, key: Option<String>, args: &RunArgs) -> anyhow::
         );
     }
     let stages = out["Stages"].as_array().cloned().unwrap_or_default();
-    let mut stopped = None;
     for stage in &stages {
+        play.stage(&execution_id, stage).await?;
+    }
+    play.finish(&execution_id).await;
+    let mut report = play.into_report();
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// The Parent and Child pipelines' part of a run: the stages in sequence, each stage's workers in
+/// parallel, then the execution's end.
+struct Parent<'a> {
+    caller: Arc<Caller>,
+    args: &'a RunArgs,
+    report: RunReport,
+    /// Why the execution stopped: the first stage that could not be prepared.
+    stopped: Option<String>,
+}
+
+impl Parent<'_> {
+    async fn activity(&self, function: &str, body: &Value) -> Result<Value, Failure> {
+        self.caller
+            .activity(function, body, self.args.time_scale)
+            .await
+    }
+
+    /// The report, with every call made.
+    fn into_report(mut self) -> RunReport {
+        self.report.calls = self
+            .caller
+            .calls
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_default();
+        self.report
+    }
+
+    /// Prepare one stage and run its workers.
+    async fn stage(&mut self, execution_id: &str, stage: &Value) -> anyhow::Result<()> {
         let stage_id = stage["StageId"].clone();
         let stage_name = format!("{} {}", stage_id, stage["StageName"].as_str().unwrap_or(""));
-        let prepared = caller
+        let prepared = self
             .activity(
                 "PrepareStage",
                 &json!({"executionId": execution_id, "stageId": stage_id}),
-                args.time_scale,
             )
             .await;
         let out = match prepared {
@@ -468,43 +496,42 @@ pub async fn play(base: String, key: Option<String>, args: &RunArgs) -> anyhow::
                     Value::Null => failure.problem,
                     out => error_text(&out),
                 };
-                if !args.quiet {
+                if !self.args.quiet {
                     println!("stage {stage_name}: {message}");
                 }
                 // Like ADF's sequential ForEach in the Parent, a failed stage does not stop the loop:
                 // each later stage is prepared (and refused) in turn.
-                stopped.get_or_insert(message);
-                continue;
+                self.stopped.get_or_insert(message);
+                return Ok(());
             }
         };
         let workers = out["Workers"].as_array().cloned().unwrap_or_default();
-        if !args.quiet {
+        if !self.args.quiet {
             println!(
                 "stage {stage_name}: {} worker(s) in parallel",
                 workers.len()
             );
         }
-        let done_before = report.workers.len();
+        self.run_workers(&stage_name, workers).await
+    }
+
+    /// A stage's workers, each under its own Infant, all at once; with live progress: the stage's
+    /// counts each time one of its workers finishes.
+    async fn run_workers(&mut self, stage_name: &str, workers: Vec<Value>) -> anyhow::Result<()> {
+        let done_before = self.report.workers.len();
         let tasks: Vec<_> = workers
             .into_iter()
-            .map(|item| match args.infant {
-                Infant::Plain => tokio::spawn(infant(
-                    caller.clone(),
+            .map(|item| {
+                let run = InfantRun {
+                    caller: self.caller.clone(),
                     item,
-                    args.time_scale,
-                    args.quiet,
-                    stage_name.clone(),
-                )),
-                Infant::VmPower => tokio::spawn(vm_infant(
-                    caller.clone(),
-                    item,
-                    args.time_scale,
-                    args.quiet,
-                    stage_name.clone(),
-                )),
+                    time_scale: self.args.time_scale,
+                    quiet: self.args.quiet,
+                    stage_name: stage_name.to_string(),
+                };
+                tokio::spawn(run.play(self.args.infant))
             })
             .collect();
-        // Live progress: the stage's counts each time one of its workers finishes.
         let total = tasks.len();
         let mut pending: futures::stream::FuturesUnordered<_> = tasks.into_iter().collect();
         let mut tally = std::collections::BTreeMap::<String, usize>::new();
@@ -513,52 +540,50 @@ pub async fn play(base: String, key: Option<String>, args: &RunArgs) -> anyhow::
             *tally
                 .entry(worker.status.split(':').next().unwrap_or("").to_string())
                 .or_default() += 1;
-            report.workers.push(worker);
-            if !args.quiet {
+            self.report.workers.push(worker);
+            if !self.args.quiet {
                 let parts: Vec<String> = tally.iter().map(|(k, v)| format!("{v} {k}")).collect();
                 println!(
                     "stage {stage_name}: {} running, {}",
-                    (total + done_before).saturating_sub(report.workers.len()),
+                    (total + done_before).saturating_sub(self.report.workers.len()),
                     parts.join(", ")
                 );
             }
         }
+        Ok(())
     }
-    let finished = caller
-        .activity(
-            "FinishExecution",
-            &json!({"executionId": execution_id}),
-            args.time_scale,
-        )
-        .await;
-    let counts = match &finished {
-        Ok(out) => &out["Workers"],
-        Err(failure) => &failure.out["error"]["details"]["Workers"],
-    };
-    report.final_counts = counts
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| (k.clone(), v.as_i64().unwrap_or(0)))
-                .collect()
-        })
-        .unwrap_or_default();
-    report.succeeded = finished.is_ok() && stopped.is_none();
-    report.message = match (&stopped, &finished) {
-        (Some(m), _) => format!("stopped: {m}"),
-        (None, Ok(_)) => "all workers succeeded".into(),
-        (
-            None,
-            Err(Failure {
-                out: Value::Null,
-                problem,
-            }),
-        ) => problem.clone(),
-        (None, Err(Failure { out, .. })) => error_text(out),
-    };
-    report.calls = caller.calls.lock().map(|c| c.clone()).unwrap_or_default();
-    report.seconds = started.elapsed().as_secs_f64();
-    Ok(report)
+
+    /// `FinishExecution`, and the run's outcome: its workers by status, whether it succeeded and why.
+    async fn finish(&mut self, execution_id: &str) {
+        let finished = self
+            .activity("FinishExecution", &json!({"executionId": execution_id}))
+            .await;
+        let counts = match &finished {
+            Ok(out) => &out["Workers"],
+            Err(failure) => &failure.out["error"]["details"]["Workers"],
+        };
+        self.report.final_counts = counts
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.clone(), v.as_i64().unwrap_or(0)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.report.succeeded = finished.is_ok() && self.stopped.is_none();
+        self.report.message = match (&self.stopped, &finished) {
+            (Some(m), _) => format!("stopped: {m}"),
+            (None, Ok(_)) => "all workers succeeded".into(),
+            (
+                None,
+                Err(Failure {
+                    out: Value::Null,
+                    problem,
+                }),
+            ) => problem.clone(),
+            (None, Err(Failure { out, .. })) => error_text(out),
+        };
+    }
 }
 
 fn print_summary(report: &RunReport) {
@@ -659,7 +684,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             {
                 sim = start_simulator(&args, &mut settings).await?;
             }
-            let store = procfwk::startup::open_store(&args.db, None)
+            let store = procfwk::startup::open_store(&args.store.db, None)
                 .await
                 .context("could not open the metadata store")?;
             let state = AppState::with_store(settings, store)?;
@@ -686,7 +711,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     print_summary(&report);
     match &args.report {
         Some(path) => {
-            let store = procfwk::startup::open_store(&args.db, None)
+            let store = procfwk::startup::open_store(&args.store.db, None)
                 .await
                 .context("could not open the metadata store for the report")?;
             super::db::write_report(&store, procfwk::dashboard::Options::default(), path).await?;

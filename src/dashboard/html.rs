@@ -173,102 +173,127 @@ fn current_section(out: &mut String, snapshot: &Snapshot) {
         return;
     }
     for (execution, rows) in by_execution(&snapshot.current) {
-        let start = rows.iter().filter_map(|r| r.start).min();
-        let running = rows.iter().any(|r| r.status.as_deref() == Some("Running"));
-        let end = if running {
-            Some(snapshot.now)
-        } else {
-            rows.iter().filter_map(|r| r.end).max()
-        };
-        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-        for r in &rows {
-            *counts
-                .entry(status_style(r.status.as_deref()).2)
-                .or_default() += 1;
-        }
-        w!(
-            out,
-            "<div class=\"execution\" data-execution-id=\"{execution}\"><h3>Execution {execution}</h3><p>Started {} · elapsed {} · ",
-            when(start),
-            span_seconds(start, end)
-                .map(duration)
-                .unwrap_or_else(|| "–".into())
-        );
-        let parts: Vec<String> = counts
-            .iter()
-            .map(|(k, v)| format!("{v} {}", esc(k)))
-            .collect();
-        w!(out, "{} worker(s): {}</p>\n", rows.len(), parts.join(", "));
-        // Stages: progress of each.
-        let mut stages: BTreeMap<i64, Vec<&WorkerRow>> = BTreeMap::new();
-        for r in &rows {
-            stages.entry(r.stage_id).or_default().push(r);
-        }
-        for (stage_id, workers) in &stages {
-            let total = workers.len();
-            let done = workers
-                .iter()
-                .filter(|w| is_done(w.status.as_deref()))
-                .count();
-            let any_running = workers
-                .iter()
-                .any(|w| w.status.as_deref() == Some("Running"));
-            let state = if any_running {
-                "running"
-            } else if done == total {
-                "done"
-            } else if done == 0 {
-                "waiting"
-            } else {
-                "partial"
-            };
-            let percent = (done * 100).checked_div(total).unwrap_or(0);
-            w!(
-                out,
-                "<div class=\"stage-row stage\" data-stage-id=\"{stage_id}\" data-state=\"{state}\" data-done=\"{done}\" data-total=\"{total}\"><span class=\"name\">Stage {}</span>",
-                esc(&stage_name(snapshot, *stage_id))
-            );
-            progress_bar(out, workers);
-            w!(
-                out,
-                "<span class=\"progress-text\">{state}: {done} of {total} worker(s) done ({percent}%)</span></div>\n"
-            );
-        }
-        out.push_str("<table class=\"workers\"><tr><th>Stage</th><th>Worker</th><th>Status</th><th>Started</th><th>Elapsed</th><th>Last status check</th><th>Run</th></tr>\n");
-        for r in &rows {
-            let elapsed_end = if r.status.as_deref() == Some("Running") {
-                Some(snapshot.now)
-            } else {
-                r.end
-            };
-            let class = if r.status.as_deref() == Some("Failed") {
-                " class=\"failed\""
-            } else {
-                ""
-            };
-            w!(
-                out,
-                "<tr{class} data-worker=\"{}\" data-status=\"{}\"><td>{}</td><td>{}</td><td>{}{}</td><td>{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td></tr>\n",
-                esc(&r.pipeline_name),
-                esc(&status_style(r.status.as_deref()).2),
-                esc(&stage_name(snapshot, r.stage_id)),
-                esc(&r.pipeline_name),
-                badge(r.status.as_deref()),
-                if r.blocked { " <span class=\"muted\">(blocked)</span>" } else { "" },
-                when(r.start),
-                span_seconds(r.start, elapsed_end)
-                    .map(duration)
-                    .unwrap_or_else(|| "–".into()),
-                when(r.last_check),
-                run_cell(snapshot, r)
-            );
-        }
-        out.push_str("</table>\n");
-        let owned: Vec<WorkerRow> = rows.iter().map(|r| (*r).clone()).collect();
-        gantt(out, snapshot, &owned, start, end);
-        out.push_str("</div>\n");
+        current_execution(out, snapshot, execution, &rows);
     }
     out.push_str("</section>\n");
+}
+
+/// When a group of workers ran, as far as known.
+#[derive(Clone, Copy)]
+struct Window {
+    start: Option<NaiveDateTime>,
+    end: Option<NaiveDateTime>,
+}
+
+impl Window {
+    fn elapsed(self) -> String {
+        span_seconds(self.start, self.end)
+            .map(duration)
+            .unwrap_or_else(|| "–".into())
+    }
+}
+
+/// One execution in progress: a summary line, each stage's progress, its workers, its Gantt chart.
+fn current_execution(out: &mut String, snapshot: &Snapshot, execution: Uuid, rows: &[&WorkerRow]) {
+    let start = rows.iter().filter_map(|r| r.start).min();
+    let running = rows.iter().any(|r| r.status.as_deref() == Some("Running"));
+    let end = if running {
+        Some(snapshot.now)
+    } else {
+        rows.iter().filter_map(|r| r.end).max()
+    };
+    let window = Window { start, end };
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for r in rows {
+        *counts
+            .entry(status_style(r.status.as_deref()).2)
+            .or_default() += 1;
+    }
+    w!(
+        out,
+        "<div class=\"execution\" data-execution-id=\"{execution}\"><h3>Execution {execution}</h3><p>Started {} · elapsed {} · ",
+        when(start),
+        window.elapsed()
+    );
+    let parts: Vec<String> = counts
+        .iter()
+        .map(|(k, v)| format!("{v} {}", esc(k)))
+        .collect();
+    w!(out, "{} worker(s): {}</p>\n", rows.len(), parts.join(", "));
+    let mut stages: BTreeMap<i64, Vec<&WorkerRow>> = BTreeMap::new();
+    for r in rows {
+        stages.entry(r.stage_id).or_default().push(r);
+    }
+    for (stage_id, workers) in &stages {
+        stage_progress(out, snapshot, *stage_id, workers);
+    }
+    current_workers_table(out, snapshot, rows);
+    gantt(out, snapshot, rows, window);
+    out.push_str("</div>\n");
+}
+
+/// A stage of the current execution: its state, a progress bar and how many of its workers are done.
+fn stage_progress(out: &mut String, snapshot: &Snapshot, stage_id: i64, workers: &[&WorkerRow]) {
+    let total = workers.len();
+    let done = workers
+        .iter()
+        .filter(|w| is_done(w.status.as_deref()))
+        .count();
+    let any_running = workers
+        .iter()
+        .any(|w| w.status.as_deref() == Some("Running"));
+    let state = if any_running {
+        "running"
+    } else if done == total {
+        "done"
+    } else if done == 0 {
+        "waiting"
+    } else {
+        "partial"
+    };
+    let percent = (done * 100).checked_div(total).unwrap_or(0);
+    w!(
+        out,
+        "<div class=\"stage-row stage\" data-stage-id=\"{stage_id}\" data-state=\"{state}\" data-done=\"{done}\" data-total=\"{total}\"><span class=\"name\">Stage {}</span>",
+        esc(&stage_name(snapshot, stage_id))
+    );
+    progress_bar(out, workers);
+    w!(
+        out,
+        "<span class=\"progress-text\">{state}: {done} of {total} worker(s) done ({percent}%)</span></div>\n"
+    );
+}
+
+/// The current execution's workers, one row each.
+fn current_workers_table(out: &mut String, snapshot: &Snapshot, rows: &[&WorkerRow]) {
+    out.push_str("<table class=\"workers\"><tr><th>Stage</th><th>Worker</th><th>Status</th><th>Started</th><th>Elapsed</th><th>Last status check</th><th>Run</th></tr>\n");
+    for r in rows {
+        let elapsed_end = if r.status.as_deref() == Some("Running") {
+            Some(snapshot.now)
+        } else {
+            r.end
+        };
+        let class = if r.status.as_deref() == Some("Failed") {
+            " class=\"failed\""
+        } else {
+            ""
+        };
+        w!(
+            out,
+            "<tr{class} data-worker=\"{}\" data-status=\"{}\"><td>{}</td><td>{}</td><td>{}{}</td><td>{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td></tr>\n",
+            esc(&r.pipeline_name),
+            esc(&status_style(r.status.as_deref()).2),
+            esc(&stage_name(snapshot, r.stage_id)),
+            esc(&r.pipeline_name),
+            badge(r.status.as_deref()),
+            if r.blocked { " <span class=\"muted\">(blocked)</span>" } else { "" },
+            when(r.start),
+            Window { start: r.start, end: elapsed_end }.elapsed(),
+            when(r.last_check),
+            run_cell(snapshot, r)
+        );
+    }
+    out.push_str("</table>\n");
 }
 
 /// A stage's workers as one bar of coloured segments, finished ones first.
@@ -307,43 +332,44 @@ fn progress_bar(out: &mut String, workers: &[&WorkerRow]) {
 }
 
 /// One bar per worker on a time axis, grouped by stage; a bar links to the worker's run.
-fn gantt(
-    out: &mut String,
-    snapshot: &Snapshot,
-    rows: &[WorkerRow],
-    start: Option<NaiveDateTime>,
-    end: Option<NaiveDateTime>,
-) {
-    let Some(start) = start.or_else(|| rows.iter().filter_map(|r| r.start).min()) else {
+fn gantt(out: &mut String, snapshot: &Snapshot, rows: &[&WorkerRow], window: Window) {
+    let Some(start) = window
+        .start
+        .or_else(|| rows.iter().filter_map(|r| r.start).min())
+    else {
         return;
     };
-    let end = end
+    let end = window
+        .end
         .or_else(|| rows.iter().filter_map(|r| r.end).max())
         .unwrap_or(snapshot.now)
         .max(start + chrono::Duration::seconds(1));
-    let total = (end - start).num_milliseconds().max(1) as f64;
-    let mut sorted: Vec<&WorkerRow> = rows.iter().collect();
+    let mut sorted: Vec<&WorkerRow> = rows.to_vec();
     sorted.sort_by_key(|r| (r.stage_id, r.start, r.pipeline_id));
     let labels = sorted.len() <= 60;
-    let row_h: f64 = if labels { 16.0 } else { 7.0 };
-    let label_w: f64 = 220.0;
-    let chart_w: f64 = 900.0;
+    let chart = Gantt {
+        snapshot,
+        start,
+        total: (end - start).num_milliseconds().max(1) as f64,
+        labels,
+        row_h: if labels { 16.0 } else { 7.0 },
+    };
     let stage_count = sorted
         .iter()
         .map(|r| r.stage_id)
         .collect::<std::collections::BTreeSet<_>>()
         .len();
-    let height = 20.0 + row_h * sorted.len() as f64 + 16.0 * stage_count as f64;
+    let height = 20.0 + chart.row_h * sorted.len() as f64 + 16.0 * stage_count as f64;
     w!(
         out,
         "<svg class=\"timeline\" width=\"{}\" height=\"{height:.0}\" role=\"img\" aria-label=\"workers over time\">",
-        label_w + chart_w + 10.0
+        GANTT_LABEL_W + GANTT_CHART_W + 10.0
     );
     w!(
         out,
-        "<text x=\"{label_w}\" y=\"12\">{}</text><text x=\"{}\" y=\"12\" text-anchor=\"end\">{} (+{})</text>",
+        "<text x=\"{GANTT_LABEL_W}\" y=\"12\">{}</text><text x=\"{}\" y=\"12\" text-anchor=\"end\">{} (+{})</text>",
         when(Some(start)),
-        label_w + chart_w,
+        GANTT_LABEL_W + GANTT_CHART_W,
         when(Some(end)),
         duration((end - start).num_seconds())
     );
@@ -352,45 +378,76 @@ fn gantt(
     for r in sorted {
         if stage != Some(r.stage_id) {
             stage = Some(r.stage_id);
-            w!(
-                out,
-                "<text x=\"0\" y=\"{:.1}\" font-weight=\"600\">Stage {}</text><line x1=\"{label_w}\" x2=\"{}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"#d9e2ec\"/>",
-                y + 12.0,
-                esc(&stage_name(snapshot, r.stage_id)),
-                label_w + chart_w,
-                y + 14.0,
-                y + 14.0
-            );
+            chart.stage_heading(out, r.stage_id, y);
             y += 16.0;
         }
+        chart.bar(out, r, y);
+        y += chart.row_h;
+    }
+    out.push_str("</svg>\n");
+}
+
+/// Width of the Gantt chart's label column and of its time axis.
+const GANTT_LABEL_W: f64 = 220.0;
+const GANTT_CHART_W: f64 = 900.0;
+
+/// A Gantt chart's time axis and row height.
+struct Gantt<'a> {
+    snapshot: &'a Snapshot,
+    start: NaiveDateTime,
+    /// Milliseconds the axis spans.
+    total: f64,
+    /// Whether each bar has its worker's name beside it (not when there are many).
+    labels: bool,
+    row_h: f64,
+}
+
+impl Gantt<'_> {
+    fn stage_heading(&self, out: &mut String, stage_id: i64, y: f64) {
+        w!(
+            out,
+            "<text x=\"0\" y=\"{:.1}\" font-weight=\"600\">Stage {}</text><line x1=\"{GANTT_LABEL_W}\" x2=\"{}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"#d9e2ec\"/>",
+            y + 12.0,
+            esc(&stage_name(self.snapshot, stage_id)),
+            GANTT_LABEL_W + GANTT_CHART_W,
+            y + 14.0,
+            y + 14.0
+        );
+    }
+
+    /// A worker's bar (and name), linked to its run when it has one.
+    fn bar(&self, out: &mut String, r: &WorkerRow, y: f64) {
         let (class, colour, label) = status_style(r.status.as_deref());
-        let bar_start = r.start.unwrap_or(start);
+        let bar_start = r.start.unwrap_or(self.start);
         let bar_end = match r.end {
             Some(e) => e,
-            None if r.status.as_deref() == Some("Running") => snapshot.now,
+            None if r.status.as_deref() == Some("Running") => self.snapshot.now,
             None => bar_start,
         };
-        let x = label_w + chart_w * ((bar_start - start).num_milliseconds().max(0) as f64 / total);
-        let width =
-            (chart_w * ((bar_end - bar_start).num_milliseconds().max(0) as f64 / total)).max(2.0);
-        if labels {
+        let x = GANTT_LABEL_W
+            + GANTT_CHART_W
+                * ((bar_start - self.start).num_milliseconds().max(0) as f64 / self.total);
+        let width = (GANTT_CHART_W
+            * ((bar_end - bar_start).num_milliseconds().max(0) as f64 / self.total))
+            .max(2.0);
+        if self.labels {
             w!(
                 out,
                 "<text x=\"12\" y=\"{:.1}\">{}</text>",
-                y + row_h - 4.0,
+                y + self.row_h - 4.0,
                 esc(&r.pipeline_name)
             );
         }
         let bar = format!(
             "<rect class=\"bar {class}\" data-worker=\"{name}\" data-status=\"{status}\" x=\"{x:.1}\" y=\"{:.1}\" width=\"{width:.1}\" height=\"{:.1}\" fill=\"{colour}\"><title>{name}: {status}, {} → {}</title></rect>",
             y + 1.0,
-            row_h - 2.0,
+            self.row_h - 2.0,
             when(r.start),
             when(r.end),
             name = esc(&r.pipeline_name),
             status = esc(&label),
         );
-        match snapshot.run_link(r) {
+        match self.snapshot.run_link(r) {
             Some(link) => {
                 w!(
                     out,
@@ -400,9 +457,7 @@ fn gantt(
             }
             None => out.push_str(&bar),
         }
-        y += row_h;
     }
-    out.push_str("</svg>\n");
 }
 
 fn timeline_section(out: &mut String, snapshot: &Snapshot) {
@@ -441,14 +496,11 @@ fn timeline_section(out: &mut String, snapshot: &Snapshot) {
             "<details class=\"execution\" data-execution-id=\"{execution}\"{}><summary>{outcome} Execution {execution} · {} · {} · {} of {} worker(s) succeeded, {failed} failed</summary>\n",
             if i == 0 { " open" } else { "" },
             when(start),
-            span_seconds(start, end)
-                .map(duration)
-                .unwrap_or_else(|| "–".into()),
+            Window { start, end }.elapsed(),
             summary.map_or(0, |s| s.succeeded),
             summary.map_or(workers.len() as i64, |s| s.workers),
         );
-        let owned: Vec<WorkerRow> = workers.iter().map(|r| (*r).clone()).collect();
-        gantt(out, snapshot, &owned, start, end);
+        gantt(out, snapshot, workers, Window { start, end });
         out.push_str("</details>\n");
     }
     out.push_str("</section>\n");
@@ -538,93 +590,20 @@ const PALETTE: [&str; 8] = [
 
 fn durations_section(out: &mut String, snapshot: &Snapshot) {
     out.push_str("<section id=\"stage-durations\"><h2>Stage durations over time</h2>\n");
-    // Executions oldest first, and each stage's minutes in each.
-    let mut executions: Vec<&ExecutionSummary> = snapshot.executions.iter().collect();
-    executions.sort_by_key(|e| (e.start, e.last_log_id));
-    let index: HashMap<Uuid, usize> = executions
-        .iter()
-        .enumerate()
-        .map(|(i, e)| (e.execution_id, i))
-        .collect();
-    let mut series: BTreeMap<i64, Vec<(usize, f64)>> = BTreeMap::new();
-    for span in &snapshot.stage_spans {
-        if let (Some(i), Some(m)) = (index.get(&span.execution_id), StageSpan::minutes(span)) {
-            series.entry(span.stage_id).or_default().push((*i, m));
-        }
-    }
-    if series.is_empty() {
+    let Some(durations) = StageDurations::of(snapshot) else {
         out.push_str("<p class=\"muted\">No finished stage in the log yet.</p></section>\n");
         return;
-    }
-    for points in series.values_mut() {
-        points.sort_by_key(|p| p.0);
-    }
-    let max = series
-        .values()
-        .flatten()
-        .map(|p| p.1)
-        .fold(0.0f64, f64::max)
-        .max(0.1);
-    let (w, h, left, bottom) = (900.0, 220.0, 50.0, 20.0);
-    let n = executions.len().max(2) - 1;
+    };
     w!(
         out,
         "<svg class=\"durations\" width=\"{}\" height=\"{}\" role=\"img\" aria-label=\"stage durations\">",
-        w + left + 10.0,
-        h + bottom + 10.0
+        PLOT_W + PLOT_LEFT + 10.0,
+        PLOT_H + PLOT_BOTTOM + 10.0
     );
-    for tick in 0..=4 {
-        let v = max * tick as f64 / 4.0;
-        let y = 5.0 + h - h * tick as f64 / 4.0;
-        let digits = if max < 1.0 { 2 } else { 1 };
-        w!(
-            out,
-            "<line x1=\"{left}\" x2=\"{}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"#e4e7eb\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{v:.digits$}</text>",
-            left + w,
-            left - 4.0,
-            y + 4.0
-        );
-    }
-    if let (Some(first), Some(last)) = (executions.first(), executions.last()) {
-        w!(
-            out,
-            "<text x=\"{left}\" y=\"{}\">{}</text><text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>",
-            h + bottom + 5.0,
-            when(first.start),
-            left + w,
-            h + bottom + 5.0,
-            when(last.start)
-        );
-    }
-    for (k, (stage_id, points)) in series.iter().enumerate() {
-        let colour = PALETTE[k % PALETTE.len()];
-        let path: Vec<String> = points
-            .iter()
-            .map(|(i, m)| {
-                format!(
-                    "{:.1},{:.1}",
-                    left + w * *i as f64 / n as f64,
-                    5.0 + h - h * m / max
-                )
-            })
-            .collect();
-        w!(
-            out,
-            "<polyline class=\"stage-line\" data-stage-id=\"{stage_id}\" fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" points=\"{}\"><title>Stage {}</title></polyline>",
-            path.join(" "),
-            esc(&stage_name(snapshot, *stage_id))
-        );
-        for point in &path {
-            if let Some((x, y)) = point.split_once(',') {
-                w!(
-                    out,
-                    "<circle cx=\"{x}\" cy=\"{y}\" r=\"2.5\" fill=\"{colour}\"/>"
-                );
-            }
-        }
-    }
+    durations.axes(out);
+    durations.lines(out, snapshot);
     out.push_str("</svg>\n<p class=\"legend\">minutes per stage, per execution: ");
-    for (k, stage_id) in series.keys().enumerate() {
+    for (k, stage_id) in durations.series.keys().enumerate() {
         w!(
             out,
             "<span style=\"color:{}\">■ Stage {}</span>",
@@ -632,21 +611,143 @@ fn durations_section(out: &mut String, snapshot: &Snapshot) {
             esc(&stage_name(snapshot, *stage_id))
         );
     }
-    w!(out, "</p>\n<h3>AverageStageDuration (last {} execution(s))</h3><table class=\"average-stage-duration\"><tr><th>StageId</th><th>StageName</th><th>Executions</th><th>Average minutes</th><th>Shortest</th><th>Longest</th><th>Latest</th></tr>", executions.len());
-    for (stage_id, points) in &series {
-        let minutes: Vec<f64> = points.iter().map(|p| p.1).collect();
-        let avg = minutes.iter().sum::<f64>() / minutes.len().max(1) as f64;
-        let min = minutes.iter().copied().fold(f64::INFINITY, f64::min);
-        let max = minutes.iter().copied().fold(0.0, f64::max);
-        let latest = minutes.last().copied().unwrap_or(0.0);
-        w!(
-            out,
-            "<tr><td class=\"num\">{stage_id}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{avg:.1}</td><td class=\"num\">{min:.1}</td><td class=\"num\">{max:.1}</td><td class=\"num\">{latest:.1}</td></tr>",
-            esc(snapshot.stages.get(stage_id).map(String::as_str).unwrap_or("")),
-            minutes.len()
-        );
+    out.push_str("</p>\n");
+    durations.average_table(out, snapshot);
+    out.push_str("</section>\n");
+}
+
+/// The plot area of the stage-duration chart: width, height, and the margins for the axis labels.
+const PLOT_W: f64 = 900.0;
+const PLOT_H: f64 = 220.0;
+const PLOT_LEFT: f64 = 50.0;
+const PLOT_BOTTOM: f64 = 20.0;
+
+/// Each stage's minutes in each execution of the history.
+struct StageDurations<'a> {
+    /// Oldest first.
+    executions: Vec<&'a ExecutionSummary>,
+    /// By stage: (index in `executions`, minutes), in execution order.
+    series: BTreeMap<i64, Vec<(usize, f64)>>,
+    /// The longest stage, in minutes (the top of the chart; at least 0.1).
+    max: f64,
+}
+
+impl<'a> StageDurations<'a> {
+    /// `None` when no stage of the history has finished.
+    fn of(snapshot: &'a Snapshot) -> Option<Self> {
+        let mut executions: Vec<&ExecutionSummary> = snapshot.executions.iter().collect();
+        executions.sort_by_key(|e| (e.start, e.last_log_id));
+        let index: HashMap<Uuid, usize> = executions
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.execution_id, i))
+            .collect();
+        let mut series: BTreeMap<i64, Vec<(usize, f64)>> = BTreeMap::new();
+        for span in &snapshot.stage_spans {
+            if let (Some(i), Some(m)) = (index.get(&span.execution_id), StageSpan::minutes(span)) {
+                series.entry(span.stage_id).or_default().push((*i, m));
+            }
+        }
+        if series.is_empty() {
+            return None;
+        }
+        for points in series.values_mut() {
+            points.sort_by_key(|p| p.0);
+        }
+        let max = series
+            .values()
+            .flatten()
+            .map(|p| p.1)
+            .fold(0.0f64, f64::max)
+            .max(0.1);
+        Some(Self {
+            executions,
+            series,
+            max,
+        })
     }
-    out.push_str("</table></section>\n");
+
+    /// Gridlines with their minutes, and the first and last execution's start under the axis.
+    fn axes(&self, out: &mut String) {
+        let (w, h, left, bottom) = (PLOT_W, PLOT_H, PLOT_LEFT, PLOT_BOTTOM);
+        let max = self.max;
+        for tick in 0..=4 {
+            let v = max * tick as f64 / 4.0;
+            let y = 5.0 + h - h * tick as f64 / 4.0;
+            let digits = if max < 1.0 { 2 } else { 1 };
+            w!(
+                out,
+                "<line x1=\"{left}\" x2=\"{}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"#e4e7eb\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{v:.digits$}</text>",
+                left + w,
+                left - 4.0,
+                y + 4.0
+            );
+        }
+        if let (Some(first), Some(last)) = (self.executions.first(), self.executions.last()) {
+            w!(
+                out,
+                "<text x=\"{left}\" y=\"{}\">{}</text><text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>",
+                h + bottom + 5.0,
+                when(first.start),
+                left + w,
+                h + bottom + 5.0,
+                when(last.start)
+            );
+        }
+    }
+
+    /// One line per stage, a dot on each execution.
+    fn lines(&self, out: &mut String, snapshot: &Snapshot) {
+        let (w, h, left) = (PLOT_W, PLOT_H, PLOT_LEFT);
+        let n = self.executions.len().max(2) - 1;
+        for (k, (stage_id, points)) in self.series.iter().enumerate() {
+            let colour = PALETTE[k % PALETTE.len()];
+            let path: Vec<String> = points
+                .iter()
+                .map(|(i, m)| {
+                    format!(
+                        "{:.1},{:.1}",
+                        left + w * *i as f64 / n as f64,
+                        5.0 + h - h * m / self.max
+                    )
+                })
+                .collect();
+            w!(
+                out,
+                "<polyline class=\"stage-line\" data-stage-id=\"{stage_id}\" fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" points=\"{}\"><title>Stage {}</title></polyline>",
+                path.join(" "),
+                esc(&stage_name(snapshot, *stage_id))
+            );
+            for point in &path {
+                if let Some((x, y)) = point.split_once(',') {
+                    w!(
+                        out,
+                        "<circle cx=\"{x}\" cy=\"{y}\" r=\"2.5\" fill=\"{colour}\"/>"
+                    );
+                }
+            }
+        }
+    }
+
+    /// procfwk's AverageStageDuration view over the history: per stage, average, shortest, longest and
+    /// latest minutes.
+    fn average_table(&self, out: &mut String, snapshot: &Snapshot) {
+        w!(out, "<h3>AverageStageDuration (last {} execution(s))</h3><table class=\"average-stage-duration\"><tr><th>StageId</th><th>StageName</th><th>Executions</th><th>Average minutes</th><th>Shortest</th><th>Longest</th><th>Latest</th></tr>", self.executions.len());
+        for (stage_id, points) in &self.series {
+            let minutes: Vec<f64> = points.iter().map(|p| p.1).collect();
+            let avg = minutes.iter().sum::<f64>() / minutes.len().max(1) as f64;
+            let min = minutes.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = minutes.iter().copied().fold(0.0, f64::max);
+            let latest = minutes.last().copied().unwrap_or(0.0);
+            w!(
+                out,
+                "<tr><td class=\"num\">{stage_id}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{avg:.1}</td><td class=\"num\">{min:.1}</td><td class=\"num\">{max:.1}</td><td class=\"num\">{latest:.1}</td></tr>",
+                esc(snapshot.stages.get(stage_id).map(String::as_str).unwrap_or("")),
+                minutes.len()
+            );
+        }
+        out.push_str("</table>");
+    }
 }
 
 fn pools_section(out: &mut String, snapshot: &Snapshot) {
@@ -665,71 +766,89 @@ fn pools_section(out: &mut String, snapshot: &Snapshot) {
             w!(out, "<p>Integration runtime {}</p>", esc(rt));
         }
         match &pool.cost {
-            Some(c) => {
-                let ratio = if c.leased_hours > 0.0 {
-                    format!("{:.2}", c.allocated_hours / c.leased_hours)
-                } else {
-                    "–".into()
-                };
-                w!(
-                    out,
-                    "<table class=\"cost\"><tr><th>Allocated VM-hours</th><th>Lower bound (hours leased)</th><th>Ratio</th><th>Starts</th><th>Deallocations</th><th>Leases</th></tr>\
-<tr><td class=\"num\">{:.2}</td><td class=\"num\">{:.2}</td><td class=\"num\">{ratio}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr></table>",
-                    c.allocated_hours, c.leased_hours, c.starts, c.deallocations, c.leases
-                );
-            }
+            Some(c) => pool_cost(out, c),
             None => out.push_str("<p class=\"muted\">No power log yet.</p>"),
         }
-        out.push_str("<table class=\"nodes\"><tr><th>VM</th><th>Power state</th><th>Pending</th><th>Idle since</th></tr>");
-        for n in &pool.nodes {
-            w!(
-                out,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                esc(&n.vm_name),
-                esc(n.power_state.as_deref().unwrap_or("–")),
-                esc(n.pending.as_deref().unwrap_or("–")),
-                when(n.idle_since)
-            );
-        }
-        out.push_str("</table>");
-        if pool.leases.is_empty() {
-            out.push_str("<p class=\"muted\">No live lease.</p>");
-        } else {
-            out.push_str("<table class=\"leases\"><tr><th>Lease holder</th><th>Taken</th><th>Expires</th></tr>");
-            for l in &pool.leases {
-                w!(
-                    out,
-                    "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-                    esc(&l.holder),
-                    when(l.acquired),
-                    when(l.expires)
-                );
-            }
-            out.push_str("</table>");
-        }
-        if !pool.events.is_empty() {
-            w!(
-                out,
-                "<details><summary>{} recent power event(s)</summary><table class=\"events\"><tr><th>At</th><th>VM</th><th>Event</th><th>Holder</th><th>Power state</th><th>Active leases</th></tr>",
-                pool.events.len()
-            );
-            for e in &pool.events {
-                w!(
-                    out,
-                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td></tr>",
-                    when(Some(e.at)),
-                    esc(e.vm_name.as_deref().unwrap_or("–")),
-                    esc(&e.event),
-                    esc(e.holder.as_deref().unwrap_or("–")),
-                    esc(e.power_state.as_deref().unwrap_or("–")),
-                    e.active_leases
-                );
-            }
-            out.push_str("</table></details>");
-        }
+        pool_nodes(out, &pool.nodes);
+        pool_leases(out, &pool.leases);
+        pool_events(out, &pool.events);
         out.push_str("</div>\n");
     }
     out.push_str("</section>\n");
+}
+
+/// `procfwk db vm-report`'s numbers for one pool.
+fn pool_cost(out: &mut String, c: &crate::leases::report::PoolCost) {
+    let ratio = if c.leased_hours > 0.0 {
+        format!("{:.2}", c.allocated_hours / c.leased_hours)
+    } else {
+        "–".into()
+    };
+    w!(
+        out,
+        "<table class=\"cost\"><tr><th>Allocated VM-hours</th><th>Lower bound (hours leased)</th><th>Ratio</th><th>Starts</th><th>Deallocations</th><th>Leases</th></tr>\
+<tr><td class=\"num\">{:.2}</td><td class=\"num\">{:.2}</td><td class=\"num\">{ratio}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr></table>",
+        c.allocated_hours, c.leased_hours, c.starts, c.deallocations, c.leases
+    );
+}
+
+fn pool_nodes(out: &mut String, nodes: &[super::PoolNode]) {
+    out.push_str("<table class=\"nodes\"><tr><th>VM</th><th>Power state</th><th>Pending</th><th>Idle since</th></tr>");
+    for n in nodes {
+        w!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&n.vm_name),
+            esc(n.power_state.as_deref().unwrap_or("–")),
+            esc(n.pending.as_deref().unwrap_or("–")),
+            when(n.idle_since)
+        );
+    }
+    out.push_str("</table>");
+}
+
+fn pool_leases(out: &mut String, leases: &[super::PoolLease]) {
+    if leases.is_empty() {
+        out.push_str("<p class=\"muted\">No live lease.</p>");
+        return;
+    }
+    out.push_str(
+        "<table class=\"leases\"><tr><th>Lease holder</th><th>Taken</th><th>Expires</th></tr>",
+    );
+    for l in leases {
+        w!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&l.holder),
+            when(l.acquired),
+            when(l.expires)
+        );
+    }
+    out.push_str("</table>");
+}
+
+fn pool_events(out: &mut String, events: &[super::PowerEvent]) {
+    if events.is_empty() {
+        return;
+    }
+    w!(
+        out,
+        "<details><summary>{} recent power event(s)</summary><table class=\"events\"><tr><th>At</th><th>VM</th><th>Event</th><th>Holder</th><th>Power state</th><th>Active leases</th></tr>",
+        events.len()
+    );
+    for e in events {
+        w!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td></tr>",
+            when(Some(e.at)),
+            esc(e.vm_name.as_deref().unwrap_or("–")),
+            esc(&e.event),
+            esc(e.holder.as_deref().unwrap_or("–")),
+            esc(e.power_state.as_deref().unwrap_or("–")),
+            e.active_leases
+        );
+    }
+    out.push_str("</table></details>");
 }
 
 #[cfg(test)]

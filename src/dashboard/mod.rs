@@ -240,136 +240,25 @@ impl Transition for ReadSnapshot {
 
     async fn apply(&self, tx: &mut dyn Tx) -> Result<Snapshot, StoreError> {
         let options = self.options;
-        let stages = tx
-            .query(&sql::STAGE_IDS, &[])
-            .await?
-            .iter()
-            .map(|r| Ok((r.i64("StageId")?, r.text("StageName")?)))
-            .collect::<Result<BTreeMap<_, _>, StoreError>>()?;
-        let mut subscriptions = HashMap::new();
-        for r in tx.query(&sql::DASH_ORCHESTRATORS, &[]).await? {
-            subscriptions.insert(
-                Orchestrator {
-                    name: r.text("OrchestratorName")?,
-                    kind: r.text("OrchestratorType")?.trim().to_string(),
-                    resource_group: r.text("ResourceGroupName")?,
-                },
-                r.guid("SubscriptionId")?,
-            );
-        }
+        let stages = read_stages(tx).await?;
+        let subscriptions = read_subscriptions(tx).await?;
         let current = tx
             .query(&sql::DASH_CURRENT_ROWS, &[])
             .await?
             .iter()
             .map(|r| worker_row(r, true))
             .collect::<Result<Vec<_>, _>>()?;
-
-        // The newest executions: widen a LogId range until it holds one more execution than shown
-        // (so the ones shown are whole), or the whole log.
-        let wanted = options.history.max(options.executions).max(1);
-        let last = last_id(tx, &sql::DASH_LOG_LAST_ID).await?;
-        let mut span: i64 = 256 * (wanted as i64 + 1);
-        let (mut executions, lower) = loop {
-            let lower = last.saturating_sub(span).max(0);
-            let rows = tx
-                .query(&sql::DASH_EXECUTIONS_AFTER, &[SqlValue::Int(lower)])
-                .await?;
-            if rows.len() > wanted || lower == 0 {
-                let executions = rows
-                    .iter()
-                    .map(execution_summary)
-                    .collect::<Result<Vec<_>, _>>()?;
-                break (executions, lower);
-            }
-            // Rows per execution so far tell how far back to look; at least four times as far.
-            let per_execution = if rows.is_empty() {
-                span
-            } else {
-                span / rows.len() as i64 + 1
-            };
-            span = span
-                .saturating_mul(4)
-                .max(per_execution.saturating_mul(wanted as i64 + 1));
-        };
-        executions.sort_by_key(|e| std::cmp::Reverse(e.last_log_id));
-        let whole_log = lower == 0;
-        if !whole_log {
-            // The oldest execution in the range may have rows before it.
-            executions.truncate(wanted);
-        }
-        executions.truncate(options.history.max(options.executions));
-        let shown: Vec<Uuid> = executions
-            .iter()
-            .take(options.executions)
-            .map(|e| e.execution_id)
-            .collect();
-        let timeline = match executions
-            .iter()
-            .take(options.executions)
-            .map(|e| e.first_log_id)
-            .min()
-        {
-            Some(from) => tx
-                .query(&sql::DASH_LOG_ROWS_FROM, &[SqlValue::Int(from)])
-                .await?
-                .iter()
-                .map(|r| worker_row(r, false))
-                .filter(|w| w.as_ref().map_or(true, |w| shown.contains(&w.execution_id)))
-                .collect::<Result<Vec<_>, _>>()?,
-            None => Vec::new(),
-        };
-        let in_history: std::collections::HashSet<Uuid> =
-            executions.iter().map(|e| e.execution_id).collect();
-        let stage_spans = tx
-            .query(&sql::DASH_STAGE_SPANS_AFTER, &[SqlValue::Int(lower)])
-            .await?
-            .iter()
-            .map(|r| {
-                Ok(StageSpan {
-                    execution_id: r.guid("LocalExecutionId")?,
-                    stage_id: r.i64("StageId")?,
-                    start: r.opt_datetime("StartDateTime")?,
-                    end: r.opt_datetime("EndDateTime")?,
-                })
-            })
-            .filter(|s: &Result<StageSpan, StoreError>| {
-                s.as_ref()
-                    .map_or(true, |s| in_history.contains(&s.execution_id))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-
-        let last_error = last_id(tx, &sql::DASH_ERROR_LAST_ID).await?;
-        let errors = tx
-            .query(
-                &sql::DASH_ERRORS_AFTER,
-                &[SqlValue::Int(
-                    last_error.saturating_sub(Options::MAX_ERRORS).max(0),
-                )],
-            )
-            .await?
-            .iter()
-            .map(|r| {
-                Ok(ErrorRow {
-                    log_id: r.i64("LogId")?,
-                    execution_id: r.guid("LocalExecutionId")?,
-                    run_id: r.guid("PipelineRunId")?,
-                    activity_run_id: r.guid("ActivityRunId")?,
-                    activity_name: r.text("ActivityName")?,
-                    activity_type: r.text("ActivityType")?,
-                    error_code: r.text("ErrorCode")?,
-                    error_type: r.text("ErrorType")?,
-                    message: r.opt_text("ErrorMessage")?,
-                })
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-
+        let history = read_history(tx, options).await?;
+        let timeline = read_timeline(tx, &history.executions, options.executions).await?;
+        let stage_spans = read_stage_spans(tx, &history).await?;
+        let errors = read_errors(tx).await?;
         let pools = read_pools(tx).await?;
         Ok(Snapshot {
             now: self.now,
             stages,
             subscriptions,
             current,
-            executions,
+            executions: history.executions,
             timeline,
             stage_spans,
             errors,
@@ -377,6 +266,148 @@ impl Transition for ReadSnapshot {
             options,
         })
     }
+}
+
+async fn read_stages(tx: &mut dyn Tx) -> Result<BTreeMap<i64, String>, StoreError> {
+    tx.query(&sql::STAGE_IDS, &[])
+        .await?
+        .iter()
+        .map(|r| Ok((r.i64("StageId")?, r.text("StageName")?)))
+        .collect()
+}
+
+async fn read_subscriptions(tx: &mut dyn Tx) -> Result<HashMap<Orchestrator, Uuid>, StoreError> {
+    let mut subscriptions = HashMap::new();
+    for r in tx.query(&sql::DASH_ORCHESTRATORS, &[]).await? {
+        subscriptions.insert(
+            Orchestrator {
+                name: r.text("OrchestratorName")?,
+                kind: r.text("OrchestratorType")?.trim().to_string(),
+                resource_group: r.text("ResourceGroupName")?,
+            },
+            r.guid("SubscriptionId")?,
+        );
+    }
+    Ok(subscriptions)
+}
+
+/// The newest executions of the log and the LogId range they were read from.
+struct History {
+    /// Newest first, at most `max(history, executions)`.
+    executions: Vec<ExecutionSummary>,
+    /// The executions are those with rows after this LogId (0: the whole log).
+    after_log_id: i64,
+}
+
+/// The newest executions: widen a LogId range until it holds one more execution than shown (so the ones
+/// shown are whole), or the whole log.
+async fn read_history(tx: &mut dyn Tx, options: Options) -> Result<History, StoreError> {
+    let wanted = options.history.max(options.executions).max(1);
+    let last = last_id(tx, &sql::DASH_LOG_LAST_ID).await?;
+    let mut span: i64 = 256 * (wanted as i64 + 1);
+    let (mut executions, lower) = loop {
+        let lower = last.saturating_sub(span).max(0);
+        let rows = tx
+            .query(&sql::DASH_EXECUTIONS_AFTER, &[SqlValue::Int(lower)])
+            .await?;
+        if rows.len() > wanted || lower == 0 {
+            let executions = rows
+                .iter()
+                .map(execution_summary)
+                .collect::<Result<Vec<_>, _>>()?;
+            break (executions, lower);
+        }
+        // Rows per execution so far tell how far back to look; at least four times as far.
+        let per_execution = if rows.is_empty() {
+            span
+        } else {
+            span / rows.len() as i64 + 1
+        };
+        span = span
+            .saturating_mul(4)
+            .max(per_execution.saturating_mul(wanted as i64 + 1));
+    };
+    executions.sort_by_key(|e| std::cmp::Reverse(e.last_log_id));
+    let whole_log = lower == 0;
+    if !whole_log {
+        // The oldest execution in the range may have rows before it.
+        executions.truncate(wanted);
+    }
+    executions.truncate(options.history.max(options.executions));
+    Ok(History {
+        executions,
+        after_log_id: lower,
+    })
+}
+
+/// The worker rows of the `shown` newest executions, in log order.
+async fn read_timeline(
+    tx: &mut dyn Tx,
+    executions: &[ExecutionSummary],
+    shown: usize,
+) -> Result<Vec<WorkerRow>, StoreError> {
+    let shown = &executions[..shown.min(executions.len())];
+    let Some(from) = shown.iter().map(|e| e.first_log_id).min() else {
+        return Ok(Vec::new());
+    };
+    let ids: Vec<Uuid> = shown.iter().map(|e| e.execution_id).collect();
+    tx.query(&sql::DASH_LOG_ROWS_FROM, &[SqlValue::Int(from)])
+        .await?
+        .iter()
+        .map(|r| worker_row(r, false))
+        .filter(|w| w.as_ref().map_or(true, |w| ids.contains(&w.execution_id)))
+        .collect()
+}
+
+/// The stage spans of the executions in the history.
+async fn read_stage_spans(
+    tx: &mut dyn Tx,
+    history: &History,
+) -> Result<Vec<StageSpan>, StoreError> {
+    let in_history: std::collections::HashSet<Uuid> =
+        history.executions.iter().map(|e| e.execution_id).collect();
+    tx.query(
+        &sql::DASH_STAGE_SPANS_AFTER,
+        &[SqlValue::Int(history.after_log_id)],
+    )
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(StageSpan {
+            execution_id: r.guid("LocalExecutionId")?,
+            stage_id: r.i64("StageId")?,
+            start: r.opt_datetime("StartDateTime")?,
+            end: r.opt_datetime("EndDateTime")?,
+        })
+    })
+    .filter(|s: &Result<StageSpan, StoreError>| {
+        s.as_ref()
+            .map_or(true, |s| in_history.contains(&s.execution_id))
+    })
+    .collect()
+}
+
+/// The newest ErrorLog rows (at most [`Options::MAX_ERRORS`]), in log order.
+async fn read_errors(tx: &mut dyn Tx) -> Result<Vec<ErrorRow>, StoreError> {
+    let last_error = last_id(tx, &sql::DASH_ERROR_LAST_ID).await?;
+    let after = last_error.saturating_sub(Options::MAX_ERRORS).max(0);
+    tx.query(&sql::DASH_ERRORS_AFTER, &[SqlValue::Int(after)])
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(ErrorRow {
+                log_id: r.i64("LogId")?,
+                execution_id: r.guid("LocalExecutionId")?,
+                run_id: r.guid("PipelineRunId")?,
+                activity_run_id: r.guid("ActivityRunId")?,
+                activity_name: r.text("ActivityName")?,
+                activity_type: r.text("ActivityType")?,
+                error_code: r.text("ErrorCode")?,
+                error_type: r.text("ErrorType")?,
+                message: r.opt_text("ErrorMessage")?,
+            })
+        })
+        .collect()
 }
 
 async fn last_id(tx: &mut dyn Tx, statement: &crate::store::Statement) -> Result<i64, StoreError> {
@@ -437,15 +468,25 @@ async fn read_pools(tx: &mut dyn Tx) -> Result<Vec<PoolView>, StoreError> {
     if keys.is_empty() {
         return Ok(Vec::new());
     }
+    let mut events = read_power_events(tx).await?;
+    let mut pools = Vec::with_capacity(keys.len());
+    for key in keys {
+        let pool_events = events.remove(&key).unwrap_or_default();
+        pools.push(read_pool(tx, key, pool_events).await?);
+    }
+    Ok(pools)
+}
+
+/// The newest power log events (at most [`Options::MAX_POWER_EVENTS`] over all pools), newest first, by
+/// pool key.
+async fn read_power_events(
+    tx: &mut dyn Tx,
+) -> Result<HashMap<String, Vec<PowerEvent>>, StoreError> {
     let last_event = last_id(tx, &sql::DASH_POWER_LOG_LAST_ID).await?;
+    let after = last_event.saturating_sub(Options::MAX_POWER_EVENTS).max(0);
     let mut events: HashMap<String, Vec<PowerEvent>> = HashMap::new();
     for r in tx
-        .query(
-            &sql::DASH_POWER_LOG_AFTER,
-            &[SqlValue::Int(
-                last_event.saturating_sub(Options::MAX_POWER_EVENTS).max(0),
-            )],
-        )
+        .query(&sql::DASH_POWER_LOG_AFTER, &[SqlValue::Int(after)])
         .await?
         .iter()
         .rev()
@@ -464,61 +505,59 @@ async fn read_pools(tx: &mut dyn Tx) -> Result<Vec<PoolView>, StoreError> {
                 active_leases: r.opt_i64("ActiveLeases")?.unwrap_or(0),
             });
     }
-    let mut pools = Vec::with_capacity(keys.len());
-    for key in keys {
-        let params = [SqlValue::Text(key.clone())];
-        let runtime = tx
-            .query(&sql::VM_POOL_GET, &params)
-            .await?
-            .first()
-            .map(|r| -> Result<Option<String>, StoreError> {
-                Ok(
-                    match (
-                        r.opt_text("FactoryName")?,
-                        r.opt_text("IntegrationRuntimeName")?,
-                    ) {
-                        (Some(f), Some(ir)) => Some(format!("{f} / {ir}")),
-                        _ => None,
-                    },
-                )
+    Ok(events)
+}
+
+/// One pool's runtime, nodes and live leases, with its events; its cost is filled in by [`read`].
+async fn read_pool(
+    tx: &mut dyn Tx,
+    key: String,
+    events: Vec<PowerEvent>,
+) -> Result<PoolView, StoreError> {
+    let params = [SqlValue::Text(key.clone())];
+    let runtime = match tx.query(&sql::VM_POOL_GET, &params).await?.first() {
+        Some(r) => match (
+            r.opt_text("FactoryName")?,
+            r.opt_text("IntegrationRuntimeName")?,
+        ) {
+            (Some(f), Some(ir)) => Some(format!("{f} / {ir}")),
+            _ => None,
+        },
+        None => None,
+    };
+    let nodes = tx
+        .query(&sql::VM_NODES_OF_POOL, &params)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(PoolNode {
+                vm_name: r.text("VmName")?,
+                power_state: r.opt_text("LastPowerState")?,
+                pending: r.opt_text("PendingAction")?,
+                idle_since: r.opt_datetime("IdleSinceDateTime")?,
             })
-            .transpose()?
-            .flatten();
-        let nodes = tx
-            .query(&sql::VM_NODES_OF_POOL, &params)
-            .await?
-            .iter()
-            .map(|r| {
-                Ok(PoolNode {
-                    vm_name: r.text("VmName")?,
-                    power_state: r.opt_text("LastPowerState")?,
-                    pending: r.opt_text("PendingAction")?,
-                    idle_since: r.opt_datetime("IdleSinceDateTime")?,
-                })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    let leases = tx
+        .query(&sql::VM_LEASES_OF_POOL, &params)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(PoolLease {
+                holder: r.text("Holder")?,
+                acquired: r.opt_datetime("AcquiredDateTime")?,
+                expires: r.opt_datetime("ExpiresDateTime")?,
             })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        let leases = tx
-            .query(&sql::VM_LEASES_OF_POOL, &params)
-            .await?
-            .iter()
-            .map(|r| {
-                Ok(PoolLease {
-                    holder: r.text("Holder")?,
-                    acquired: r.opt_datetime("AcquiredDateTime")?,
-                    expires: r.opt_datetime("ExpiresDateTime")?,
-                })
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        pools.push(PoolView {
-            events: events.remove(&key).unwrap_or_default(),
-            key,
-            runtime,
-            nodes,
-            leases,
-            cost: None,
-        });
-    }
-    Ok(pools)
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    Ok(PoolView {
+        key,
+        runtime,
+        nodes,
+        leases,
+        events,
+        cost: None,
+    })
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@
 
 use super::{AppState, FunctionError, Reply};
 use crate::domain::request::{parse_credentials, Fields};
-use crate::domain::{RequestError, ResourceName};
+use crate::domain::{Guid, RequestError, ResourceName};
 use crate::leases::workers::{holder as worker_holder, ReadWorkerRuntime};
 use crate::leases::{
     Change, Decision, LeaseError, PoolReport, PoolSpec, RuntimeRef, Sizing, MAX_NODES,
@@ -94,108 +94,137 @@ fn resource(fields: &Fields<'_>, key: &str) -> Result<Option<ResourceName>, Requ
         .transpose()
 }
 
+fn parse_action(fields: &Fields<'_>) -> Result<Action, RequestError> {
+    let text = fields.required_text("action")?;
+    Action::parse(&text)
+        .ok_or_else(|| RequestError::new("action", "must be one of start, status, stop"))
+}
+
+/// `resourceGroupName`, or its older spelling `resourceGroup`.
+fn parse_resource_group(fields: &Fields<'_>) -> Result<ResourceName, RequestError> {
+    match resource(fields, "resourceGroupName")? {
+        Some(rg) => Ok(rg),
+        None => resource(fields, "resourceGroup")?
+            .ok_or_else(|| RequestError::new("resourceGroupName", "is required")),
+    }
+}
+
+/// The pool's VMs: `vmNames` (an array) or a single `vmName`; one at least, at most [`MAX_NODES`], each
+/// named once (names compare case-insensitively, as Azure's do).
+fn parse_vm_names(fields: &Fields<'_>) -> Result<Vec<ResourceName>, RequestError> {
+    let not_names = || RequestError::new("vmNames", "must be an array of VM names");
+    let mut vms = Vec::new();
+    match fields.get("vmNames") {
+        Some(Value::Array(items)) => {
+            for item in items {
+                let text = item.as_str().ok_or_else(not_names)?;
+                vms.push(ResourceName::parse(text).map_err(|p| RequestError::new("vmNames", p))?);
+            }
+        }
+        Some(_) => return Err(not_names()),
+        None => vms.extend(resource(fields, "vmName")?),
+    }
+    if vms.is_empty() {
+        return Err(RequestError::new("vmName", "is required"));
+    }
+    if vms.len() > MAX_NODES {
+        return Err(RequestError::new(
+            "vmNames",
+            format!("a self-hosted integration runtime has at most {MAX_NODES} nodes"),
+        ));
+    }
+    for (i, a) in vms.iter().enumerate() {
+        if vms[..i]
+            .iter()
+            .any(|b| b.as_str().eq_ignore_ascii_case(a.as_str()))
+        {
+            return Err(RequestError::new("vmNames", format!("names {a} twice")));
+        }
+    }
+    Ok(vms)
+}
+
+/// The lease holder (trimmed, at most [`MAX_HOLDER`] characters); only `status` may go without one.
+fn parse_holder(fields: &Fields<'_>, action: Action) -> Result<Option<String>, RequestError> {
+    let holder = fields.text("holder")?.map(|h| h.trim().to_string());
+    if let Some(h) = &holder {
+        if h.chars().count() > MAX_HOLDER {
+            return Err(RequestError::new(
+                "holder",
+                format!("is longer than {MAX_HOLDER} characters"),
+            ));
+        }
+    }
+    if holder.is_none() && action != Action::Status {
+        return Err(RequestError::new(
+            "holder",
+            "is required for start and stop (use the calling pipeline's run id)",
+        ));
+    }
+    Ok(holder)
+}
+
+/// The self-hosted integration runtime whose nodes the VMs are: `factoryName` and
+/// `integrationRuntimeName` together or neither; the factory's resource group defaults to the VMs'.
+fn parse_runtime(
+    fields: &Fields<'_>,
+    subscription: Guid,
+    resource_group: &ResourceName,
+) -> Result<Option<RuntimeRef>, RequestError> {
+    let factory = resource(fields, "factoryName")?;
+    let name = resource(fields, "integrationRuntimeName")?;
+    match (factory, name) {
+        (Some(factory), Some(name)) => Ok(Some(RuntimeRef {
+            subscription,
+            resource_group: resource(fields, "factoryResourceGroupName")?
+                .unwrap_or_else(|| resource_group.clone()),
+            factory,
+            name,
+        })),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(RequestError::new(
+            "integrationRuntimeName",
+            "is required when factoryName is given",
+        )),
+        (None, Some(_)) => Err(RequestError::new(
+            "factoryName",
+            "is required when integrationRuntimeName is given",
+        )),
+    }
+}
+
+/// How many nodes the pool runs and how long it stays up idle, each defaulting to the settings.
+fn parse_sizing(
+    fields: &Fields<'_>,
+    defaults: &crate::config::VmSettings,
+) -> Result<Sizing, RequestError> {
+    Ok(Sizing {
+        jobs_per_node: bounded(
+            fields,
+            "jobsPerNode",
+            defaults.jobs_per_node.max(1),
+            1..=1000,
+        )?,
+        min_nodes: bounded(
+            fields,
+            "minNodes",
+            defaults.min_nodes.clamp(1, MAX_NODES as u32),
+            1..=MAX_NODES as u32,
+        )?,
+        grace_secs: bounded(fields, "graceSeconds", defaults.grace_secs, 0..=7 * 86_400)?,
+    })
+}
+
 impl VmPowerRequest {
     pub fn parse(body: &Value, defaults: &crate::config::VmSettings) -> Result<Self, RequestError> {
         let fields = Fields::new(body)?;
-        let action_text = fields.required_text("action")?;
-        let action = Action::parse(&action_text)
-            .ok_or_else(|| RequestError::new("action", "must be one of start, status, stop"))?;
+        let action = parse_action(&fields)?;
         let subscription = fields.guid("subscriptionId", "Subscription Id")?;
-        let resource_group = match resource(&fields, "resourceGroupName")? {
-            Some(rg) => rg,
-            None => resource(&fields, "resourceGroup")?
-                .ok_or_else(|| RequestError::new("resourceGroupName", "is required"))?,
-        };
-        let mut vms = Vec::new();
-        match fields.get("vmNames") {
-            Some(Value::Array(items)) => {
-                for item in items {
-                    let text = item.as_str().ok_or_else(|| {
-                        RequestError::new("vmNames", "must be an array of VM names")
-                    })?;
-                    vms.push(
-                        ResourceName::parse(text).map_err(|p| RequestError::new("vmNames", p))?,
-                    );
-                }
-            }
-            Some(_) => return Err(RequestError::new("vmNames", "must be an array of VM names")),
-            None => {
-                if let Some(vm) = resource(&fields, "vmName")? {
-                    vms.push(vm);
-                }
-            }
-        }
-        if vms.is_empty() {
-            return Err(RequestError::new("vmName", "is required"));
-        }
-        if vms.len() > MAX_NODES {
-            return Err(RequestError::new(
-                "vmNames",
-                format!("a self-hosted integration runtime has at most {MAX_NODES} nodes"),
-            ));
-        }
-        for (i, a) in vms.iter().enumerate() {
-            if vms[..i]
-                .iter()
-                .any(|b| b.as_str().eq_ignore_ascii_case(a.as_str()))
-            {
-                return Err(RequestError::new("vmNames", format!("names {a} twice")));
-            }
-        }
-        let holder = fields.text("holder")?.map(|h| h.trim().to_string());
-        if let Some(h) = &holder {
-            if h.chars().count() > MAX_HOLDER {
-                return Err(RequestError::new(
-                    "holder",
-                    format!("is longer than {MAX_HOLDER} characters"),
-                ));
-            }
-        }
-        if holder.is_none() && action != Action::Status {
-            return Err(RequestError::new(
-                "holder",
-                "is required for start and stop (use the calling pipeline's run id)",
-            ));
-        }
-        let factory = resource(&fields, "factoryName")?;
-        let runtime_name = resource(&fields, "integrationRuntimeName")?;
-        let runtime = match (factory, runtime_name) {
-            (Some(factory), Some(name)) => Some(RuntimeRef {
-                subscription,
-                resource_group: resource(&fields, "factoryResourceGroupName")?
-                    .unwrap_or_else(|| resource_group.clone()),
-                factory,
-                name,
-            }),
-            (None, None) => None,
-            (Some(_), None) => {
-                return Err(RequestError::new(
-                    "integrationRuntimeName",
-                    "is required when factoryName is given",
-                ))
-            }
-            (None, Some(_)) => {
-                return Err(RequestError::new(
-                    "factoryName",
-                    "is required when integrationRuntimeName is given",
-                ))
-            }
-        };
-        let sizing = Sizing {
-            jobs_per_node: bounded(
-                &fields,
-                "jobsPerNode",
-                defaults.jobs_per_node.max(1),
-                1..=1000,
-            )?,
-            min_nodes: bounded(
-                &fields,
-                "minNodes",
-                defaults.min_nodes.clamp(1, MAX_NODES as u32),
-                1..=MAX_NODES as u32,
-            )?,
-            grace_secs: bounded(&fields, "graceSeconds", defaults.grace_secs, 0..=7 * 86_400)?,
-        };
+        let resource_group = parse_resource_group(&fields)?;
+        let vms = parse_vm_names(&fields)?;
+        let holder = parse_holder(&fields, action)?;
+        let runtime = parse_runtime(&fields, subscription, &resource_group)?;
+        let sizing = parse_sizing(&fields, defaults)?;
         let lease_secs = bounded(&fields, "leaseSeconds", defaults.lease_secs, 1..=7 * 86_400)?;
         Ok(Self {
             action,
@@ -446,6 +475,102 @@ mod tests {
             let err = parse(body).err().map(|e| e.field);
             assert_eq!(err.as_deref(), Some(field), "{patch}");
         }
+    }
+
+    #[test]
+    fn says_what_is_wrong_with_the_field() {
+        let cases = [
+            (
+                json!({"action": "reboot"}),
+                "action: must be one of start, status, stop",
+            ),
+            (json!({"vmName": null}), "vmName: is required"),
+            (
+                json!({"vmName": null, "vmNames": "a"}),
+                "vmNames: must be an array of VM names",
+            ),
+            (
+                json!({"vmName": null, "vmNames": ["a", 1]}),
+                "vmNames: must be an array of VM names",
+            ),
+            (
+                json!({"vmName": null, "vmNames": []}),
+                "vmName: is required",
+            ),
+            (
+                json!({"vmName": null, "vmNames": ["a", "b", "c", "d", "e"]}),
+                "vmNames: a self-hosted integration runtime has at most 4 nodes",
+            ),
+            (
+                json!({"vmName": null, "vmNames": ["a", "b", "A"]}),
+                "vmNames: names A twice",
+            ),
+            (
+                json!({"holder": "x".repeat(201)}),
+                "holder: is longer than 200 characters",
+            ),
+            (
+                json!({"holder": null}),
+                "holder: is required for start and stop (use the calling pipeline's run id)",
+            ),
+            (
+                json!({"integrationRuntimeName": "IR"}),
+                "factoryName: is required when integrationRuntimeName is given",
+            ),
+            (
+                json!({"factoryName": "F"}),
+                "integrationRuntimeName: is required when factoryName is given",
+            ),
+            (
+                json!({"jobsPerNode": 0}),
+                "jobsPerNode: must be between 1 and 1000",
+            ),
+            (json!({"minNodes": 0}), "minNodes: must be between 1 and 4"),
+            (
+                json!({"graceSeconds": 604_801}),
+                "graceSeconds: must be between 0 and 604800",
+            ),
+            (
+                json!({"leaseSeconds": 0}),
+                "leaseSeconds: must be between 1 and 604800",
+            ),
+        ];
+        for (patch, message) in cases {
+            let mut body = base();
+            for (k, v) in patch.as_object().into_iter().flatten() {
+                body[k] = v.clone();
+            }
+            let err = parse(body).err().map(|e| e.to_string());
+            assert_eq!(err.as_deref(), Some(message), "{patch}");
+        }
+    }
+
+    #[test]
+    fn takes_the_older_resource_group_key_and_defaults_the_factorys_to_it() {
+        let mut body = base();
+        body["resourceGroupName"] = Value::Null;
+        body["resourceGroup"] = json!("RG-Old");
+        body["vmName"] = Value::Null;
+        body["vmNames"] = json!(["vm-a", "vm-b"]);
+        body["factoryName"] = json!("WorkersFactory");
+        body["integrationRuntimeName"] = json!("SelfHosted");
+        let r = parse(body).map_err(|e| e.to_string());
+        let r = r.as_ref().ok();
+        assert_eq!(r.map(|r| r.spec.resource_group.as_str()), Some("RG-Old"));
+        assert_eq!(r.map(|r| r.spec.vms.len()), Some(2));
+        let runtime = r.and_then(|r| r.spec.runtime.as_ref());
+        assert_eq!(runtime.map(|rt| rt.resource_group.as_str()), Some("RG-Old"));
+        assert_eq!(runtime.map(|rt| rt.name.as_str()), Some("SelfHosted"));
+        let mut body = base();
+        body["factoryName"] = json!("WorkersFactory");
+        body["integrationRuntimeName"] = json!("SelfHosted");
+        body["factoryResourceGroupName"] = json!("RG-Factory");
+        let r = parse(body).map_err(|e| e.to_string());
+        let runtime = r.as_ref().ok().and_then(|r| r.spec.runtime.as_ref());
+        assert_eq!(
+            runtime.map(|rt| rt.resource_group.as_str()),
+            Some("RG-Factory")
+        );
     }
 
     #[test]

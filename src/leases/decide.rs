@@ -531,102 +531,120 @@ async fn read_nodes(tx: &mut dyn Tx, key: &str) -> Result<Vec<NodeRow>, LeaseErr
         .collect()
 }
 
+/// Whom the VMs of a pool not yet in the store already belong to.
+enum VmOwners {
+    /// No pool: the pool is new.
+    None,
+    /// This very pool: a concurrent first decision about it committed it after our lock statement
+    /// found nothing (each statement reads the latest commit), so lock it now.
+    ThisPool,
+}
+
+/// The pool's runtime and sizing columns, in the order `VM_POOL_INSERT` and `VM_POOL_CONFIGURE` take
+/// them: factory, factory resource group, runtime name, jobs per node, minimum nodes, grace seconds.
+fn configuration(spec: &PoolSpec) -> [SqlValue; 6] {
+    let runtime = spec.runtime.as_ref();
+    [
+        runtime.map(|r| r.factory.as_str().to_string()).into(),
+        runtime
+            .map(|r| r.resource_group.as_str().to_string())
+            .into(),
+        runtime.map(|r| r.name.as_str().to_string()).into(),
+        i64::from(spec.sizing.jobs_per_node).into(),
+        i64::from(spec.sizing.min_nodes).into(),
+        i64::from(spec.sizing.grace_secs).into(),
+    ]
+}
+
 impl Decision {
     /// Lock the pool, creating it (and checking no VM belongs to another pool) on first use; configure
     /// it from the caller's spec. Returns the stored pool and its nodes.
     async fn lock(&self, tx: &mut dyn Tx) -> Result<(StoredPool, Vec<NodeRow>), LeaseError> {
         let key = self.pool_key.as_str();
-        let mut locked = tx
-            .execute(&sql::VM_POOL_LOCK, &[key.into(), self.now.into()])
-            .await?;
-        let mut created_meanwhile = false;
-        if locked == 0 {
+        if !self.lock_pool_row(tx).await? {
             let Some(spec) = &self.spec else {
                 return Err(LeaseError::UnknownPool(key.into()));
             };
-            for index in 0..spec.vms.len() {
-                let vm_key = spec.vm_key(index).unwrap_or_default();
-                let owner = tx.query(&sql::VM_NODE_POOL, &[vm_key.into()]).await?;
-                let Some(other) = owner.first() else { continue };
-                let other = other.text("PoolKey")?;
-                if other.eq_ignore_ascii_case(key) {
-                    // A concurrent first decision about this very pool committed it after our lock
-                    // statement found nothing (each statement reads the latest commit): lock it now.
-                    created_meanwhile = true;
-                    break;
+            match self.vm_owners(tx, spec).await? {
+                VmOwners::None => self.insert_pool(tx, spec).await?,
+                VmOwners::ThisPool => {
+                    if !self.lock_pool_row(tx).await? {
+                        return Err(LeaseError::UnknownPool(key.into()));
+                    }
+                    self.configure_pool(tx, spec).await?;
                 }
-                return Err(LeaseError::Conflict(format!(
-                    "VM {} already belongs to the VM pool {other}; name the same VMs in the same order on every call",
-                    spec.vms[index],
-                )));
-            }
-        }
-        if created_meanwhile {
-            locked = tx
-                .execute(&sql::VM_POOL_LOCK, &[key.into(), self.now.into()])
-                .await?;
-            if locked == 0 {
-                return Err(LeaseError::UnknownPool(key.into()));
-            }
-        }
-        if locked == 0 {
-            let Some(spec) = &self.spec else {
-                return Err(LeaseError::UnknownPool(key.into()));
-            };
-            let runtime = spec.runtime.as_ref();
-            tx.execute(
-                &sql::VM_POOL_INSERT,
-                &[
-                    key.into(),
-                    spec.subscription.as_uuid().into(),
-                    spec.resource_group.as_str().into(),
-                    runtime.map(|r| r.factory.as_str().to_string()).into(),
-                    runtime
-                        .map(|r| r.resource_group.as_str().to_string())
-                        .into(),
-                    runtime.map(|r| r.name.as_str().to_string()).into(),
-                    i64::from(spec.sizing.jobs_per_node).into(),
-                    i64::from(spec.sizing.min_nodes).into(),
-                    i64::from(spec.sizing.grace_secs).into(),
-                    self.now.into(),
-                ],
-            )
-            .await?;
-            for (index, vm) in spec.vms.iter().enumerate() {
-                tx.execute(
-                    &sql::VM_NODE_INSERT,
-                    &[
-                        key.into(),
-                        (index as i64).into(),
-                        spec.vm_key(index).unwrap_or_default().into(),
-                        vm.as_str().into(),
-                    ],
-                )
-                .await?;
             }
         } else if let Some(spec) = &self.spec {
-            let runtime = spec.runtime.as_ref();
-            tx.execute(
-                &sql::VM_POOL_CONFIGURE,
-                &[
-                    key.into(),
-                    runtime.map(|r| r.factory.as_str().to_string()).into(),
-                    runtime
-                        .map(|r| r.resource_group.as_str().to_string())
-                        .into(),
-                    runtime.map(|r| r.name.as_str().to_string()).into(),
-                    i64::from(spec.sizing.jobs_per_node).into(),
-                    i64::from(spec.sizing.min_nodes).into(),
-                    i64::from(spec.sizing.grace_secs).into(),
-                ],
-            )
-            .await?;
+            self.configure_pool(tx, spec).await?;
         }
         let nodes = read_nodes(tx, key).await?;
         let stored = read_pool(tx, key, &nodes)
             .await?
             .ok_or_else(|| LeaseError::UnknownPool(key.into()))?;
         Ok((stored, nodes))
+    }
+
+    /// Take the pool row's lock; false when the pool is not in the store.
+    async fn lock_pool_row(&self, tx: &mut dyn Tx) -> Result<bool, LeaseError> {
+        let locked = tx
+            .execute(
+                &sql::VM_POOL_LOCK,
+                &[self.pool_key.as_str().into(), self.now.into()],
+            )
+            .await?;
+        Ok(locked != 0)
+    }
+
+    /// Which pool the spec's VMs already belong to, for a pool not yet in the store: a VM of another
+    /// pool is a conflict.
+    async fn vm_owners(&self, tx: &mut dyn Tx, spec: &PoolSpec) -> Result<VmOwners, LeaseError> {
+        for (index, vm) in spec.vms.iter().enumerate() {
+            let vm_key = spec.vm_key(index).unwrap_or_default();
+            let owner = tx.query(&sql::VM_NODE_POOL, &[vm_key.into()]).await?;
+            let Some(other) = owner.first() else { continue };
+            let other = other.text("PoolKey")?;
+            if other.eq_ignore_ascii_case(&self.pool_key) {
+                return Ok(VmOwners::ThisPool);
+            }
+            return Err(LeaseError::Conflict(format!(
+                "VM {vm} already belongs to the VM pool {other}; name the same VMs in the same order on every call",
+            )));
+        }
+        Ok(VmOwners::None)
+    }
+
+    /// Create the pool and its nodes from the spec.
+    async fn insert_pool(&self, tx: &mut dyn Tx, spec: &PoolSpec) -> Result<(), LeaseError> {
+        let key = self.pool_key.as_str();
+        let mut params: Vec<SqlValue> = vec![
+            key.into(),
+            spec.subscription.as_uuid().into(),
+            spec.resource_group.as_str().into(),
+        ];
+        params.extend(configuration(spec));
+        params.push(self.now.into());
+        tx.execute(&sql::VM_POOL_INSERT, &params).await?;
+        for (index, vm) in spec.vms.iter().enumerate() {
+            tx.execute(
+                &sql::VM_NODE_INSERT,
+                &[
+                    key.into(),
+                    (index as i64).into(),
+                    spec.vm_key(index).unwrap_or_default().into(),
+                    vm.as_str().into(),
+                ],
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Set the stored pool's runtime and sizing to the spec's.
+    async fn configure_pool(&self, tx: &mut dyn Tx, spec: &PoolSpec) -> Result<(), LeaseError> {
+        let mut params: Vec<SqlValue> = vec![self.pool_key.as_str().into()];
+        params.extend(configuration(spec));
+        tx.execute(&sql::VM_POOL_CONFIGURE, &params).await?;
+        Ok(())
     }
 
     /// Write one power-log row.

@@ -168,57 +168,11 @@ impl Transition for SeedSample {
     type Error = LifecycleError;
 
     async fn apply(&self, tx: &mut dyn Tx) -> Result<usize, LifecycleError> {
-        let stages = tx.query(&statements::COUNT_STAGES, &[]).await?;
-        if stages
-            .first()
-            .map(|r| r.i64("Stages"))
-            .transpose()?
-            .unwrap_or(0)
-            > 0
-        {
-            return Err(LifecycleError::Metadata(
-                "the database already has stages; seed-sample only fills an empty metadata database".into(),
-            ));
-        }
+        refuse_unless_empty(tx).await?;
         let tenant =
             Uuid::parse_str(SAMPLE_TENANT).map_err(|e| LifecycleError::Metadata(e.to_string()))?;
-        let example = "Example value for development environment.";
-        tx.execute(
-            &statements::INSERT_TENANT,
-            &[tenant.into(), "Default".into(), example.into()],
-        )
-        .await?;
-        tx.execute(
-            &statements::INSERT_SUBSCRIPTION,
-            &[
-                tenant.into(),
-                "Default".into(),
-                example.into(),
-                tenant.into(),
-            ],
-        )
-        .await?;
-        for (name, kind, framework, description) in ORCHESTRATORS {
-            tx.execute(
-                &statements::INSERT_ORCHESTRATOR,
-                &[
-                    (*name).into(),
-                    (*kind).into(),
-                    (*framework).into(),
-                    (*description).into(),
-                    "ADF.procfwk".into(),
-                    tenant.into(),
-                ],
-            )
-            .await?;
-        }
-        for (name, description, enabled) in STAGES {
-            tx.execute(
-                &statements::INSERT_STAGE,
-                &[(*name).into(), (*description).into(), (*enabled).into()],
-            )
-            .await?;
-        }
+        insert_tenant(tx, tenant).await?;
+        insert_orchestrators_and_stages(tx, tenant).await?;
         // Identity values are whatever the database hands out; map the sample's ids onto them.
         let orchestrator_ids = ids(
             tx,
@@ -228,90 +182,194 @@ impl Transition for SeedSample {
         )
         .await?;
         let stage_ids = ids(tx, &statements::STAGE_IDS, "StageId", "StageName").await?;
-        let mut pipeline_ids: Vec<i32> = Vec::new();
-        for (orch, stage, name, predecessor, enabled) in PIPELINES {
-            let orchestrator = lookup(&orchestrator_ids, ORCHESTRATORS[(*orch - 1) as usize].0)?;
-            let stage = lookup(&stage_ids, STAGES[(*stage - 1) as usize].0)?;
-            let predecessor = predecessor.and_then(|p| pipeline_ids.get((p - 1) as usize).copied());
-            tx.execute(
-                &statements::INSERT_PIPELINE,
-                &[
-                    orchestrator.into(),
-                    stage.into(),
-                    (*name).into(),
-                    predecessor.into(),
-                    (*enabled).into(),
-                ],
-            )
-            .await?;
-            let all = tx.query(&statements::PIPELINE_IDS, &[]).await?;
-            let newest = all
-                .last()
-                .map(|r| r.i32("PipelineId"))
-                .transpose()?
-                .ok_or_else(|| {
-                    LifecycleError::Metadata("a pipeline row vanished while seeding".into())
-                })?;
-            pipeline_ids.push(newest);
-        }
-        let pipeline = |sample_id: i32| -> Result<i32, LifecycleError> {
-            pipeline_ids
-                .get((sample_id - 1) as usize)
-                .copied()
-                .ok_or_else(|| {
-                    LifecycleError::Metadata(format!("sample pipeline {sample_id} missing"))
-                })
-        };
-        for (id, name, value) in PARAMETERS {
-            tx.execute(
-                &statements::INSERT_PARAMETER,
-                &[pipeline(*id)?.into(), (*name).into(), (*value).into()],
-            )
-            .await?;
-        }
-        for (from, to) in DEPENDENCIES {
-            tx.execute(
-                &statements::INSERT_DEPENDENCY,
-                &[pipeline(*from)?.into(), pipeline(*to)?.into()],
-            )
-            .await?;
-        }
-        for (name, value, description) in PROPERTIES {
-            tx.execute(
-                &statements::INSERT_PROPERTY,
-                &[
-                    (*name).into(),
-                    (*value).into(),
-                    (*description).into(),
-                    self.now.into(),
-                ],
-            )
-            .await?;
-        }
-        for (name, description, stages) in [
-            (
-                "Daily",
-                "Daily Worker Pipelines.",
-                &["Extract", "Transform", "Load", "Serve"][..],
-            ),
-            ("Hourly", "Hourly Worker Pipelines.", &["Speed"][..]),
-        ] {
-            let batch = Uuid::new_v4();
-            tx.execute(
-                &statements::INSERT_BATCH,
-                &[batch.into(), name.into(), description.into(), true.into()],
-            )
-            .await?;
-            for stage in stages {
-                tx.execute(
-                    &statements::INSERT_BATCH_STAGE,
-                    &[batch.into(), lookup(&stage_ids, stage)?.into()],
-                )
-                .await?;
-            }
-        }
+        let pipelines = insert_pipelines(tx, &orchestrator_ids, &stage_ids).await?;
+        insert_parameters_and_dependencies(tx, &pipelines).await?;
+        insert_properties(tx, self.now).await?;
+        insert_batches(tx, &stage_ids).await?;
         Ok(PIPELINES.len())
     }
+}
+
+async fn refuse_unless_empty(tx: &mut dyn Tx) -> Result<(), LifecycleError> {
+    let stages = tx.query(&statements::COUNT_STAGES, &[]).await?;
+    if stages
+        .first()
+        .map(|r| r.i64("Stages"))
+        .transpose()?
+        .unwrap_or(0)
+        > 0
+    {
+        return Err(LifecycleError::Metadata(
+            "the database already has stages; seed-sample only fills an empty metadata database"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The sample tenant and its one subscription (both the same GUID, as procfwk's sample has it).
+async fn insert_tenant(tx: &mut dyn Tx, tenant: Uuid) -> Result<(), LifecycleError> {
+    let example = "Example value for development environment.";
+    tx.execute(
+        &statements::INSERT_TENANT,
+        &[tenant.into(), "Default".into(), example.into()],
+    )
+    .await?;
+    tx.execute(
+        &statements::INSERT_SUBSCRIPTION,
+        &[
+            tenant.into(),
+            "Default".into(),
+            example.into(),
+            tenant.into(),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn insert_orchestrators_and_stages(
+    tx: &mut dyn Tx,
+    tenant: Uuid,
+) -> Result<(), LifecycleError> {
+    for (name, kind, framework, description) in ORCHESTRATORS {
+        tx.execute(
+            &statements::INSERT_ORCHESTRATOR,
+            &[
+                (*name).into(),
+                (*kind).into(),
+                (*framework).into(),
+                (*description).into(),
+                "ADF.procfwk".into(),
+                tenant.into(),
+            ],
+        )
+        .await?;
+    }
+    for (name, description, enabled) in STAGES {
+        tx.execute(
+            &statements::INSERT_STAGE,
+            &[(*name).into(), (*description).into(), (*enabled).into()],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// The store's PipelineId of each sample pipeline, by the sample's id (its 1-based place in
+/// [`PIPELINES`]).
+struct PipelineIds(Vec<i32>);
+
+impl PipelineIds {
+    fn get(&self, sample_id: i32) -> Option<i32> {
+        self.0.get((sample_id - 1) as usize).copied()
+    }
+
+    fn of(&self, sample_id: i32) -> Result<i32, LifecycleError> {
+        self.get(sample_id)
+            .ok_or_else(|| LifecycleError::Metadata(format!("sample pipeline {sample_id} missing")))
+    }
+}
+
+async fn insert_pipelines(
+    tx: &mut dyn Tx,
+    orchestrator_ids: &HashMap<String, i32>,
+    stage_ids: &HashMap<String, i32>,
+) -> Result<PipelineIds, LifecycleError> {
+    let mut pipelines = PipelineIds(Vec::new());
+    for (orch, stage, name, predecessor, enabled) in PIPELINES {
+        let orchestrator = lookup(orchestrator_ids, ORCHESTRATORS[(*orch - 1) as usize].0)?;
+        let stage = lookup(stage_ids, STAGES[(*stage - 1) as usize].0)?;
+        let predecessor = predecessor.and_then(|p| pipelines.get(p));
+        tx.execute(
+            &statements::INSERT_PIPELINE,
+            &[
+                orchestrator.into(),
+                stage.into(),
+                (*name).into(),
+                predecessor.into(),
+                (*enabled).into(),
+            ],
+        )
+        .await?;
+        let all = tx.query(&statements::PIPELINE_IDS, &[]).await?;
+        let newest = all
+            .last()
+            .map(|r| r.i32("PipelineId"))
+            .transpose()?
+            .ok_or_else(|| {
+                LifecycleError::Metadata("a pipeline row vanished while seeding".into())
+            })?;
+        pipelines.0.push(newest);
+    }
+    Ok(pipelines)
+}
+
+async fn insert_parameters_and_dependencies(
+    tx: &mut dyn Tx,
+    pipelines: &PipelineIds,
+) -> Result<(), LifecycleError> {
+    for (id, name, value) in PARAMETERS {
+        tx.execute(
+            &statements::INSERT_PARAMETER,
+            &[pipelines.of(*id)?.into(), (*name).into(), (*value).into()],
+        )
+        .await?;
+    }
+    for (from, to) in DEPENDENCIES {
+        tx.execute(
+            &statements::INSERT_DEPENDENCY,
+            &[pipelines.of(*from)?.into(), pipelines.of(*to)?.into()],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+async fn insert_properties(tx: &mut dyn Tx, now: NaiveDateTime) -> Result<(), LifecycleError> {
+    for (name, value, description) in PROPERTIES {
+        tx.execute(
+            &statements::INSERT_PROPERTY,
+            &[
+                (*name).into(),
+                (*value).into(),
+                (*description).into(),
+                now.into(),
+            ],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// The Daily batch (the four enabled stages) and the Hourly one (Speed).
+async fn insert_batches(
+    tx: &mut dyn Tx,
+    stage_ids: &HashMap<String, i32>,
+) -> Result<(), LifecycleError> {
+    for (name, description, stages) in [
+        (
+            "Daily",
+            "Daily Worker Pipelines.",
+            &["Extract", "Transform", "Load", "Serve"][..],
+        ),
+        ("Hourly", "Hourly Worker Pipelines.", &["Speed"][..]),
+    ] {
+        let batch = Uuid::new_v4();
+        tx.execute(
+            &statements::INSERT_BATCH,
+            &[batch.into(), name.into(), description.into(), true.into()],
+        )
+        .await?;
+        for stage in stages {
+            tx.execute(
+                &statements::INSERT_BATCH_STAGE,
+                &[batch.into(), lookup(stage_ids, stage)?.into()],
+            )
+            .await?;
+        }
+    }
+    Ok(())
 }
 
 async fn ids(
