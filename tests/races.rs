@@ -9,7 +9,7 @@ use chrono::NaiveDateTime;
 use pg_support::{count, pg_db, pool, PgDb, RunningVms, Sql};
 use procfwk::adapters::sqlserver::SqlServerBackend;
 use procfwk::leases::workers::RenewLease;
-use procfwk::leases::{Change, Decision};
+use procfwk::leases::{Change, Decision, PoolSpec, PowerControl};
 use procfwk::orchestration::sample::SeedSample;
 use procfwk::orchestration::stage::Prepared;
 use procfwk::orchestration::{
@@ -21,6 +21,24 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
 use uuid::Uuid;
+
+/// The decision of a VmPower start: `holder` takes a 600 s lease on `spec`'s pool at `at`.
+fn take_lease(
+    spec: &PoolSpec,
+    holder: &str,
+    at: NaiveDateTime,
+    power: Arc<dyn PowerControl>,
+) -> Decision {
+    Decision::new(
+        spec.clone(),
+        Change::Take {
+            holder: holder.into(),
+            lease_secs: 600,
+        },
+        at,
+        power,
+    )
+}
 
 /// A fresh database on the PostgreSQL engine with procfwk's sample.
 async fn db() -> PgDb {
@@ -503,17 +521,7 @@ async fn a_busy_pool_answers_not_ready_instead_of_queueing() {
     let db = db().await;
     let spec = pool("shir-rg", &["shir-vm-02"], 4, 600);
     let power = Arc::new(RunningVms::default());
-    let take = |holder: &str| {
-        Decision::new(
-            spec.clone(),
-            Change::Take {
-                holder: holder.into(),
-                lease_secs: 600,
-            },
-            now(),
-            power.clone(),
-        )
-    };
+    let take = |holder: &str| take_lease(&spec, holder, now(), power.clone());
     take("first").run(&db.store).await.expect("pool exists");
     let (reached, go, holder) = run_held(db.backend.clone(), take("holder"), "VM_POOL_LOCK");
     reached.await.expect("the pool is locked");
@@ -758,18 +766,10 @@ async fn a_stop_on_a_busy_pool_releases_its_lease_at_once() {
     let power = Arc::new(RunningVms::default());
     let t0 = now();
     for holder in ["a", "b"] {
-        Decision::new(
-            spec.clone(),
-            Change::Take {
-                holder: holder.into(),
-                lease_secs: 600,
-            },
-            t0,
-            power.clone(),
-        )
-        .run(&db.store)
-        .await
-        .expect("take");
+        take_lease(&spec, holder, t0, power.clone())
+            .run(&db.store)
+            .await
+            .expect("take");
     }
     let t1 = t0 + chrono::Duration::seconds(10);
     let (reached, go, holding) = run_held(
@@ -833,17 +833,7 @@ async fn a_stop_recorded_while_a_decision_takes_its_intent_wins() {
     let spec = pool("shir-rg", &["shir-vm-06"], 4, 0);
     let power = Arc::new(RunningVms::default());
     let t0 = now();
-    let take = |holder: &str, at: NaiveDateTime| {
-        Decision::new(
-            spec.clone(),
-            Change::Take {
-                holder: holder.into(),
-                lease_secs: 600,
-            },
-            at,
-            power.clone(),
-        )
-    };
+    let take = |holder: &str, at: NaiveDateTime| take_lease(&spec, holder, at, power.clone());
     take("first", t0).run(&db.store).await.expect("pool");
     // "late" starts on a busy pool: an intent.
     let (reached, go, holding) = run_held(db.backend.clone(), take("first", t0), "VM_POOL_LOCK");
@@ -893,17 +883,7 @@ async fn two_first_decisions_about_a_new_pool_both_take_their_lease() {
     let db = db().await;
     let spec = pool("shir-rg", &["shir-vm-07"], 4, 0);
     let power = Arc::new(RunningVms::default());
-    let take = |holder: &str| {
-        Decision::new(
-            spec.clone(),
-            Change::Take {
-                holder: holder.into(),
-                lease_secs: 600,
-            },
-            now(),
-            power.clone(),
-        )
-    };
+    let take = |holder: &str| take_lease(&spec, holder, now(), power.clone());
     let (reached, go, second) = run_held(db.backend.clone(), take("second"), "VM_POOL_LOCK");
     reached.await.expect("the second found no pool");
     let first = take("first").run(&db.store).await.expect("first");
