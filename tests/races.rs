@@ -162,8 +162,7 @@ async fn two_parents_never_take_over_one_stale_scope() {
     let b_store = db.store.clone();
     let b = tokio::spawn(async move { b_store.run(&start_at(later, "parent-b")).await });
     // B must not get ahead of A: it waits for A's lock on the scope.
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    let b_finished_while_a_held = b.is_finished();
+    let b_finished_while_a_held = !db.waits_for_a_lock(&b).await;
     let _ = go.send(());
     let a = a.await.expect("A's task");
     let b = b.await.expect("B's task");
@@ -243,9 +242,8 @@ async fn a_repeat_overlapping_the_first_start_of_a_scope_gets_its_execution() {
         .expect("the first attempt inserted the scope row");
     let store = db.store.clone();
     let repeat = tokio::spawn(async move { store.run(&start_at(at, "parent-9")).await });
-    tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
-        !repeat.is_finished(),
+        db.waits_for_a_lock(&repeat).await,
         "the repeat waits on the scope row's key"
     );
     let _ = go.send(());
@@ -324,8 +322,7 @@ async fn of_two_takeovers_one_wins() {
     let b_store = db.store.clone();
     let b_take = take(b_token);
     let b = tokio::spawn(async move { b_store.run(&b_take).await });
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(!b.is_finished(), "B waits on A's row lock");
+    assert!(db.waits_for_a_lock(&b).await, "B waits on A's row lock");
     let _ = go.send(());
     assert!(a.await.expect("A").expect("A's takeover"), "A wins");
     assert!(!b.await.expect("B").expect("B's takeover"), "B loses");
@@ -374,8 +371,7 @@ async fn adopting_a_dead_claims_run_and_taking_the_claim_over_exclude_each_other
             })
             .await
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(!b.is_finished(), "B waits on A's row lock");
+    assert!(db.waits_for_a_lock(&b).await, "B waits on A's row lock");
     let _ = go.send(());
     assert!(a.await.expect("A").expect("A's takeover"), "A takes over");
     assert!(
@@ -441,8 +437,7 @@ async fn two_parents_told_the_holder_is_over_take_the_scope_over_once() {
     let b_store = db.store.clone();
     let b_start = told("parent-b", ParentState::Over);
     let b = tokio::spawn(async move { b_store.run(&b_start).await });
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    let b_finished_while_a_held = b.is_finished();
+    let b_finished_while_a_held = !db.waits_for_a_lock(&b).await;
     let _ = go.send(());
     let a = a.await.expect("A's task");
     let b = b.await.expect("B's task");
@@ -551,8 +546,10 @@ async fn a_busy_pool_answers_not_ready_instead_of_queueing() {
     let store = db.store.clone();
     let unbounded = take("patient").with_lock_wait(None);
     let patient = tokio::spawn(async move { unbounded.run(&store).await });
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(!patient.is_finished(), "without a bound it queues");
+    assert!(
+        db.waits_for_a_lock(&patient).await,
+        "without a bound it queues"
+    );
     let _ = go.send(());
     holder.await.expect("holder").expect("holder's decision");
     let report = patient.await.expect("patient").expect("patient's decision");
