@@ -184,6 +184,13 @@ impl Node {
     pub fn pid(&self) -> u32 {
         self.process().pid()
     }
+
+    /// The child process (real processes only).
+    pub fn proc_mut(&mut self) -> &mut Proc {
+        self.proc.as_mut().expect(
+            "this test needs a real process: start it with stack()/stack_with(), not spawn_app()",
+        )
+    }
 }
 
 impl From<Proc> for Node {
