@@ -14,7 +14,7 @@ fn without(mut body: Value, key: &str) -> Value {
 
 #[tokio::test]
 async fn every_bad_input_is_a_400_naming_the_field() {
-    let s = stack();
+    let s = spawn_app();
     let run = with(v2_body("Wait 1", json!({})), "runId", json!(TENANT));
     let cases: Vec<(&str, Value, &str)> = vec![
         (
@@ -123,7 +123,7 @@ async fn every_bad_input_is_a_400_naming_the_field() {
 
 #[tokio::test]
 async fn malformed_json_and_oversized_bodies() {
-    let s = stack_with(sim_config(), &[("PROCFWK_MAX_BODY_BYTES", "4096".into())]);
+    let s = spawn_app_with(sim_config(), &[("PROCFWK_MAX_BODY_BYTES", "4096".into())]);
     let (status, out) = s
         .call_raw("CheckPipelineStatus", b"{\"tenantId\": ".to_vec())
         .await;
@@ -163,7 +163,7 @@ async fn malformed_json_and_oversized_bodies() {
 
 #[tokio::test]
 async fn unknown_function_and_wrong_method() {
-    let s = stack();
+    let s = spawn_app();
     let (status, out) = s.call("NoSuchFunction", &json!({})).await;
     assert_eq!(status, 404, "{out}");
     let r = s
@@ -184,7 +184,7 @@ async fn unknown_function_and_wrong_method() {
 
 #[tokio::test]
 async fn function_key_is_enforced_when_standalone() {
-    let s = stack_with(
+    let s = spawn_app_with(
         sim_config(),
         &[("PROCFWK_FUNCTION_KEY", FUNCTION_KEY.into())],
     );
@@ -223,7 +223,8 @@ async fn function_key_is_enforced_when_standalone() {
 
 #[tokio::test]
 async fn under_the_functions_host_the_host_checks_keys() {
-    // FUNCTIONS_CUSTOMHANDLER_PORT set: listen there, and leave key checks to the host.
+    // FUNCTIONS_CUSTOMHANDLER_PORT set: listen there, and leave key checks to the host. A real process:
+    // which port `procfwk serve` listens on is the point.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

@@ -29,6 +29,7 @@ fn assert_not_initialised(function: &str, status: u16, out: &Value) {
 async fn a_missing_sqlite_file_is_not_created_and_answers_503_saying_db_init() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("never-initialised.db");
+    // A real process: the managed identity reads IDENTITY_ENDPOINT from the process environment.
     let s = stack_with(
         sim_config(),
         &[("PROCFWK_METADATA_DB", format!("sqlite:{}", file.display()))],
@@ -58,6 +59,7 @@ async fn a_file_without_procfwk_tables_answers_503_saying_db_init() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("empty.db");
     std::fs::write(&file, b"").expect("empty file");
+    // A real process: the managed identity reads IDENTITY_ENDPOINT from the process environment.
     let s = stack_with(
         sim_config(),
         &[("PROCFWK_METADATA_DB", format!("sqlite:{}", file.display()))],
@@ -105,7 +107,7 @@ fn serve_refuses_a_malformed_metadata_db_naming_the_setting() {
 
 #[tokio::test]
 async fn a_parameter_arm_refuses_names_the_field() {
-    let s = stack();
+    let s = spawn_app();
     let body = v2_body("Wait 1", json!({"WaitTime": "ten"}));
     for (status, out) in [
         s.call("ExecutePipelineV2", &body).await,
@@ -133,7 +135,7 @@ async fn a_parameter_arm_refuses_names_the_field() {
 
 #[tokio::test]
 async fn synapse_is_a_400_naming_orchestrator_type() {
-    let s = stack();
+    let s = spawn_app();
     let body = with(
         v2_body("Wait 1", json!({"WaitTime": 1})),
         "orchestratorType",

@@ -7,7 +7,7 @@ use support::*;
 
 #[tokio::test]
 async fn one_token_per_principal_across_fifty_calls() {
-    let s = stack();
+    let s = spawn_app();
     let (_, out) = s
         .call(
             "ExecutePipelineV2",
@@ -43,7 +43,7 @@ async fn one_token_per_principal_across_fifty_calls() {
 
 #[tokio::test]
 async fn a_wrong_secret_is_refused_and_does_not_reuse_a_good_token() {
-    let s = stack();
+    let s = spawn_app();
     let good = v2_body("Wait 1", json!({}));
     assert_eq!(s.call("ValidatePipeline", &good).await.0, 200);
     let bad = with(good, "authenticationKey", json!("not-the-secret"));
@@ -61,6 +61,7 @@ async fn a_wrong_secret_is_refused_and_does_not_reuse_a_good_token() {
 
 #[tokio::test]
 async fn key_vault_references_are_read_with_the_managed_identity() {
+    // A real process: the managed identity reads IDENTITY_ENDPOINT from the process environment.
     let s = stack();
     let body = with(
         with(
@@ -96,6 +97,7 @@ async fn key_vault_references_are_read_with_the_managed_identity() {
 
 #[tokio::test]
 async fn without_a_principal_the_managed_identity_calls_arm() {
+    // A real process: the managed identity reads IDENTITY_ENDPOINT from the process environment.
     let s = stack();
     let mut body = v2_body("Wait 1", json!({"WaitTime": "1"}));
     for k in ["tenantId", "applicationId", "authenticationKey"] {

@@ -130,8 +130,8 @@ fn the_handler_serves_it_behind_the_function_key() {
 }
 
 async fn served(s: &history::ThreeStates) {
-    let handler = support::spawn(
-        &["serve", "--port", "0"],
+    let stack = support::spawn_app_with(
+        support::sim_config(),
         &[
             (
                 "PROCFWK_METADATA_DB",
@@ -140,6 +140,7 @@ async fn served(s: &history::ThreeStates) {
             ("PROCFWK_FUNCTION_KEY", support::FUNCTION_KEY.to_string()),
         ],
     );
+    let handler = &stack.handler;
     let client = reqwest::Client::new();
     let url = format!("{}/api/Dashboard", handler.url);
 

@@ -15,7 +15,7 @@ async fn run_to_end(s: &Stack, body: &Value) -> Value {
 
 #[tokio::test]
 async fn activity_errors_of_a_failed_worker_v2() {
-    let s = stack();
+    let s = spawn_app();
     let check = run_to_end(
         &s,
         &v2_body(
@@ -72,7 +72,7 @@ async fn activity_errors_of_a_failed_worker_v2() {
 
 #[tokio::test]
 async fn activity_errors_v1_shape_and_none_for_a_success() {
-    let s = stack();
+    let s = spawn_app();
     let check = run_to_end(
         &s,
         &v1_body(
@@ -107,7 +107,7 @@ async fn activity_errors_v1_shape_and_none_for_a_success() {
 
 #[tokio::test]
 async fn validate_pipeline_both_dialects() {
-    let s = stack();
+    let s = spawn_app();
     let (status, out) = s
         .call("ValidatePipeline", &v2_body("Wait 1", json!({})))
         .await;
@@ -165,7 +165,7 @@ async fn validate_pipeline_both_dialects() {
 
 #[tokio::test]
 async fn cancel_pipeline_waits_for_cancelled_both_dialects() {
-    let s = stack();
+    let s = spawn_app();
     for body in [
         v2_body("Wait Long", json!({})),
         v1_body("Wait Long", json!({})),
@@ -194,7 +194,7 @@ async fn cancelling_is_reported_with_procfwk_spelling_and_counts_as_running() {
     // A long "Canceling" phase so a status check can see it.
     let mut config = sim_config();
     config["canceling_secs"] = json!(100.0);
-    let s = stack_with(config, &[("PROCFWK_CANCEL_WAIT_CAP_SECS", "0.2".into())]);
+    let s = spawn_app_with(config, &[("PROCFWK_CANCEL_WAIT_CAP_SECS", "0.2".into())]);
     let body = v2_body("Wait Long", json!({}));
     let (_, out) = s.call("ExecutePipelineV2", &body).await;
     let run = with(body, "runId", out["RunId"].clone());

@@ -7,7 +7,7 @@ use support::*;
 
 #[tokio::test]
 async fn v2_execute_then_poll_to_success_over_http_forwarding() {
-    let s = stack();
+    let s = spawn_app();
     let body = v2_body("Wait 1", json!({"WaitTime": "2"}));
     let (status, out) = s.call("ExecutePipelineV2", &body).await;
     assert_eq!(status, 200, "{out}");
@@ -32,7 +32,7 @@ async fn v2_execute_then_poll_to_success_over_http_forwarding() {
 
 #[tokio::test]
 async fn v1_execute_then_poll_to_done_with_scalar_parameters() {
-    let s = stack();
+    let s = spawn_app();
     let body = v1_body("Wait 2", json!({"WaitTime": 1}));
     let (status, out) = s.call("ExecutePipelineV2", &body).await;
     assert_eq!(status, 200, "{out}");
@@ -59,7 +59,7 @@ async fn v1_execute_then_poll_to_done_with_scalar_parameters() {
 
 #[tokio::test]
 async fn execute_pipeline_alias_and_invocation_payload_protocol() {
-    let s = stack();
+    let s = spawn_app();
     for dialect_body in [
         v2_body("Wait 3", json!({"WaitTime": "1"})),
         v1_body("Wait 3", json!({"WaitTime": "1"})),
@@ -88,7 +88,7 @@ async fn execute_pipeline_alias_and_invocation_payload_protocol() {
 
 #[tokio::test]
 async fn queued_cap_answers_with_the_run_id_and_keeps_the_infant_polling() {
-    let s = stack_with(
+    let s = spawn_app_with(
         sim_config(),
         &[("PROCFWK_EXECUTE_QUEUED_CAP_SECS", "0.3".into())],
     );
@@ -115,7 +115,7 @@ async fn queued_cap_answers_with_the_run_id_and_keeps_the_infant_polling() {
 
 #[tokio::test]
 async fn check_rejects_a_run_of_another_pipeline() {
-    let s = stack();
+    let s = spawn_app();
     let (_, out) = s
         .call(
             "ExecutePipelineV2",
@@ -135,7 +135,7 @@ async fn check_rejects_a_run_of_another_pipeline() {
 
 #[tokio::test]
 async fn upstream_not_found_and_forbidden_say_what_arm_said() {
-    let s = stack();
+    let s = spawn_app();
     let missing_run = with(
         v2_body("Wait 1", json!({})),
         "runId",
@@ -169,7 +169,7 @@ async fn upstream_not_found_and_forbidden_say_what_arm_said() {
 
 #[tokio::test]
 async fn throttling_is_retried_after_retry_after_and_server_errors_are_retried() {
-    let s = stack();
+    let s = spawn_app();
     // Every ARM request throttled: the handler keeps retrying within its budget, then says so.
     s.set_faults(json!({"throttle_ratio": 1.0, "retry_after_secs": 0, "server_error_ratio": 0.0, "latency_ms": 0, "latency_ratio": 1.0})).await;
     let body = v2_body("Wait 1", json!({"WaitTime": "1"}));
@@ -221,7 +221,7 @@ async fn throttling_is_retried_after_retry_after_and_server_errors_are_retried()
 
 #[tokio::test]
 async fn persistent_server_errors_become_a_502() {
-    let s = stack_with(sim_config(), &[("PROCFWK_ARM_MAX_RETRIES", "2".into())]);
+    let s = spawn_app_with(sim_config(), &[("PROCFWK_ARM_MAX_RETRIES", "2".into())]);
     s.set_faults(json!({"throttle_ratio": 0.0, "retry_after_secs": 0, "server_error_ratio": 1.0, "latency_ms": 0, "latency_ratio": 1.0})).await;
     let check = with(
         v2_body("Wait 1", json!({})),
@@ -239,7 +239,7 @@ async fn persistent_server_errors_become_a_502() {
 async fn executes_waiting_for_queued_do_not_keep_a_check_out() {
     // One upstream slot, so two admission slots; four Executes wait up to 3 s each for a run that
     // never leaves Queued. They give their slots back between polls, so a check answers at once.
-    let s = stack_with(
+    let s = spawn_app_with(
         sim_config(),
         &[
             ("PROCFWK_UPSTREAM_CONCURRENCY", "1".into()),

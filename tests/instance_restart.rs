@@ -181,7 +181,7 @@ async fn sigterm_during_a_burst_answers_every_accepted_call_and_leaves_the_store
         ));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let (exit, exited) = wait_exit(&mut stack.handler, grace + Duration::from_secs(5));
+    let (exit, exited) = wait_exit(stack.handler.proc_mut(), grace + Duration::from_secs(5));
     let exit_after = exited - signalled;
     println!(
         "SIGTERM with {} calls in flight: the handler exited {:.2} s later ({exit:?}; bound {} s)",
@@ -330,7 +330,7 @@ async fn sigterm_with_a_call_held(
 async fn a_call_held_past_the_bound_makes_the_process_exit_at_the_bound() {
     let grace = Duration::from_millis(1500);
     let (mut stack, held, signalled) = sigterm_with_a_call_held(grace).await;
-    let (exit, exited) = wait_exit(&mut stack.handler, Duration::from_secs(10));
+    let (exit, exited) = wait_exit(stack.handler.proc_mut(), Duration::from_secs(10));
     let exit_after = exited - signalled;
     println!(
         "SIGTERM with a call held for 30 s: the handler exited {:.2} s later ({exit:?}; bound {} s)",
@@ -497,7 +497,7 @@ async fn sigint_shuts_down_the_same_way() {
         .await;
     assert_eq!(status, 200);
     stack.handler.signal(libc::SIGINT);
-    let (exit, _) = wait_exit(&mut stack.handler, Duration::from_secs(5));
+    let (exit, _) = wait_exit(stack.handler.proc_mut(), Duration::from_secs(5));
     assert!(exit.is_some_and(|s| s.success()), "{exit:?}");
     let log = stack.handler.output();
     assert!(log.contains("signal=\"SIGINT\""), "{log}");
@@ -523,7 +523,7 @@ async fn a_second_signal_exits_without_waiting() {
     }
     stack.handler.signal(libc::SIGINT);
     let again = Instant::now();
-    let (exit, exited) = wait_exit(&mut stack.handler, Duration::from_secs(10));
+    let (exit, exited) = wait_exit(stack.handler.proc_mut(), Duration::from_secs(10));
     assert!(exit.is_some_and(|s| !s.success()), "{exit:?}");
     assert!(
         exited - again < Duration::from_secs(2),

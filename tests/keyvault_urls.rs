@@ -55,7 +55,7 @@ async fn look_alike_vault_urls_are_refused_and_never_connected_to() {
         .await
         .expect("bind 127.0.0.2");
     let v6 = trap("[::1]:0", OK_SECRET).await;
-    let s = stack();
+    let s = spawn_app();
     let p = v4.port;
     let mut urls = vec![
         format!("http://127.0.0.2:{p}/secrets/procfwk-app-secret"),
@@ -118,6 +118,7 @@ async fn a_vault_redirect_is_not_followed() {
         .into_boxed_str(),
     );
     let vault = trap("127.0.0.1:0", redirect).await.expect("bind vault");
+    // A real process: the managed identity reads IDENTITY_ENDPOINT from the process environment.
     let s = stack_with(
         sim_config(),
         &[(

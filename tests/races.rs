@@ -9,7 +9,7 @@ use chrono::NaiveDateTime;
 use pg_support::{count, pg_db, pool, PgDb, RunningVms, Sql};
 use procfwk::adapters::sqlserver::SqlServerBackend;
 use procfwk::leases::workers::RenewLease;
-use procfwk::leases::{Change, Decision};
+use procfwk::leases::{Change, Decision, PoolSpec, PowerControl};
 use procfwk::orchestration::sample::SeedSample;
 use procfwk::orchestration::stage::Prepared;
 use procfwk::orchestration::{
@@ -21,6 +21,24 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
 use uuid::Uuid;
+
+/// The decision of a VmPower start: `holder` takes a 600 s lease on `spec`'s pool at `at`.
+fn take_lease(
+    spec: &PoolSpec,
+    holder: &str,
+    at: NaiveDateTime,
+    power: Arc<dyn PowerControl>,
+) -> Decision {
+    Decision::new(
+        spec.clone(),
+        Change::Take {
+            holder: holder.into(),
+            lease_secs: 600,
+        },
+        at,
+        power,
+    )
+}
 
 /// A fresh database on the PostgreSQL engine with procfwk's sample.
 async fn db() -> PgDb {
@@ -144,8 +162,7 @@ async fn two_parents_never_take_over_one_stale_scope() {
     let b_store = db.store.clone();
     let b = tokio::spawn(async move { b_store.run(&start_at(later, "parent-b")).await });
     // B must not get ahead of A: it waits for A's lock on the scope.
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    let b_finished_while_a_held = b.is_finished();
+    let b_finished_while_a_held = !db.waits_for_a_lock(&b).await;
     let _ = go.send(());
     let a = a.await.expect("A's task");
     let b = b.await.expect("B's task");
@@ -225,9 +242,8 @@ async fn a_repeat_overlapping_the_first_start_of_a_scope_gets_its_execution() {
         .expect("the first attempt inserted the scope row");
     let store = db.store.clone();
     let repeat = tokio::spawn(async move { store.run(&start_at(at, "parent-9")).await });
-    tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
-        !repeat.is_finished(),
+        db.waits_for_a_lock(&repeat).await,
         "the repeat waits on the scope row's key"
     );
     let _ = go.send(());
@@ -306,8 +322,7 @@ async fn of_two_takeovers_one_wins() {
     let b_store = db.store.clone();
     let b_take = take(b_token);
     let b = tokio::spawn(async move { b_store.run(&b_take).await });
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(!b.is_finished(), "B waits on A's row lock");
+    assert!(db.waits_for_a_lock(&b).await, "B waits on A's row lock");
     let _ = go.send(());
     assert!(a.await.expect("A").expect("A's takeover"), "A wins");
     assert!(!b.await.expect("B").expect("B's takeover"), "B loses");
@@ -356,8 +371,7 @@ async fn adopting_a_dead_claims_run_and_taking_the_claim_over_exclude_each_other
             })
             .await
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(!b.is_finished(), "B waits on A's row lock");
+    assert!(db.waits_for_a_lock(&b).await, "B waits on A's row lock");
     let _ = go.send(());
     assert!(a.await.expect("A").expect("A's takeover"), "A takes over");
     assert!(
@@ -423,8 +437,7 @@ async fn two_parents_told_the_holder_is_over_take_the_scope_over_once() {
     let b_store = db.store.clone();
     let b_start = told("parent-b", ParentState::Over);
     let b = tokio::spawn(async move { b_store.run(&b_start).await });
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    let b_finished_while_a_held = b.is_finished();
+    let b_finished_while_a_held = !db.waits_for_a_lock(&b).await;
     let _ = go.send(());
     let a = a.await.expect("A's task");
     let b = b.await.expect("B's task");
@@ -503,17 +516,7 @@ async fn a_busy_pool_answers_not_ready_instead_of_queueing() {
     let db = db().await;
     let spec = pool("shir-rg", &["shir-vm-02"], 4, 600);
     let power = Arc::new(RunningVms::default());
-    let take = |holder: &str| {
-        Decision::new(
-            spec.clone(),
-            Change::Take {
-                holder: holder.into(),
-                lease_secs: 600,
-            },
-            now(),
-            power.clone(),
-        )
-    };
+    let take = |holder: &str| take_lease(&spec, holder, now(), power.clone());
     take("first").run(&db.store).await.expect("pool exists");
     let (reached, go, holder) = run_held(db.backend.clone(), take("holder"), "VM_POOL_LOCK");
     reached.await.expect("the pool is locked");
@@ -543,8 +546,10 @@ async fn a_busy_pool_answers_not_ready_instead_of_queueing() {
     let store = db.store.clone();
     let unbounded = take("patient").with_lock_wait(None);
     let patient = tokio::spawn(async move { unbounded.run(&store).await });
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(!patient.is_finished(), "without a bound it queues");
+    assert!(
+        db.waits_for_a_lock(&patient).await,
+        "without a bound it queues"
+    );
     let _ = go.send(());
     holder.await.expect("holder").expect("holder's decision");
     let report = patient.await.expect("patient").expect("patient's decision");
@@ -758,18 +763,10 @@ async fn a_stop_on_a_busy_pool_releases_its_lease_at_once() {
     let power = Arc::new(RunningVms::default());
     let t0 = now();
     for holder in ["a", "b"] {
-        Decision::new(
-            spec.clone(),
-            Change::Take {
-                holder: holder.into(),
-                lease_secs: 600,
-            },
-            t0,
-            power.clone(),
-        )
-        .run(&db.store)
-        .await
-        .expect("take");
+        take_lease(&spec, holder, t0, power.clone())
+            .run(&db.store)
+            .await
+            .expect("take");
     }
     let t1 = t0 + chrono::Duration::seconds(10);
     let (reached, go, holding) = run_held(
@@ -833,17 +830,7 @@ async fn a_stop_recorded_while_a_decision_takes_its_intent_wins() {
     let spec = pool("shir-rg", &["shir-vm-06"], 4, 0);
     let power = Arc::new(RunningVms::default());
     let t0 = now();
-    let take = |holder: &str, at: NaiveDateTime| {
-        Decision::new(
-            spec.clone(),
-            Change::Take {
-                holder: holder.into(),
-                lease_secs: 600,
-            },
-            at,
-            power.clone(),
-        )
-    };
+    let take = |holder: &str, at: NaiveDateTime| take_lease(&spec, holder, at, power.clone());
     take("first", t0).run(&db.store).await.expect("pool");
     // "late" starts on a busy pool: an intent.
     let (reached, go, holding) = run_held(db.backend.clone(), take("first", t0), "VM_POOL_LOCK");
@@ -893,17 +880,7 @@ async fn two_first_decisions_about_a_new_pool_both_take_their_lease() {
     let db = db().await;
     let spec = pool("shir-rg", &["shir-vm-07"], 4, 0);
     let power = Arc::new(RunningVms::default());
-    let take = |holder: &str| {
-        Decision::new(
-            spec.clone(),
-            Change::Take {
-                holder: holder.into(),
-                lease_secs: 600,
-            },
-            now(),
-            power.clone(),
-        )
-    };
+    let take = |holder: &str| take_lease(&spec, holder, now(), power.clone());
     let (reached, go, second) = run_held(db.backend.clone(), take("second"), "VM_POOL_LOCK");
     reached.await.expect("the second found no pool");
     let first = take("first").run(&db.store).await.expect("first");

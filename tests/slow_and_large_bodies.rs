@@ -1,4 +1,5 @@
-//! The handler edge under slow and large bodies, against a real `procfwk serve` process on loopback:
+//! The handler edge under slow and large bodies, on loopback (the memory test against a real `procfwk
+//! serve` process, whose resident memory it measures; the trickling test in-process):
 //!
 //! - 130 clients that send a request head and then trickle their body one byte at a time (more than the
 //!   2 × `PROCFWK_UPSTREAM_CONCURRENCY` work slots) keep no other call waiting, and are answered 408
@@ -59,7 +60,7 @@ async fn trickle(addr: String, path: String, declared: u64, every: Duration) -> 
 
 #[tokio::test]
 async fn trickling_clients_do_not_keep_other_calls_out() {
-    let s = stack_with(
+    let s = spawn_app_with(
         sim_config(),
         &[
             ("PROCFWK_BODY_TIMEOUT_SECS", "6".into()),

@@ -235,7 +235,7 @@ mod tests {
         assert_eq!(r.available_bytes(), 64 * 1024);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_declared_length_is_not_reserved_before_it_arrives() {
         // 1 KiB of budget: a head declaring 1 000 000 bytes reserves only what was sent.
         let r = reader(4 * 1024);

@@ -507,6 +507,13 @@ async fn randomized_schedules_never_strand_a_lease_holder() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| rand::thread_rng().gen());
+    // On every run, passing or not, past the test harness' output capture (`eprintln!` would be
+    // captured and shown only on failure): the seed to rerun it with.
+    let _ = std::io::Write::write_all(
+        &mut std::io::stderr(),
+        format!("randomized_schedules_never_strand_a_lease_holder: PROCFWK_VM_SEED={seed}\n")
+            .as_bytes(),
+    );
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("leases.db");
     let path = path.to_string_lossy().to_string();

@@ -30,11 +30,25 @@ pub fn remaining() -> Option<Duration> {
 mod tests {
     use super::*;
 
-    #[tokio::test]
+    // Paused time: the clock moves only when the test sleeps, so the budget left is exact.
+    #[tokio::test(start_paused = true)]
     async fn remaining_inside_and_outside() {
         assert!(remaining().is_none());
         let d = Instant::now() + Duration::from_secs(10);
         let left = within(d, async { remaining() }).await;
-        assert!(left.is_some_and(|l| l <= Duration::from_secs(10) && l > Duration::from_secs(9)));
+        assert_eq!(left, Some(Duration::from_secs(10)));
+        let later = within(d, async {
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            remaining()
+        })
+        .await;
+        assert_eq!(later, Some(Duration::from_secs(6)));
+        tokio::time::sleep(Duration::from_secs(7)).await;
+        let past = within(d, async { remaining() }).await;
+        assert_eq!(
+            past,
+            Some(Duration::ZERO),
+            "past the deadline nothing is left"
+        );
     }
 }

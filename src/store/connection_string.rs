@@ -421,7 +421,12 @@ mod tests {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| rand::thread_rng().gen());
-        println!("PROCFWK_FUZZ_SEED={seed}");
+        // Past the harness' capture, so every run shows it, not only a failing one.
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            format!("the_connection_string_parser_never_panics: PROCFWK_FUZZ_SEED={seed}\n")
+                .as_bytes(),
+        );
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let alphabet: Vec<char> = "=;\"'{} aZ09:,.-_äß€😀\u{0}\t"
             .chars()

@@ -29,6 +29,27 @@ impl PgDb {
         let rows = self.store.run(&Sql(sql, vec![])).await.expect(sql);
         count(&rows)
     }
+
+    /// Whether `task` comes to wait for a lock in this database (a session of it shows PostgreSQL's
+    /// `wait_event_type = 'Lock'`) rather than finishing: false as soon as it has finished, or when it
+    /// neither waits nor finishes within 10 s. Tests hold one transaction and call this for the one
+    /// other they run, so the waiting session is that task's.
+    pub async fn waits_for_a_lock<T>(&self, task: &tokio::task::JoinHandle<T>) -> bool {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !task.is_finished() && tokio::time::Instant::now() < deadline {
+            let waiting = self
+                .count(
+                    "SELECT COUNT(0) AS N FROM pg_stat_activity \
+                     WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                )
+                .await;
+            if waiting > 0 {
+                return !task.is_finished();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
 }
 
 /// A fresh database with the schema of `deploy/sql`, reached through tiberius with a pool of

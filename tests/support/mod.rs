@@ -1,5 +1,8 @@
-//! Test harness: start real `procfwk` processes (the simulator and the handler) on loopback ports and
-//! talk HTTP to them. Each test gets its own processes, so tests run in parallel without sharing state.
+//! Test harness: the handler and the simulator on loopback ports, talked to over HTTP. [`spawn_app`] runs
+//! both inside the test's own process (most tests); [`stack`] starts real `procfwk` processes, for the
+//! tests where the process is the point (its log on stderr, signals, crashes, restarts, the CLI). Both
+//! return the same [`Stack`], so a test switches by changing one line. Each test gets its own handler and
+//! simulator, so tests run in parallel without sharing state.
 #![allow(dead_code)]
 
 use serde_json::{json, Value};
@@ -151,9 +154,59 @@ pub fn sim_config() -> Value {
     })
 }
 
+/// The handler or the simulator of a [`Stack`]: a child process, or a server in this process.
+pub struct Node {
+    pub url: String,
+    proc: Option<Proc>,
+}
+
+impl Node {
+    fn process(&self) -> &Proc {
+        self.proc.as_ref().expect(
+            "this test needs a real process: start it with stack()/stack_with(), not spawn_app()",
+        )
+    }
+
+    /// Everything the process wrote to stderr and stdout so far (a note when it runs in-process: its
+    /// log is not captured, so a test that checks the log must use a real process).
+    pub fn output(&self) -> String {
+        match &self.proc {
+            Some(p) => p.output(),
+            None => "(in-process server: no captured log)".to_string(),
+        }
+    }
+
+    /// Send `signal` to the process (real processes only).
+    pub fn signal(&self, signal: i32) {
+        self.process().signal(signal)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process().pid()
+    }
+
+    /// The child process (real processes only).
+    pub fn proc_mut(&mut self) -> &mut Proc {
+        self.proc.as_mut().expect(
+            "this test needs a real process: start it with stack()/stack_with(), not spawn_app()",
+        )
+    }
+}
+
+impl From<Proc> for Node {
+    fn from(proc: Proc) -> Self {
+        Self {
+            url: proc.url.clone(),
+            proc: Some(proc),
+        }
+    }
+}
+
 pub struct Stack {
-    pub sim: Proc,
-    pub handler: Proc,
+    pub sim: Node,
+    pub handler: Node,
+    /// The runtime the in-process servers run on (`spawn_app`); stopped when the stack is dropped.
+    in_process: Option<InProcess>,
     _dir: tempfile::TempDir,
     pub client: reqwest::Client,
 }
@@ -178,11 +231,16 @@ pub fn spawn_sim(config: &Value, dir: &std::path::Path) -> Proc {
 /// pointed at the simulator), with trace logging on so secret-leak checks see everything; `extra`
 /// entries replace or add to it.
 pub fn handler_env(sim: &Proc, extra: &[(&str, String)]) -> Vec<(String, String)> {
+    handler_env_for(&sim.url, extra)
+}
+
+/// [`handler_env`] for the simulator at `sim_url`.
+pub fn handler_env_for(sim_url: &str, extra: &[(&str, String)]) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = [
-        ("PROCFWK_ARM_ENDPOINT", sim.url.clone()),
-        ("AZURE_AUTHORITY_HOST", sim.url.clone()),
-        ("PROCFWK_KEYVAULT_ENDPOINT", sim.url.clone()),
-        ("IDENTITY_ENDPOINT", format!("{}/msi/token", sim.url)),
+        ("PROCFWK_ARM_ENDPOINT", sim_url.to_string()),
+        ("AZURE_AUTHORITY_HOST", sim_url.to_string()),
+        ("PROCFWK_KEYVAULT_ENDPOINT", sim_url.to_string()),
+        ("IDENTITY_ENDPOINT", format!("{sim_url}/msi/token")),
         ("IDENTITY_HEADER", IDENTITY_HEADER.to_string()),
         ("PROCFWK_POLL_INITIAL_MS", "20".to_string()),
         ("PROCFWK_POLL_MAX_SECS", "0.1".to_string()),
@@ -210,8 +268,116 @@ pub fn stack_with(config: Value, handler_env_extra: &[(&str, String)]) -> Stack 
     let sim = spawn_sim(&config, dir.path());
     let handler = spawn_handler(&handler_env(&sim, handler_env_extra));
     Stack {
-        sim,
-        handler,
+        sim: sim.into(),
+        handler: handler.into(),
+        in_process: None,
+        _dir: dir,
+        client: reqwest::Client::new(),
+    }
+}
+
+/// The simulator and the handler of an in-process [`Stack`], served by a runtime of their own on a thread
+/// of their own: the test's runtime may be paused, or blocked in a `std::process::Command`, without
+/// stalling them. Dropping it stops both servers and the runtime.
+struct InProcess {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The settings a handler started with the environment `env` would read (`Settings::from_lookup` over
+/// the pairs, not the process environment).
+pub fn settings_from(env: &[(String, String)]) -> procfwk::config::Settings {
+    procfwk::config::Settings::from_lookup(|name| {
+        env.iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    })
+    .expect("valid handler settings")
+}
+
+/// Like [`stack`], in this process: the simulator (`azure_sim::Simulator`) with [`sim_config`] and the
+/// handler (`procfwk::host::Application`) wired to it, both on 127.0.0.1 port 0.
+pub fn spawn_app() -> Stack {
+    spawn_app_with(sim_config(), &[])
+}
+
+/// Like [`stack_with`], in this process. `handler_env_extra` holds the same settings `stack_with` puts
+/// in the child's environment; here they become a `Settings` value. Settings the library reads from the
+/// process environment itself (the managed identity's `IDENTITY_ENDPOINT`, `PROCFWK_FAULT_POINT`,
+/// `RUST_LOG`) do not apply: tests that need them use [`stack_with`].
+pub fn spawn_app_with(config: Value, handler_env_extra: &[(&str, String)]) -> Stack {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim_config: azure_sim::SimConfig =
+        serde_json::from_value(config).expect("simulator config");
+    sim_config.validate().expect("valid simulator config");
+    let extra: Vec<(String, String)> = handler_env_extra
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    let (urls_tx, urls_rx) = std::sync::mpsc::channel::<(String, String)>();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("in-process-stack".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("server runtime");
+            runtime.block_on(async move {
+                let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+                let sim = azure_sim::Simulator::start(sim_config, loopback)
+                    .await
+                    .expect("start the simulator");
+                let sim_url = sim.url();
+                let mut env = handler_env_for(&sim_url, &[]);
+                for (k, v) in extra {
+                    env.retain(|(ek, _)| *ek != k);
+                    env.push((k, v));
+                }
+                let state =
+                    procfwk::startup::AppState::new(settings_from(&env)).expect("handler state");
+                let app = procfwk::host::Application::start(state, loopback)
+                    .await
+                    .expect("start the handler");
+                let _ = urls_tx.send((sim_url, app.url()));
+                let _ = stopped.await;
+                // Like the SIGKILL that ends a child process: no drain, the runtime's shutdown below
+                // cancels every task and closes every socket.
+                drop((app, sim));
+            });
+            // Blocking work of a call cut at the stop (a store call) does not hold the test up.
+            runtime.shutdown_timeout(Duration::from_millis(200));
+        })
+        .expect("server thread");
+    let (sim_url, handler_url) = urls_rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the in-process simulator and handler started");
+    Stack {
+        sim: Node {
+            url: sim_url,
+            proc: None,
+        },
+        handler: Node {
+            url: handler_url,
+            proc: None,
+        },
+        in_process: Some(InProcess {
+            stop: Some(stop),
+            thread: Some(thread),
+        }),
         _dir: dir,
         client: reqwest::Client::new(),
     }

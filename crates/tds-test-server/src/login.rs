@@ -289,8 +289,9 @@ pub(crate) mod tests {
     #[test]
     fn mutated_logins_never_panic() {
         let payload = build_login7("sa", "pw", "procfwk", Some("tok"));
+        assert!(parse(&payload).is_ok(), "the whole login parses");
         for len in 0..payload.len() {
-            let _ = parse(&payload[..len]);
+            assert!(parse(&payload[..len]).is_err(), "cut at {len} bytes");
         }
         let mut seed = 0x9E37_79B9_7F4A_7C15u64;
         for _ in 0..3000 {

@@ -1506,6 +1506,7 @@ mod tests {
         let p = params();
         let c = ctx(&p);
         let mut seed = 0xDEAD_BEEF_CAFE_F00Du64;
+        let (mut translated, mut refused) = (0, 0);
         for _ in 0..4000 {
             let mut text = String::new();
             seed ^= seed << 13;
@@ -1520,9 +1521,17 @@ mod tests {
                 text.push_str(words[(s2 >> 33) as usize % words.len()]);
                 text.push(' ');
             }
-            let _ = translate(&text, &c);
+            match translate(&text, &c) {
+                Ok(_) => translated += 1,
+                Err(_) => refused += 1,
+            }
             let _ = crate::split::split_batch(&text);
         }
+        // The soup reaches past the lexer: some of it translates, the rest is refused with an error.
+        assert!(
+            translated > 0 && refused > 0,
+            "{translated} translated, {refused} refused"
+        );
     }
 
     #[test]
