@@ -19,6 +19,6 @@ pub use request::{
     Credentials, Dialect, OrchestratorType, PipelineRequest, RequestError, RunRequest,
     SecretSource, WorkerTarget,
 };
-pub use status::{RunStatus, SimpleStatus};
+pub use status::{RunStatus, ScopeStatus, SimpleStatus, WorkerStatus};
 pub use upstream::{Service, UpstreamError};
 pub use worker::WorkerKey;

@@ -9,7 +9,7 @@
 use super::metadata_worker::settle_in_flight;
 use super::{AppState, FunctionError, Reply};
 use crate::domain::request::{Fields, RequestError};
-use crate::domain::{Credentials, Guid, OrchestratorType, ResourceName, WorkerTarget};
+use crate::domain::{Credentials, Guid, OrchestratorType, ResourceName, ScopeStatus, WorkerTarget};
 use crate::orchestration::{
     now, ParentState, PreviousParent, ReadOrchestrator, ReadScopeHolder, StartExecution, StartMode,
 };
@@ -101,7 +101,7 @@ async fn ask_previous_parent(
             batch: batch.clone(),
         })
         .await?;
-    let Some(holder) = holder.filter(|h| h.status == "Running") else {
+    let Some(holder) = holder.filter(|h| h.status == ScopeStatus::Running) else {
         return Ok(None);
     };
     let Some(parent_run_id) = holder.parent_run_id.filter(|p| !p.trim().is_empty()) else {

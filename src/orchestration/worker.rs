@@ -5,6 +5,7 @@
 use super::{blocking, LifecycleError, Properties};
 use crate::domain::response::ActivityError;
 pub use crate::domain::WorkerKey;
+use crate::domain::WorkerStatus;
 use crate::secret::Secret;
 use crate::store::{passphrase, statements, SqlValue, Transition, Tx};
 use chrono::NaiveDateTime;
@@ -62,7 +63,8 @@ pub struct WorkerPlan {
     pub credential: Option<StoredCredential>,
     /// Non-NULL parameters, as strings (procfwk #13: NULL values are omitted).
     pub parameters: Map<String, Value>,
-    pub status: Option<String>,
+    /// `None`: `NULL`, never started.
+    pub status: Option<WorkerStatus>,
     pub run_id: Option<Uuid>,
     pub started: Option<NaiveDateTime>,
     pub properties: Properties,
@@ -139,7 +141,10 @@ impl Transition for ReadWorker {
             tenant_id: row.guid("TenantId")?,
             credential,
             parameters,
-            status: row.opt_text("PipelineStatus")?,
+            status: row
+                .opt_text("PipelineStatus")?
+                .as_deref()
+                .map(WorkerStatus::parse),
             run_id: row.opt_guid("PipelineRunId")?,
             started: row.opt_datetime("StartDateTime")?,
             properties: Properties::read(tx).await?,
@@ -163,7 +168,7 @@ pub enum Claim {
         params_used: Option<String>,
     },
     /// Finished, blocked or failed: not to be started.
-    NotStartable { status: String },
+    NotStartable { status: WorkerStatus },
 }
 
 /// `SetLogPipelineRunning` as a compare-and-set: only a waiting worker becomes Running, claimed with
@@ -209,14 +214,12 @@ impl Transition for ClaimWorker {
             .into_iter()
             .next()
             .ok_or_else(|| LifecycleError::WorkerNotFound(key.to_string(), key.execution_id))?;
-        let status = row
-            .opt_text("PipelineStatus")?
-            .unwrap_or_else(|| "Not Started".into());
+        let status = WorkerStatus::from_column(row.opt_text("PipelineStatus")?.as_deref());
         let token = row.opt_guid("ClaimToken")?;
-        Ok(match (status.as_str(), row.opt_guid("PipelineRunId")?) {
-            ("Running", Some(run_id)) => Claim::AlreadyStarted { run_id },
-            ("Running", None) if token == Some(self.token) => Claim::Claimed,
-            ("Running", None) => Claim::InFlight {
+        Ok(match (&status, row.opt_guid("PipelineRunId")?) {
+            (WorkerStatus::Running, Some(run_id)) => Claim::AlreadyStarted { run_id },
+            (WorkerStatus::Running, None) if token == Some(self.token) => Claim::Claimed,
+            (WorkerStatus::Running, None) => Claim::InFlight {
                 since: match row.opt_datetime("ClaimedDateTime")? {
                     Some(at) => Some(at),
                     None => row.opt_datetime("StartDateTime")?,
@@ -354,11 +357,11 @@ impl Transition for WorkerActivityFailed {
     type Error = LifecycleError;
 
     async fn apply(&self, tx: &mut dyn Tx) -> Result<bool, LifecycleError> {
-        let status = format!("{}Error", self.activity);
+        let status = WorkerStatus::activity_error(self.activity);
         let updated = tx
             .execute(
                 &statements::SET_ACTIVITY_FAILED,
-                &self.key.with([status.into(), self.now.into()]),
+                &self.key.with([status.as_str().into(), self.now.into()]),
             )
             .await?;
         if updated == 0 {
@@ -387,12 +390,13 @@ pub enum WorkerOutcome {
 }
 
 impl WorkerOutcome {
-    pub fn status(&self) -> &'static str {
+    /// The worker status this outcome records.
+    pub fn status(&self) -> WorkerStatus {
         match self {
-            Self::Success => "Success",
-            Self::Failed => "Failed",
-            Self::Cancelled => "Cancelled",
-            Self::Unknown => "Unknown",
+            Self::Success => WorkerStatus::Success,
+            Self::Failed => WorkerStatus::Failed,
+            Self::Cancelled => WorkerStatus::Cancelled,
+            Self::Unknown => WorkerStatus::Unknown,
         }
     }
 
@@ -412,12 +416,13 @@ impl WorkerOutcome {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Applied {
     Applied {
-        status: &'static str,
+        status: WorkerStatus,
         blocked: u64,
     },
-    /// The worker was already settled for this run (a repeated call): nothing changed.
+    /// The worker was already settled for this run (a repeated call): nothing changed. `None`: no
+    /// status (the worker's row is gone, or it never started).
     AlreadyApplied {
-        status: Option<String>,
+        status: Option<WorkerStatus>,
     },
 }
 
@@ -441,7 +446,7 @@ impl Transition for ApplyResult {
         let updated = tx
             .execute(
                 &statements::SET_RESULT,
-                &key.with([status.into(), self.now.into(), self.run_id.into()]),
+                &key.with([status.as_str().into(), self.now.into(), self.run_id.into()]),
             )
             .await?;
         if updated == 0 {
@@ -450,7 +455,9 @@ impl Transition for ApplyResult {
                 .first()
                 .map(|r| r.opt_text("PipelineStatus"))
                 .transpose()?
-                .flatten();
+                .flatten()
+                .as_deref()
+                .map(WorkerStatus::parse);
             return Ok(Applied::AlreadyApplied { status: current });
         }
         let props = Properties::read(tx).await?;
@@ -557,12 +564,12 @@ impl Transition for AbandonClaim {
     type Error = LifecycleError;
 
     async fn apply(&self, tx: &mut dyn Tx) -> Result<bool, LifecycleError> {
-        let status = format!("{}Error", self.activity);
+        let status = WorkerStatus::activity_error(self.activity);
         let updated = tx
             .execute(
                 &statements::ABANDON_CLAIM,
                 &self.key.with([
-                    status.into(),
+                    status.as_str().into(),
                     self.now.into(),
                     self.seen.unwrap_or(Uuid::nil()).into(),
                 ]),

@@ -318,7 +318,7 @@ pub async fn suite(store: Store, init: bool) {
     assert_eq!(
         store.run(&failed).await.expect("apply"),
         Applied::Applied {
-            status: "Failed",
+            status: procfwk::domain::WorkerStatus::Failed,
             blocked: 7
         }
     );
