@@ -5,12 +5,11 @@
 
 use super::orphan_runs::{self, Found};
 use super::{AppState, FunctionError, Reply};
-use crate::adapters::UpstreamError;
 use crate::domain::request::{Fields, RequestError};
 use crate::domain::response::{self, Spelling};
 use crate::domain::{
     Credentials, Dialect, Guid, OrchestratorType, PipelineName, PipelineRequest, ResourceName,
-    RunStatus, SecretSource, WorkerStatus, WorkerTarget,
+    RunId, RunStatus, SecretSource, WorkerStatus, WorkerTarget,
 };
 use crate::leases::workers::{holder, ReadWorkerRuntime, RenewLease, WorkerRuntime};
 use crate::leases::{Change, Decision, PoolReport};
@@ -140,7 +139,7 @@ fn request_for(plan: &WorkerPlan) -> Result<PipelineRequest, FunctionError> {
 fn reply(
     plan: &WorkerPlan,
     request: &PipelineRequest,
-    run_id: &str,
+    run_id: Option<&RunId>,
     status: &RunStatus,
     worker_status: Option<&WorkerStatus>,
 ) -> Reply {
@@ -243,7 +242,7 @@ fn waiting_reply(plan: &WorkerPlan, request: &PipelineRequest, report: &PoolRepo
     let mut reply = reply(
         plan,
         request,
-        "",
+        None,
         &RunStatus::Queued,
         Some(&WorkerStatus::Preparing),
     );
@@ -284,7 +283,7 @@ fn not_yet(key: WorkerKey, why: &str) -> FunctionError {
 /// What became of a claim whose run id is not recorded.
 enum Recovered {
     /// Its run, found in ADF, is recorded now (by us or a concurrent caller).
-    Run(uuid::Uuid),
+    Run(RunId),
     /// ADF lists no run of it.
     NoRun,
     /// Not decided now; the reason.
@@ -385,17 +384,17 @@ async fn existing_run(
     plan: &WorkerPlan,
     request: &PipelineRequest,
     credential: std::sync::Arc<dyn azure_core::auth::TokenCredential>,
-    run_id: uuid::Uuid,
-) -> Result<(Reply, Option<uuid::Uuid>), FunctionError> {
+    run_id: RunId,
+) -> Result<(Reply, Option<RunId>), FunctionError> {
     let run = state
         .azure
         .data_factory
-        .get_run(credential, &request.target, &run_id.to_string())
+        .get_run(credential, &request.target, &run_id)
         .await?;
     let reply = reply(
         plan,
         request,
-        &run.run_id,
+        Some(&run.run_id),
         &run.status,
         Some(&WorkerStatus::Running),
     );
@@ -410,7 +409,7 @@ async fn start(
     key: WorkerKey,
     plan: &WorkerPlan,
     runtime: Option<&WorkerRuntime>,
-) -> Result<(Reply, Option<uuid::Uuid>), FunctionError> {
+) -> Result<(Reply, Option<RunId>), FunctionError> {
     let request = match request_for(plan) {
         Ok(request) => request,
         Err(e) => {
@@ -496,7 +495,7 @@ impl StartingWorker<'_> {
     async fn claim(
         &self,
         token: uuid::Uuid,
-    ) -> Result<Option<(Reply, Option<uuid::Uuid>)>, FunctionError> {
+    ) -> Result<Option<(Reply, Option<RunId>)>, FunctionError> {
         let (state, store, key) = (self.state, self.store, self.key);
         let claim = store
             .run(&ClaimWorker {
@@ -562,10 +561,7 @@ impl StartingWorker<'_> {
         }
     }
 
-    async fn existing(
-        &self,
-        run_id: uuid::Uuid,
-    ) -> Result<(Reply, Option<uuid::Uuid>), FunctionError> {
+    async fn existing(&self, run_id: RunId) -> Result<(Reply, Option<RunId>), FunctionError> {
         existing_run(
             self.state,
             self.plan,
@@ -578,10 +574,7 @@ impl StartingWorker<'_> {
 
     /// Create the claimed worker's run and record it under `token`; a run created after the claim
     /// was taken over is cancelled.
-    async fn create_run(
-        &self,
-        token: uuid::Uuid,
-    ) -> Result<(Reply, Option<uuid::Uuid>), FunctionError> {
+    async fn create_run(&self, token: uuid::Uuid) -> Result<(Reply, Option<RunId>), FunctionError> {
         let (state, store, key, request) = (self.state, self.store, self.key, self.request);
         let credential = &self.credential;
         let created = state
@@ -616,19 +609,7 @@ impl StartingWorker<'_> {
             }
         };
         crate::fault::point(crate::fault::AFTER_CREATE_RUN);
-        let run_uuid = uuid::Uuid::parse_str(&run_id).map_err(|_| {
-            FunctionError::Upstream(UpstreamError::Protocol {
-                service: crate::adapters::Service::Arm,
-                message: format!("createRun returned a run id that is not a GUID: {run_id:?}"),
-            })
-        })?;
-        let recorded = store
-            .run(&RecordRunId {
-                key,
-                run_id: run_uuid,
-                token,
-            })
-            .await?;
+        let recorded = store.run(&RecordRunId { key, run_id, token }).await?;
         if !recorded {
             // Our claim was taken over while we created the run: the other start's run is the
             // worker's. Ours would run the worker twice, so it is cancelled.
@@ -649,11 +630,11 @@ impl StartingWorker<'_> {
             reply(
                 self.plan,
                 request,
-                &run_id,
+                Some(&run_id),
                 &status,
                 Some(&WorkerStatus::Running),
             ),
-            Some(run_uuid),
+            Some(run_id),
         ))
     }
 }
@@ -666,11 +647,11 @@ impl StartingWorker<'_> {
 pub async fn check(
     state: &AppState,
     key: WorkerKey,
-    run_id: Option<Guid>,
+    run_id: Option<RunId>,
 ) -> Result<Reply, FunctionError> {
     let store = state.store().await?;
     let (plan, runtime) = read_worker(state, store, key).await?;
-    let run_id = match (run_id.map(|r| r.as_uuid()), plan.run_id) {
+    let run_id = match (run_id, plan.run_id) {
         (Some(given), Some(recorded)) if given != recorded => {
             return Err(RequestError::new(
                 "runId",
@@ -729,7 +710,7 @@ pub async fn check(
     Ok(reply(
         &plan,
         &request,
-        &run_id.to_string(),
+        Some(&run_id),
         &status,
         worker_status.as_ref(),
     ))
@@ -742,12 +723,12 @@ async fn settle(
     request: &PipelineRequest,
     credential: std::sync::Arc<dyn azure_core::auth::TokenCredential>,
     key: WorkerKey,
-    run_id: uuid::Uuid,
+    run_id: RunId,
 ) -> Result<(RunStatus, Option<WorkerStatus>), FunctionError> {
     let run = state
         .azure
         .data_factory
-        .get_run(credential.clone(), &request.target, &run_id.to_string())
+        .get_run(credential.clone(), &request.target, &run_id)
         .await?;
     if !request.pipeline.matches(&run.pipeline_name) {
         return Err(RequestError::new(

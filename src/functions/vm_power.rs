@@ -164,7 +164,7 @@ impl VmPowerRequest {
                 subscription,
                 resource_group: resource(&fields, "factoryResourceGroupName")?
                     .unwrap_or_else(|| resource_group.clone()),
-                factory,
+                orchestrator: factory,
                 name,
             }),
             (None, None) => None,

@@ -580,7 +580,7 @@ impl Decision {
                     key.into(),
                     spec.subscription.as_uuid().into(),
                     spec.resource_group.as_str().into(),
-                    runtime.map(|r| r.factory.as_str().to_string()).into(),
+                    runtime.map(|r| r.orchestrator.as_str().to_string()).into(),
                     runtime
                         .map(|r| r.resource_group.as_str().to_string())
                         .into(),
@@ -610,7 +610,7 @@ impl Decision {
                 &sql::VM_POOL_CONFIGURE,
                 &[
                     key.into(),
-                    runtime.map(|r| r.factory.as_str().to_string()).into(),
+                    runtime.map(|r| r.orchestrator.as_str().to_string()).into(),
                     runtime
                         .map(|r| r.resource_group.as_str().to_string())
                         .into(),

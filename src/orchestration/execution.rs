@@ -54,7 +54,7 @@ pub enum ParentState {
     Over,
     /// Queued or in progress (or cancelling): its scope stays its own.
     Alive,
-    /// ADF could not be asked (or the run's factory is not known): the stale timeout decides.
+    /// ADF could not be asked (or the run's orchestrator is not known): the stale timeout decides.
     Unknown,
 }
 
@@ -104,8 +104,8 @@ impl Transition for ReadScopeHolder {
     }
 }
 
-/// The factory an orchestrator name stands for (`procfwk.Orchestrators`): subscription, resource group
-/// and type. `None` unless exactly one orchestrator (or one framework orchestrator) has the name.
+/// The orchestrator a name stands for (`procfwk.Orchestrators`): subscription, resource group and
+/// type. `None` unless exactly one orchestrator (or one framework orchestrator) has the name.
 pub struct ReadOrchestrator {
     pub name: String,
 }

@@ -5,7 +5,7 @@
 use super::{blocking, LifecycleError, Properties};
 use crate::domain::response::ActivityError;
 pub use crate::domain::WorkerKey;
-use crate::domain::WorkerStatus;
+use crate::domain::{RunId, WorkerStatus};
 use crate::secret::Secret;
 use crate::store::{passphrase, statements, SqlValue, Transition, Tx};
 use chrono::NaiveDateTime;
@@ -65,7 +65,7 @@ pub struct WorkerPlan {
     pub parameters: Map<String, Value>,
     /// `None`: `NULL`, never started.
     pub status: Option<WorkerStatus>,
-    pub run_id: Option<Uuid>,
+    pub run_id: Option<RunId>,
     pub started: Option<NaiveDateTime>,
     pub properties: Properties,
 }
@@ -145,7 +145,7 @@ impl Transition for ReadWorker {
                 .opt_text("PipelineStatus")?
                 .as_deref()
                 .map(WorkerStatus::parse),
-            run_id: row.opt_guid("PipelineRunId")?,
+            run_id: row.opt_guid("PipelineRunId")?.map(RunId::from_store),
             started: row.opt_datetime("StartDateTime")?,
             properties: Properties::read(tx).await?,
         })
@@ -158,7 +158,7 @@ pub enum Claim {
     /// Ours: create the run.
     Claimed,
     /// A run exists already (a retried Execute): answer with it.
-    AlreadyStarted { run_id: Uuid },
+    AlreadyStarted { run_id: RunId },
     /// Another call claimed it and is creating the run right now (or died doing so).
     InFlight {
         since: Option<NaiveDateTime>,
@@ -217,7 +217,9 @@ impl Transition for ClaimWorker {
         let status = WorkerStatus::from_column(row.opt_text("PipelineStatus")?.as_deref());
         let token = row.opt_guid("ClaimToken")?;
         Ok(match (&status, row.opt_guid("PipelineRunId")?) {
-            (WorkerStatus::Running, Some(run_id)) => Claim::AlreadyStarted { run_id },
+            (WorkerStatus::Running, Some(run_id)) => Claim::AlreadyStarted {
+                run_id: RunId::from_store(run_id),
+            },
             (WorkerStatus::Running, None) if token == Some(self.token) => Claim::Claimed,
             (WorkerStatus::Running, None) => Claim::InFlight {
                 since: match row.opt_datetime("ClaimedDateTime")? {
@@ -278,7 +280,7 @@ impl Transition for TakeOverClaim {
 /// Returns false if the claim was taken over or another run id is recorded.
 pub struct RecordRunId {
     pub key: WorkerKey,
-    pub run_id: Uuid,
+    pub run_id: RunId,
     pub token: Uuid,
 }
 
@@ -291,7 +293,9 @@ impl Transition for RecordRunId {
         if tx
             .execute(
                 &statements::RECORD_RUN_ID,
-                &self.key.with([self.run_id.into(), self.token.into()]),
+                &self
+                    .key
+                    .with([self.run_id.to_store().into(), self.token.into()]),
             )
             .await?
             > 0
@@ -308,7 +312,7 @@ impl Transition for RecordRunId {
 async fn recorded_run_is(
     tx: &mut dyn Tx,
     key: WorkerKey,
-    run_id: Uuid,
+    run_id: RunId,
 ) -> Result<bool, LifecycleError> {
     let row = tx.query(&statements::WORKER_ROW, &key.params()).await?;
     Ok(row
@@ -316,7 +320,7 @@ async fn recorded_run_is(
         .map(|r| r.opt_guid("PipelineRunId"))
         .transpose()?
         .flatten()
-        == Some(run_id))
+        == Some(run_id.to_store()))
 }
 
 /// `SetLogPipelineLastStatusCheck`.
@@ -429,7 +433,7 @@ pub enum Applied {
 /// `SetLogPipelineSuccess` / `Failed` / `Cancelled` / `Unknown` and `SetErrorLogDetails`, in one transaction.
 pub struct ApplyResult {
     pub key: WorkerKey,
-    pub run_id: Uuid,
+    pub run_id: RunId,
     pub outcome: WorkerOutcome,
     pub errors: Vec<ActivityError>,
     pub now: NaiveDateTime,
@@ -446,7 +450,11 @@ impl Transition for ApplyResult {
         let updated = tx
             .execute(
                 &statements::SET_RESULT,
-                &key.with([status.as_str().into(), self.now.into(), self.run_id.into()]),
+                &key.with([
+                    status.as_str().into(),
+                    self.now.into(),
+                    self.run_id.to_store().into(),
+                ]),
             )
             .await?;
         if updated == 0 {
@@ -477,7 +485,7 @@ impl Transition for ApplyResult {
                     &statements::INSERT_ERROR,
                     &[
                         key.execution_id.into(),
-                        self.run_id.into(),
+                        self.run_id.to_store().into(),
                         activity_run_id.into(),
                         clip(&e.activity_name, 100).into(),
                         clip(&e.activity_type, 100).into(),
@@ -524,7 +532,7 @@ pub struct UnrecordedClaim {
 pub struct AdoptRun {
     pub key: WorkerKey,
     pub seen: Option<Uuid>,
-    pub run_id: Uuid,
+    pub run_id: RunId,
 }
 
 #[async_trait::async_trait]
@@ -536,9 +544,10 @@ impl Transition for AdoptRun {
         let adopted = tx
             .execute(
                 &statements::ADOPT_RUN,
-                &self
-                    .key
-                    .with([self.run_id.into(), self.seen.unwrap_or(Uuid::nil()).into()]),
+                &self.key.with([
+                    self.run_id.to_store().into(),
+                    self.seen.unwrap_or(Uuid::nil()).into(),
+                ]),
             )
             .await?;
         if adopted > 0 {
@@ -585,7 +594,7 @@ impl Transition for AbandonClaim {
 
 /// Whether any worker, current or logged, has recorded this run id.
 pub struct RunIdKnown {
-    pub run_id: Uuid,
+    pub run_id: RunId,
 }
 
 #[async_trait::async_trait]
@@ -595,7 +604,7 @@ impl Transition for RunIdKnown {
 
     async fn apply(&self, tx: &mut dyn Tx) -> Result<bool, LifecycleError> {
         let rows = tx
-            .query(&statements::RUN_ID_KNOWN, &[self.run_id.into()])
+            .query(&statements::RUN_ID_KNOWN, &[self.run_id.to_store().into()])
             .await?;
         Ok(rows.first().map(|r| r.i64("N")).transpose()?.unwrap_or(0) > 0)
     }
@@ -606,7 +615,7 @@ impl Transition for RunIdKnown {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct InFlight {
     /// Workers with a recorded run that has not been settled.
-    pub recorded: Vec<(WorkerKey, Uuid)>,
+    pub recorded: Vec<(WorkerKey, RunId)>,
     /// Workers claimed whose run id was never recorded.
     pub unrecorded: Vec<UnrecordedClaim>,
 }
@@ -644,7 +653,8 @@ impl Transition for InFlightWorkers {
             {
                 let worker = key(&row)?;
                 if wanted(&worker) {
-                    out.recorded.push((worker, row.guid("PipelineRunId")?));
+                    out.recorded
+                        .push((worker, RunId::from_store(row.guid("PipelineRunId")?)));
                 }
             }
             for row in tx
