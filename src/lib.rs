@@ -51,6 +51,18 @@
 //! Not in the library: the command line and the developer tooling (`procfwk db`, `run`, `demo`, `bench`,
 //! `package`) are the binary's own modules under `src/cli/` (the binary edge, the only place errors
 //! become `anyhow`), using this library as `procfwk::…`.
+//!
+//! ### Glossary
+//! - **run id** ([`domain::RunId`]): the id of one run of a pipeline in its orchestrator (a GUID; an
+//!   activity run's id is a different thing, `activity_run_id`).
+//! - **orchestrator**: where procfwk's pipelines run — an ADF factory today, Synapse and Fabric
+//!   workspaces later; "factory" is left only where it is ADF's own word (ARM paths, `factoryName`).
+//! - **worker**: one pipeline of an execution's stage that the framework starts, checks and settles
+//!   ([`domain::WorkerKey`]; its status is a [`domain::WorkerStatus`]).
+//! - **holder**: who holds a lease on a pool — a pipeline run calling VmPower, or a worker
+//!   (`worker:<execution>:<stage>:<pipeline>`).
+//! - **pool**: one VM, or the up-to-four node VMs of one self-hosted integration runtime, allocated
+//!   only while some holder's lease on it is live ([`leases`]).
 
 pub mod adapters;
 pub mod config;

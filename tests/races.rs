@@ -361,7 +361,7 @@ async fn adopting_a_dead_claims_run_and_taking_the_claim_over_exclude_each_other
     let (reached, go, a) = run_held(db.backend.clone(), take, "CLAIM_TAKEOVER");
     reached.await.expect("A took over, not committed yet");
     let b_store = db.store.clone();
-    let found = Uuid::new_v4();
+    let found = procfwk::domain::RunId::from_store(Uuid::new_v4());
     let b = tokio::spawn(async move {
         b_store
             .run(&AdoptRun {
@@ -381,7 +381,7 @@ async fn adopting_a_dead_claims_run_and_taking_the_claim_over_exclude_each_other
     let plan = db.store.run(&ReadWorker { key }).await.expect("plan");
     assert_eq!(plan.run_id, None);
     // The new holder records its own run; an adoption after that changes nothing either.
-    let own = Uuid::new_v4();
+    let own = procfwk::domain::RunId::from_store(Uuid::new_v4());
     let recorded = db
         .store
         .run(&RecordRunId {

@@ -92,7 +92,7 @@ async fn lifecycle_under_faults(server: &ServerHandle, store: &Store) -> Uuid {
             })
             .await
             .expect("claim");
-        let run_id = Uuid::new_v4();
+        let run_id = procfwk::domain::RunId::from_store(Uuid::new_v4());
         // …fail the next statement with Azure SQL's "database not available"…
         server.fail_next(1, 40613);
         store

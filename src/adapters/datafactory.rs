@@ -13,7 +13,7 @@ use super::retry::{ArmRetryPolicy, RetryMode};
 use super::upstream::{FromAzure, Service, UpstreamError};
 use crate::config::Settings;
 use crate::domain::response::{ActivityError, PipelineDescription};
-use crate::domain::{OrchestratorType, PipelineName, RunStatus, WorkerTarget};
+use crate::domain::{OrchestratorType, PipelineName, RunId, RunStatus, WorkerTarget};
 use azure_core::auth::TokenCredential;
 use azure_core::{
     ClientOptions, Context, Method, Pipeline, Request, RetryOptions, TransportOptions,
@@ -33,7 +33,7 @@ const MAX_CLIENTS: usize = 1024;
 /// What we read of a pipeline run.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RunInfo {
-    pub run_id: String,
+    pub run_id: RunId,
     pub pipeline_name: String,
     pub status: RunStatus,
     pub message: String,
@@ -43,7 +43,8 @@ pub struct RunInfo {
 /// created.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ListedRun {
-    pub run_id: String,
+    /// `None` when ADF lists a run whose id is not a GUID (no run of ours).
+    pub run_id: Option<RunId>,
     pub pipeline_name: String,
     pub status: RunStatus,
     /// The run's parameters as ADF shows them (strings; defaults filled in, secure ones masked).
@@ -191,14 +192,15 @@ impl DataFactory {
         Ok(format!("Bearer {}", token.token.secret()))
     }
 
-    /// `POST .../pipelines/{name}/createRun` with the parameters as the body. Returns the run id.
+    /// `POST .../pipelines/{name}/createRun` with the parameters as the body. Returns the run id (a
+    /// protocol error if ADF's is not a GUID).
     pub async fn create_run(
         &self,
         credential: Arc<dyn TokenCredential>,
         target: &WorkerTarget,
         pipeline: &PipelineName,
         parameters: &Map<String, Value>,
-    ) -> Result<String, UpstreamError> {
+    ) -> Result<RunId, UpstreamError> {
         Self::require_adf(target)?;
         let _permit = self.permit().await?;
         let url = self.factory_url(target, &["pipelines", pipeline.as_str(), "createRun"])?;
@@ -225,7 +227,13 @@ impl DataFactory {
                 service: Service::Arm,
                 message: format!("createRun answered without a run id: {e}"),
             })?;
-        Ok(created.run_id)
+        RunId::parse(&created.run_id).map_err(|_| UpstreamError::Protocol {
+            service: Service::Arm,
+            message: format!(
+                "createRun returned a run id that is not a GUID: {:?}",
+                created.run_id
+            ),
+        })
     }
 
     /// `GET .../pipelineruns/{runId}`.
@@ -233,7 +241,7 @@ impl DataFactory {
         &self,
         credential: Arc<dyn TokenCredential>,
         target: &WorkerTarget,
-        run_id: &str,
+        run_id: &RunId,
     ) -> Result<RunInfo, UpstreamError> {
         Self::require_adf(target)?;
         let _permit = self.permit().await?;
@@ -244,12 +252,15 @@ impl DataFactory {
                 target.subscription.to_string(),
                 target.resource_group.as_str(),
                 target.orchestrator.as_str(),
-                run_id,
+                run_id.to_string(),
             )
             .await
             .map_err(|e| UpstreamError::from_azure(Service::Arm, &e))?;
         Ok(RunInfo {
-            run_id: run.run_id.unwrap_or_else(|| run_id.to_string()),
+            run_id: run
+                .run_id
+                .and_then(|id| RunId::parse(&id).ok())
+                .unwrap_or(*run_id),
             pipeline_name: run.pipeline_name.unwrap_or_default(),
             status: RunStatus::parse(run.status.as_deref().unwrap_or("Unknown")),
             message: run.message.unwrap_or_default(),
@@ -261,7 +272,7 @@ impl DataFactory {
         &self,
         credential: Arc<dyn TokenCredential>,
         target: &WorkerTarget,
-        run_id: &str,
+        run_id: &RunId,
     ) -> Result<(), UpstreamError> {
         Self::require_adf(target)?;
         let _permit = self.permit().await?;
@@ -271,7 +282,7 @@ impl DataFactory {
                 target.subscription.to_string(),
                 target.resource_group.as_str(),
                 target.orchestrator.as_str(),
-                run_id,
+                run_id.to_string(),
             )
             .is_recursive(true)
             .send()
@@ -314,7 +325,7 @@ impl DataFactory {
                 .await
                 .map_err(|e| UpstreamError::from_azure(Service::Arm, &e))?;
             runs.extend(page.value.into_iter().map(|run| ListedRun {
-                run_id: run.run_id.unwrap_or_default(),
+                run_id: run.run_id.and_then(|id| RunId::parse(&id).ok()),
                 pipeline_name: run.pipeline_name.unwrap_or_default(),
                 status: RunStatus::parse(run.status.as_deref().unwrap_or("Unknown")),
                 parameters: match run.parameters {
@@ -344,7 +355,7 @@ impl DataFactory {
         &self,
         credential: Arc<dyn TokenCredential>,
         target: &WorkerTarget,
-        run_id: &str,
+        run_id: &RunId,
         after: time::OffsetDateTime,
         before: time::OffsetDateTime,
     ) -> Result<ActivityReport, UpstreamError> {
@@ -363,7 +374,7 @@ impl DataFactory {
                     target.subscription.to_string(),
                     target.resource_group.as_str(),
                     target.orchestrator.as_str(),
-                    run_id,
+                    run_id.to_string(),
                     filter.clone(),
                 )
                 .await
@@ -444,7 +455,7 @@ impl DataFactory {
             .get_status(
                 runtime.subscription.to_string(),
                 runtime.resource_group.as_str(),
-                runtime.factory.as_str(),
+                runtime.orchestrator.as_str(),
                 runtime.name.as_str(),
             )
             .await

@@ -7,6 +7,7 @@ pub mod names;
 pub mod power;
 pub mod request;
 pub mod response;
+pub mod run_id;
 pub mod status;
 pub mod transport;
 pub mod upstream;
@@ -19,6 +20,7 @@ pub use request::{
     Credentials, Dialect, OrchestratorType, PipelineRequest, RequestError, RunRequest,
     SecretSource, WorkerTarget,
 };
-pub use status::{RunStatus, SimpleStatus};
+pub use run_id::{RunId, RunIdError};
+pub use status::{RunStatus, ScopeStatus, SimpleStatus, WorkerStatus};
 pub use upstream::{Service, UpstreamError};
 pub use worker::WorkerKey;

@@ -27,7 +27,7 @@ impl fmt::Display for Guid {
     }
 }
 
-/// A resource group or factory name: non-empty, at most 90 characters, no path or query characters.
+/// A resource group or orchestrator (factory, workspace) name: non-empty, at most 90 characters, no path or query characters.
 /// (ARM's own rules are stricter per resource type; we reject only what could never be valid or
 /// could change the meaning of the URL we build.)
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

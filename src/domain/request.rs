@@ -12,6 +12,7 @@
 
 use super::keyvault::KeyVaultSecretRef;
 use super::names::{Guid, PipelineName, ResourceName};
+use super::run_id::RunId;
 use crate::secret::Secret;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
@@ -94,7 +95,7 @@ pub struct PipelineRequest {
 #[derive(Clone, Debug, PartialEq)]
 pub struct RunRequest {
     pub pipeline: PipelineRequest,
-    pub run_id: Guid,
+    pub run_id: RunId,
 }
 
 /// A request that cannot be served: which field, and what is wrong with it.
@@ -168,6 +169,12 @@ impl<'a> Fields<'a> {
             .ok_or_else(|| RequestError::new(key, format!("Expected {label} to be a GUID.")))
     }
 
+    /// A required pipeline run id field (procfwk's message when it is not a GUID).
+    pub fn run_id(&self, key: &str) -> Result<RunId, RequestError> {
+        let text = self.required_text(key)?;
+        RunId::parse(&text).map_err(|_| RequestError::new(key, "Expected Run Id to be a GUID."))
+    }
+
     /// An integer field (JSON number or numeric string).
     pub fn integer(&self, key: &str) -> Result<Option<i64>, RequestError> {
         match self.get(key) {
@@ -233,7 +240,7 @@ impl RunRequest {
     pub fn parse(body: &Value) -> Result<Self, RequestError> {
         let fields = Fields::new(body)?;
         let pipeline = PipelineRequest::from_fields(&fields)?;
-        let run_id = fields.guid("runId", "Run Id")?;
+        let run_id = fields.run_id("runId")?;
         Ok(Self { pipeline, run_id })
     }
 }

@@ -3,6 +3,7 @@
 
 use super::names::PipelineName;
 use super::request::Dialect;
+use super::run_id::RunId;
 use super::status::RunStatus;
 use serde_json::{json, Map, Value};
 
@@ -14,11 +15,12 @@ pub enum Spelling {
     Procfwk,
 }
 
-/// `{PipelineName, RunId, ActualStatus|Status, SimpleStatus}`.
+/// `{PipelineName, RunId, ActualStatus|Status, SimpleStatus}`; `RunId` is empty while there is no run
+/// (`run_id` `None`: a worker waiting for its runtime).
 pub fn run_status(
     dialect: Dialect,
     pipeline: &PipelineName,
-    run_id: &str,
+    run_id: Option<&RunId>,
     status: &RunStatus,
     spelling: Spelling,
 ) -> Map<String, Value> {
@@ -32,6 +34,7 @@ pub fn run_status(
     };
     let mut body = Map::new();
     body.insert("PipelineName".into(), json!(pipeline.as_str()));
+    let run_id = run_id.map(RunId::to_string).unwrap_or_default();
     body.insert("RunId".into(), json!(run_id));
     body.insert(status_key.into(), json!(shown));
     body.insert(
@@ -59,7 +62,7 @@ pub struct ActivityError {
 pub fn activity_errors(
     dialect: Dialect,
     pipeline: &PipelineName,
-    run_id: &str,
+    run_id: &RunId,
     status: &RunStatus,
     response_count: usize,
     errors: &[ActivityError],
@@ -71,13 +74,19 @@ pub fn activity_errors(
             body.insert("ResponseCount".into(), json!(response_count));
             body.insert("ResponseErrorCount".into(), json!(errors.len()));
             body.insert("Errors".into(), errors_json);
-            body.extend(run_status(dialect, pipeline, run_id, status, Spelling::Adf));
+            body.extend(run_status(
+                dialect,
+                pipeline,
+                Some(run_id),
+                status,
+                Spelling::Adf,
+            ));
             Value::Object(body)
         }
         Dialect::V1 => json!({
             "PipelineName": pipeline.as_str(),
             "PipelineStatus": status.adf_name(),
-            "RunId": run_id,
+            "RunId": run_id.to_string(),
             "ResponseCount": response_count,
             "ResponseErrorCount": errors.len(),
             "Errors": errors_json,
@@ -128,17 +137,22 @@ mod tests {
         PipelineName::parse("Wait 1").unwrap_or_else(|_| unreachable!())
     }
 
+    fn run() -> RunId {
+        RunId::parse("C5C2E1E7-1234-1234-1234-012345678910").unwrap_or_else(|_| unreachable!())
+    }
+
     #[test]
     fn v2_status_shape() {
         let b = run_status(
             Dialect::V2,
             &name(),
-            "r",
+            Some(&run()),
             &RunStatus::Canceling,
             Spelling::Procfwk,
         );
         assert_eq!(b["ActualStatus"], "Cancelling");
         assert_eq!(b["SimpleStatus"], "Running");
+        assert_eq!(b["RunId"], "c5c2e1e7-1234-1234-1234-012345678910");
         assert!(!b.contains_key("Status"));
     }
 
@@ -147,7 +161,7 @@ mod tests {
         let b = run_status(
             Dialect::V1,
             &name(),
-            "r",
+            Some(&run()),
             &RunStatus::Succeeded,
             Spelling::Procfwk,
         );
@@ -165,7 +179,7 @@ mod tests {
             error_type: "e".into(),
             error_message: "f".into(),
         };
-        let b = activity_errors(Dialect::V2, &name(), "r", &RunStatus::Failed, 3, &[e]);
+        let b = activity_errors(Dialect::V2, &name(), &run(), &RunStatus::Failed, 3, &[e]);
         let keys: Vec<_> = b["Errors"][0]
             .as_object()
             .map(|o| o.keys().cloned().collect())

@@ -1,4 +1,7 @@
-//! Pipeline-run statuses as ADF reports them, and the `SimpleStatus` the Infant pipeline loops on.
+//! Pipeline-run statuses as ADF reports them, the `SimpleStatus` the Infant pipeline loops on, and
+//! procfwk's own statuses: a worker's (`CurrentExecution.PipelineStatus`) and a scope's
+//! (`ExecutionControl.ControlStatus`, `BatchExecution.BatchStatus`). The procfwk texts are load-bearing
+//! (the shipped SQL, reports and pipelines compare them), so each variant's `as_str` is exactly it.
 
 use super::request::Dialect;
 use std::fmt;
@@ -97,9 +100,174 @@ impl SimpleStatus {
     }
 }
 
+/// A worker's status in procfwk's metadata (`CurrentExecution.PipelineStatus`, `ExecutionLog`). The
+/// column is free text, so a value procfwk never writes is kept as it is.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum WorkerStatus {
+    /// `NULL` in the column; reported as `Not Started`.
+    NotStarted,
+    Preparing,
+    Validating,
+    Running,
+    /// Being checked by the clean-up before a start.
+    Checking,
+    Success,
+    Failed,
+    Blocked,
+    Unknown,
+    Cancelled,
+    /// `<CallingActivity>Error`, written when a framework activity around the worker failed
+    /// (`ExecuteWorkerPipelineError`, `GetWorkerPipelineStatusError`, ...): the whole text.
+    ActivityError(String),
+    /// Anything else found in the column.
+    Other(String),
+}
+
+impl WorkerStatus {
+    /// The status `SetLogActivityFailed` writes for a failed framework activity.
+    pub fn activity_error(activity: &str) -> Self {
+        Self::ActivityError(format!("{activity}Error"))
+    }
+
+    /// A status as the column holds it (`None`: `NULL`, not started). Total: unknown text is kept.
+    pub fn from_column(text: Option<&str>) -> Self {
+        match text {
+            None => Self::NotStarted,
+            Some(t) => Self::parse(t),
+        }
+    }
+
+    /// A status as procfwk spells it (exactly; `Not Started` for the summary's `NULL`). Total.
+    pub fn parse(text: &str) -> Self {
+        match text {
+            "Not Started" => Self::NotStarted,
+            "Preparing" => Self::Preparing,
+            "Validating" => Self::Validating,
+            "Running" => Self::Running,
+            "Checking" => Self::Checking,
+            "Success" => Self::Success,
+            "Failed" => Self::Failed,
+            "Blocked" => Self::Blocked,
+            "Unknown" => Self::Unknown,
+            "Cancelled" => Self::Cancelled,
+            t if t.len() > "Error".len() && t.ends_with("Error") => Self::ActivityError(t.into()),
+            t => Self::Other(t.into()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::NotStarted => "Not Started",
+            Self::Preparing => "Preparing",
+            Self::Validating => "Validating",
+            Self::Running => "Running",
+            Self::Checking => "Checking",
+            Self::Success => "Success",
+            Self::Failed => "Failed",
+            Self::Blocked => "Blocked",
+            Self::Unknown => "Unknown",
+            Self::Cancelled => "Cancelled",
+            Self::ActivityError(t) | Self::Other(t) => t,
+        }
+    }
+}
+
+impl fmt::Display for WorkerStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The status of a scope (`ExecutionControl.ControlStatus`) or of a batch's execution
+/// (`BatchExecution.BatchStatus`). Free text in the store, so unknown values are kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ScopeStatus {
+    Running,
+    Stopping,
+    Stopped,
+    Success,
+    /// A batch execution given up for a new one (`OverideRestart`).
+    Abandoned,
+    Other(String),
+}
+
+impl ScopeStatus {
+    /// Total: unknown text is kept.
+    pub fn parse(text: &str) -> Self {
+        match text {
+            "Running" => Self::Running,
+            "Stopping" => Self::Stopping,
+            "Stopped" => Self::Stopped,
+            "Success" => Self::Success,
+            "Abandoned" => Self::Abandoned,
+            t => Self::Other(t.into()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Running => "Running",
+            Self::Stopping => "Stopping",
+            Self::Stopped => "Stopped",
+            Self::Success => "Success",
+            Self::Abandoned => "Abandoned",
+            Self::Other(t) => t,
+        }
+    }
+}
+
+impl fmt::Display for ScopeStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn worker_statuses_round_trip_procfwk_texts() {
+        for text in [
+            "Not Started",
+            "Preparing",
+            "Validating",
+            "Running",
+            "Checking",
+            "Success",
+            "Failed",
+            "Blocked",
+            "Unknown",
+            "Cancelled",
+            "ExecuteWorkerPipelineError",
+            "Whatever",
+        ] {
+            assert_eq!(WorkerStatus::parse(text).as_str(), text);
+        }
+        assert_eq!(WorkerStatus::from_column(None), WorkerStatus::NotStarted);
+        assert_eq!(
+            WorkerStatus::activity_error("GetWorkerPipelineStatus").as_str(),
+            "GetWorkerPipelineStatusError"
+        );
+        assert!(matches!(
+            WorkerStatus::parse("InvalidPipelineNameError"),
+            WorkerStatus::ActivityError(_)
+        ));
+        assert_eq!(
+            WorkerStatus::parse("running"),
+            WorkerStatus::Other("running".into())
+        );
+        for text in [
+            "Running",
+            "Stopping",
+            "Stopped",
+            "Success",
+            "Abandoned",
+            "Odd",
+        ] {
+            assert_eq!(ScopeStatus::parse(text).as_str(), text);
+        }
+    }
 
     #[test]
     fn running_states_in_both_dialects() {

@@ -40,7 +40,7 @@ pub async fn handle(state: &AppState, body: &Value) -> Result<Reply, FunctionErr
     Ok(Reply::ok(response::run_status(
         request.pipeline.dialect,
         &request.pipeline.pipeline,
-        &last.run_id,
+        Some(&last.run_id),
         &last.status,
         Spelling::Procfwk,
     )))

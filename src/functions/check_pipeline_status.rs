@@ -11,7 +11,7 @@ pub async fn handle(state: &AppState, body: &Value) -> Result<Reply, FunctionErr
     if let Some(key) = super::metadata_worker::worker_key(&fields)? {
         // Optional in metadata mode: the store knows the worker's run.
         let run_id = match fields.text("runId")? {
-            Some(_) => Some(fields.guid("runId", "Run Id")?),
+            Some(_) => Some(fields.run_id("runId")?),
             None => None,
         };
         return super::metadata_worker::check(state, key, run_id).await;
@@ -26,7 +26,7 @@ pub async fn handle(state: &AppState, body: &Value) -> Result<Reply, FunctionErr
     Ok(Reply::ok(response::run_status(
         request.pipeline.dialect,
         &request.pipeline.pipeline,
-        &run.run_id,
+        Some(&run.run_id),
         &run.status,
         Spelling::Procfwk,
     )))

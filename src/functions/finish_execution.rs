@@ -23,7 +23,7 @@ pub async fn handle(state: &AppState, body: &Value) -> Result<Reply, FunctionErr
     let counts: Map<String, Value> = finished
         .counts
         .iter()
-        .map(|(k, v)| (k.clone(), json!(v)))
+        .map(|(k, v)| (k.as_str().to_string(), json!(v)))
         .collect();
     if finished.succeeded {
         Ok(Reply::ok(json!({

@@ -5,12 +5,11 @@
 
 use super::orphan_runs::{self, Found};
 use super::{AppState, FunctionError, Reply};
-use crate::adapters::UpstreamError;
 use crate::domain::request::{Fields, RequestError};
 use crate::domain::response::{self, Spelling};
 use crate::domain::{
     Credentials, Dialect, Guid, OrchestratorType, PipelineName, PipelineRequest, ResourceName,
-    RunStatus, SecretSource, WorkerTarget,
+    RunId, RunStatus, SecretSource, WorkerStatus, WorkerTarget,
 };
 use crate::leases::workers::{holder, ReadWorkerRuntime, RenewLease, WorkerRuntime};
 use crate::leases::{Change, Decision, PoolReport};
@@ -140,9 +139,9 @@ fn request_for(plan: &WorkerPlan) -> Result<PipelineRequest, FunctionError> {
 fn reply(
     plan: &WorkerPlan,
     request: &PipelineRequest,
-    run_id: &str,
+    run_id: Option<&RunId>,
     status: &RunStatus,
-    worker_status: Option<&str>,
+    worker_status: Option<&WorkerStatus>,
 ) -> Reply {
     let mut body = response::run_status(
         Dialect::V2,
@@ -156,7 +155,7 @@ fn reply(
         json!(plan.properties.status_check_every.as_secs()),
     );
     if let Some(s) = worker_status {
-        body.insert("WorkerStatus".into(), json!(s));
+        body.insert("WorkerStatus".into(), json!(s.as_str()));
     }
     Reply::ok(Value::Object(body))
 }
@@ -240,7 +239,13 @@ async fn release_runtime(state: &AppState, store: &Store, runtime: &WorkerRuntim
 /// The answer while the worker waits for its runtime: no run yet (`RunId` empty), `Queued`, so the
 /// Infant keeps polling; its next check takes the lease again and starts the run once ready.
 fn waiting_reply(plan: &WorkerPlan, request: &PipelineRequest, report: &PoolReport) -> Reply {
-    let mut reply = reply(plan, request, "", &RunStatus::Queued, Some("Preparing"));
+    let mut reply = reply(
+        plan,
+        request,
+        None,
+        &RunStatus::Queued,
+        Some(&WorkerStatus::Preparing),
+    );
     if let Value::Object(body) = &mut reply.body {
         body.insert("RuntimeReady".into(), json!(report.ready));
         body.insert("VmPowerState".into(), json!(report.power_state.as_str()));
@@ -278,7 +283,7 @@ fn not_yet(key: WorkerKey, why: &str) -> FunctionError {
 /// What became of a claim whose run id is not recorded.
 enum Recovered {
     /// Its run, found in ADF, is recorded now (by us or a concurrent caller).
-    Run(uuid::Uuid),
+    Run(RunId),
     /// ADF lists no run of it.
     NoRun,
     /// Not decided now; the reason.
@@ -379,26 +384,32 @@ async fn existing_run(
     plan: &WorkerPlan,
     request: &PipelineRequest,
     credential: std::sync::Arc<dyn azure_core::auth::TokenCredential>,
-    run_id: uuid::Uuid,
-) -> Result<(Reply, Option<uuid::Uuid>), FunctionError> {
+    run_id: RunId,
+) -> Result<(Reply, Option<RunId>), FunctionError> {
     let run = state
         .azure
         .data_factory
-        .get_run(credential, &request.target, &run_id.to_string())
+        .get_run(credential, &request.target, &run_id)
         .await?;
-    let reply = reply(plan, request, &run.run_id, &run.status, Some("Running"));
+    let reply = reply(
+        plan,
+        request,
+        Some(&run.run_id),
+        &run.status,
+        Some(&WorkerStatus::Running),
+    );
     Ok((reply, Some(run_id)))
 }
 
 /// Start the worker's run (once its runtime, if it needs one, is ready). Also returns the worker's run
-/// id when it has one now.
+/// id when it has one now. The phases: the request, the runtime lease, the claim, then the run.
 async fn start(
     state: &AppState,
     store: &Store,
     key: WorkerKey,
     plan: &WorkerPlan,
     runtime: Option<&WorkerRuntime>,
-) -> Result<(Reply, Option<uuid::Uuid>), FunctionError> {
+) -> Result<(Reply, Option<RunId>), FunctionError> {
     let request = match request_for(plan) {
         Ok(request) => request,
         Err(e) => {
@@ -414,157 +425,218 @@ async fn start(
         .credential(&request.credentials)
         .await?;
     if let (Some(runtime), None) = (runtime, plan.run_id) {
-        // A worker on a self-hosted runtime: hold a lease, and start the run only once it is ready.
-        let take = Change::Take {
-            holder: holder(&key),
-            lease_secs: runtime.lease_secs,
-        };
-        let report = match runtime_decision(state, store, runtime, take).await {
-            Ok(report) => report,
-            Err(e) if matches!(&e, FunctionError::Upstream(u) if u.is_permanent_refusal()) => {
-                // The VM does not exist or may not be started: the worker fails now (recorded, and
-                // the failure-handling rule applied) instead of waiting in Preparing for ever.
-                record_runtime_failure(store, key, &e).await;
-                return Err(e);
-            }
-            Err(e) => return Err(e),
-        };
-        if !report.ready {
-            tracing::info!(%key, pool = %report.pool_key, power_state = report.power_state.as_str(), "worker waits for its runtime");
-            return Ok((waiting_reply(plan, &request, &report), None));
+        if let Some(waiting) = hold_runtime(state, store, key, plan, &request, runtime).await? {
+            return Ok((waiting, None));
         }
     }
     // One token for this start: a replay of the claim (a lost COMMIT acknowledgement) is recognised.
     let token = uuid::Uuid::new_v4();
-    let claim = store
-        .run(&ClaimWorker {
-            key,
-            params_used: plan.params_used(),
-            token,
-            now: now(),
-        })
-        .await?;
-    match claim {
-        Claim::Claimed => {}
-        Claim::AlreadyStarted { run_id } => {
-            // A retried Execute: answer with the run that exists instead of starting a second one.
-            return existing_run(state, plan, &request, credential, run_id).await;
+    let worker = StartingWorker {
+        state,
+        store,
+        key,
+        plan,
+        runtime,
+        request: &request,
+        credential,
+    };
+    if let Some(answer) = worker.claim(token).await? {
+        return Ok(answer);
+    }
+    crate::fault::point(crate::fault::AFTER_CLAIM);
+    worker.create_run(token).await
+}
+
+/// A worker on a self-hosted runtime: take its lease. The answer to give while the runtime is not
+/// ready yet (the run is started only once it is), or `None` to go on.
+async fn hold_runtime(
+    state: &AppState,
+    store: &Store,
+    key: WorkerKey,
+    plan: &WorkerPlan,
+    request: &PipelineRequest,
+    runtime: &WorkerRuntime,
+) -> Result<Option<Reply>, FunctionError> {
+    let take = Change::Take {
+        holder: holder(&key),
+        lease_secs: runtime.lease_secs,
+    };
+    let report = match runtime_decision(state, store, runtime, take).await {
+        Ok(report) => report,
+        Err(e) if matches!(&e, FunctionError::Upstream(u) if u.is_permanent_refusal()) => {
+            // The VM does not exist or may not be started: the worker fails now (recorded, and
+            // the failure-handling rule applied) instead of waiting in Preparing for ever.
+            record_runtime_failure(store, key, &e).await;
+            return Err(e);
         }
-        Claim::InFlight {
-            since,
-            token: seen,
-            params_used,
-        } => {
-            // Another call claimed the worker and recorded no run (yet): ADF may have accepted its
-            // run already, so ADF is asked before anything else is decided.
-            let claim = UnrecordedClaim {
+        Err(e) => return Err(e),
+    };
+    if !report.ready {
+        tracing::info!(%key, pool = %report.pool_key, power_state = report.power_state.as_str(), "worker waits for its runtime");
+        return Ok(Some(waiting_reply(plan, request, &report)));
+    }
+    Ok(None)
+}
+
+/// A worker being started: what the claim and the run creation need.
+struct StartingWorker<'a> {
+    state: &'a AppState,
+    store: &'a Store,
+    key: WorkerKey,
+    plan: &'a WorkerPlan,
+    runtime: Option<&'a WorkerRuntime>,
+    request: &'a PipelineRequest,
+    credential: std::sync::Arc<dyn azure_core::auth::TokenCredential>,
+}
+
+impl StartingWorker<'_> {
+    /// Claim the worker with `token`. `None`: ours, create the run; otherwise the answer to give (the
+    /// run that exists already).
+    async fn claim(
+        &self,
+        token: uuid::Uuid,
+    ) -> Result<Option<(Reply, Option<RunId>)>, FunctionError> {
+        let (state, store, key) = (self.state, self.store, self.key);
+        let claim = store
+            .run(&ClaimWorker {
                 key,
+                params_used: self.plan.params_used(),
+                token,
+                now: now(),
+            })
+            .await?;
+        match claim {
+            Claim::Claimed => Ok(None),
+            Claim::AlreadyStarted { run_id } => {
+                // A retried Execute: answer with the run that exists instead of starting a second one.
+                Ok(Some(self.existing(run_id).await?))
+            }
+            Claim::InFlight {
                 since,
                 token: seen,
                 params_used,
-            };
-            match recover(state, store, &request, credential.clone(), &claim).await? {
-                Recovered::Run(run_id) => {
-                    return existing_run(state, plan, &request, credential, run_id).await;
+            } => {
+                // Another call claimed the worker and recorded no run (yet): ADF may have accepted its
+                // run already, so ADF is asked before anything else is decided.
+                let claim = UnrecordedClaim {
+                    key,
+                    since,
+                    token: seen,
+                    params_used,
+                };
+                match recover(state, store, self.request, self.credential.clone(), &claim).await? {
+                    Recovered::Run(run_id) => return Ok(Some(self.existing(run_id).await?)),
+                    Recovered::NotYet(why) => return Err(not_yet(key, &why)),
+                    Recovered::NoRun if orphan_runs::holder_may_be_alive(state, since, now()) => {
+                        return Err(another_start(key));
+                    }
+                    Recovered::NoRun => {}
                 }
-                Recovered::NotYet(why) => return Err(not_yet(key, &why)),
-                Recovered::NoRun if orphan_runs::holder_may_be_alive(state, since, now()) => {
+                // The claim's holder died before creating a run. Taking over is a compare-and-set on
+                // the claim seen: of two callers doing this at once, one gets it.
+                let took = store
+                    .run(&TakeOverClaim {
+                        key,
+                        seen,
+                        token,
+                        now: now(),
+                    })
+                    .await?;
+                if !took {
                     return Err(another_start(key));
                 }
-                Recovered::NoRun => {}
+                tracing::warn!(%key, "a previous start of this worker died before creating a run (ADF lists none); starting it again");
+                Ok(None)
             }
-            // The claim's holder died before creating a run. Taking over is a compare-and-set on the
-            // claim seen: of two callers doing this at once, one gets it.
-            let took = store
-                .run(&TakeOverClaim {
-                    key,
-                    seen,
-                    token,
-                    now: now(),
+            Claim::NotStartable { status } => {
+                // The lease taken before the claim is not needed after all.
+                if let Some(runtime) = self.runtime {
+                    release_runtime(state, store, runtime, key).await;
+                }
+                Err(FunctionError::Conflict {
+                    message: format!("the worker is {status} and cannot be started"),
+                    details: json!({"WorkerStatus": status.as_str()}),
                 })
-                .await?;
-            if !took {
-                return Err(another_start(key));
             }
-            tracing::warn!(%key, "a previous start of this worker died before creating a run (ADF lists none); starting it again");
-        }
-        Claim::NotStartable { status } => {
-            // The lease taken above is not needed after all.
-            if let Some(runtime) = runtime {
-                release_runtime(state, store, runtime, key).await;
-            }
-            return Err(FunctionError::Conflict {
-                message: format!("the worker is {status} and cannot be started"),
-                details: json!({"WorkerStatus": status}),
-            });
         }
     }
-    crate::fault::point(crate::fault::AFTER_CLAIM);
-    let created = state
-        .azure
-        .data_factory
-        .create_run(
-            credential.clone(),
-            &request.target,
-            &request.pipeline,
-            &request.parameters,
+
+    async fn existing(&self, run_id: RunId) -> Result<(Reply, Option<RunId>), FunctionError> {
+        existing_run(
+            self.state,
+            self.plan,
+            self.request,
+            self.credential.clone(),
+            run_id,
         )
-        .await;
-    let run_id = match created {
-        Ok(id) => id,
-        Err(e) => {
-            let activity = if e.is_not_found() {
-                "InvalidPipelineName"
-            } else {
-                "ExecuteWorkerPipeline"
-            };
-            store
-                .run(&WorkerActivityFailed {
-                    key,
-                    activity,
-                    now: now(),
-                })
-                .await?;
-            if let Some(runtime) = runtime {
-                release_runtime(state, store, runtime, key).await;
-            }
-            return Err(e.into());
-        }
-    };
-    crate::fault::point(crate::fault::AFTER_CREATE_RUN);
-    let run_uuid = uuid::Uuid::parse_str(&run_id).map_err(|_| {
-        FunctionError::Upstream(UpstreamError::Protocol {
-            service: crate::adapters::Service::Arm,
-            message: format!("createRun returned a run id that is not a GUID: {run_id:?}"),
-        })
-    })?;
-    let recorded = store
-        .run(&RecordRunId {
-            key,
-            run_id: run_uuid,
-            token,
-        })
-        .await?;
-    if !recorded {
-        // Our claim was taken over while we created the run: the other start's run is the worker's.
-        // Ours would run the worker twice, so it is cancelled.
-        tracing::warn!(%key, %run_id, "claim lost while creating the run; cancelling the duplicate");
-        if let Err(e) = state
+        .await
+    }
+
+    /// Create the claimed worker's run and record it under `token`; a run created after the claim
+    /// was taken over is cancelled.
+    async fn create_run(&self, token: uuid::Uuid) -> Result<(Reply, Option<RunId>), FunctionError> {
+        let (state, store, key, request) = (self.state, self.store, self.key, self.request);
+        let credential = &self.credential;
+        let created = state
             .azure
             .data_factory
-            .cancel_run(credential.clone(), &request.target, &run_id)
-            .await
-        {
-            tracing::error!(%key, %run_id, error = %e, "the duplicate run could not be cancelled");
+            .create_run(
+                credential.clone(),
+                &request.target,
+                &request.pipeline,
+                &request.parameters,
+            )
+            .await;
+        let run_id = match created {
+            Ok(id) => id,
+            Err(e) => {
+                let activity = if e.is_not_found() {
+                    "InvalidPipelineName"
+                } else {
+                    "ExecuteWorkerPipeline"
+                };
+                store
+                    .run(&WorkerActivityFailed {
+                        key,
+                        activity,
+                        now: now(),
+                    })
+                    .await?;
+                if let Some(runtime) = self.runtime {
+                    release_runtime(state, store, runtime, key).await;
+                }
+                return Err(e.into());
+            }
+        };
+        crate::fault::point(crate::fault::AFTER_CREATE_RUN);
+        let recorded = store.run(&RecordRunId { key, run_id, token }).await?;
+        if !recorded {
+            // Our claim was taken over while we created the run: the other start's run is the
+            // worker's. Ours would run the worker twice, so it is cancelled.
+            tracing::warn!(%key, %run_id, "claim lost while creating the run; cancelling the duplicate");
+            if let Err(e) = state
+                .azure
+                .data_factory
+                .cancel_run(credential.clone(), &request.target, &run_id)
+                .await
+            {
+                tracing::error!(%key, %run_id, error = %e, "the duplicate run could not be cancelled");
+            }
+            return Err(another_start(key));
         }
-        return Err(another_start(key));
+        tracing::info!(%key, pipeline = %request.pipeline, %run_id, "worker run created");
+        let status = super::wait_until_started(state, credential.clone(), request, &run_id).await;
+        Ok((
+            reply(
+                self.plan,
+                request,
+                Some(&run_id),
+                &status,
+                Some(&WorkerStatus::Running),
+            ),
+            Some(run_id),
+        ))
     }
-    tracing::info!(%key, pipeline = %request.pipeline, %run_id, "worker run created");
-    let status = super::wait_until_started(state, credential, &request, &run_id).await;
-    Ok((
-        reply(plan, &request, &run_id, &status, Some("Running")),
-        Some(run_uuid),
-    ))
 }
 
 /// `CheckPipelineStatus` for a worker of an execution: one status read; the check time is recorded and,
@@ -575,11 +647,11 @@ async fn start(
 pub async fn check(
     state: &AppState,
     key: WorkerKey,
-    run_id: Option<Guid>,
+    run_id: Option<RunId>,
 ) -> Result<Reply, FunctionError> {
     let store = state.store().await?;
     let (plan, runtime) = read_worker(state, store, key).await?;
-    let run_id = match (run_id.map(|r| r.as_uuid()), plan.run_id) {
+    let run_id = match (run_id, plan.run_id) {
         (Some(given), Some(recorded)) if given != recorded => {
             return Err(RequestError::new(
                 "runId",
@@ -638,9 +710,9 @@ pub async fn check(
     Ok(reply(
         &plan,
         &request,
-        &run_id.to_string(),
+        Some(&run_id),
         &status,
-        worker_status.as_deref(),
+        worker_status.as_ref(),
     ))
 }
 
@@ -651,12 +723,12 @@ async fn settle(
     request: &PipelineRequest,
     credential: std::sync::Arc<dyn azure_core::auth::TokenCredential>,
     key: WorkerKey,
-    run_id: uuid::Uuid,
-) -> Result<(RunStatus, Option<String>), FunctionError> {
+    run_id: RunId,
+) -> Result<(RunStatus, Option<WorkerStatus>), FunctionError> {
     let run = state
         .azure
         .data_factory
-        .get_run(credential.clone(), &request.target, &run_id.to_string())
+        .get_run(credential.clone(), &request.target, &run_id)
         .await?;
     if !request.pipeline.matches(&run.pipeline_name) {
         return Err(RequestError::new(
@@ -667,7 +739,7 @@ async fn settle(
     }
     store.run(&RecordCheck { key, now: now() }).await?;
     if run.status.is_running() {
-        return Ok((run.status, Some("Running".into())));
+        return Ok((run.status, Some(WorkerStatus::Running)));
     }
     let outcome = WorkerOutcome::from_run_status(&run.status);
     let errors = if outcome == WorkerOutcome::Failed {
@@ -698,7 +770,7 @@ async fn settle(
         })
         .await?;
     let worker_status = match applied {
-        Applied::Applied { status, .. } => Some(status.to_string()),
+        Applied::Applied { status, .. } => Some(status),
         Applied::AlreadyApplied { status } => status,
     };
     Ok((run.status, worker_status))

@@ -29,7 +29,7 @@ pub use table::{
 };
 
 use crate::adapters::datafactory::RunInfo;
-use crate::domain::{RequestError, RunRequest, RunStatus};
+use crate::domain::{RequestError, RunId, RunRequest, RunStatus};
 use crate::policy::admission;
 use crate::policy::budget;
 use azure_core::auth::TokenCredential;
@@ -112,11 +112,7 @@ pub(crate) async fn read_checked_run(
     let run = state
         .azure
         .data_factory
-        .get_run(
-            credential,
-            &request.pipeline.target,
-            &request.run_id.to_string(),
-        )
+        .get_run(credential, &request.pipeline.target, &request.run_id)
         .await?;
     if !request.pipeline.pipeline.matches(&run.pipeline_name) {
         return Err(RequestError::new(
@@ -138,7 +134,7 @@ pub(crate) async fn wait_until_started(
     state: &AppState,
     credential: Arc<dyn TokenCredential>,
     request: &crate::domain::PipelineRequest,
-    run_id: &str,
+    run_id: &RunId,
 ) -> RunStatus {
     let cap = state.settings.execute_queued_cap;
     match poll_run(state, credential, request, run_id, cap, |s| {
@@ -160,7 +156,7 @@ pub(crate) async fn poll_run(
     state: &AppState,
     credential: Arc<dyn TokenCredential>,
     request: &crate::domain::PipelineRequest,
-    run_id: &str,
+    run_id: &RunId,
     cap: Duration,
     done: impl Fn(&RunStatus) -> bool,
 ) -> Result<(RunInfo, bool), FunctionError> {

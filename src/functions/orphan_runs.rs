@@ -1,6 +1,6 @@
 //! Finding the run ADF accepted for a claim whose run id was never recorded (the instance holding the
 //! claim died between createRun and `RecordRunId`). ADF's `createRun` has no idempotency key, so before
-//! anyone creates another run for such a worker, the factory's runs of the worker's pipeline are listed
+//! anyone creates another run for such a worker, the orchestrator's runs of the worker's pipeline are listed
 //! (`queryPipelineRuns`, over the time since the claim) and the one whose parameters are the ones the
 //! claim sent (`PipelineParamsUsed`), started by a REST call (`invokedBy` `Manual`) within the claim's
 //! lifetime and not recorded by any other worker, is the claim's run. Anything the look-up cannot decide
@@ -8,7 +8,7 @@
 //! creates a second run.
 
 use super::{AppState, FunctionError};
-use crate::domain::PipelineRequest;
+use crate::domain::{PipelineRequest, RunId};
 use crate::orchestration::{RunIdKnown, UnrecordedClaim};
 use crate::store::Store;
 use azure_core::auth::TokenCredential;
@@ -16,7 +16,6 @@ use chrono::NaiveDateTime;
 use serde_json::{Map, Value};
 use std::sync::Arc;
 use std::time::Duration;
-use uuid::Uuid;
 
 /// The clock difference allowed between this host and ADF when a run's start is compared with the
 /// claim time.
@@ -30,7 +29,7 @@ const MAX_PAGES: usize = 20;
 #[derive(Clone, Debug, PartialEq)]
 pub enum Found {
     /// This run is the claim's.
-    Run(Uuid),
+    Run(RunId),
     /// ADF lists no run of the claim.
     Nothing,
     /// Cannot be told now; the reason.
@@ -168,7 +167,7 @@ pub async fn look_up(
         {
             continue;
         }
-        let Ok(run_id) = Uuid::parse_str(&run.run_id) else {
+        let Some(run_id) = run.run_id else {
             continue;
         };
         if !store.run(&RunIdKnown { run_id }).await? {

@@ -9,7 +9,9 @@
 use super::metadata_worker::settle_in_flight;
 use super::{AppState, FunctionError, Reply};
 use crate::domain::request::{Fields, RequestError};
-use crate::domain::{Credentials, Guid, OrchestratorType, ResourceName, WorkerTarget};
+use crate::domain::{
+    Credentials, Guid, OrchestratorType, ResourceName, RunId, ScopeStatus, WorkerTarget,
+};
 use crate::orchestration::{
     now, ParentState, PreviousParent, ReadOrchestrator, ReadScopeHolder, StartExecution, StartMode,
 };
@@ -88,8 +90,8 @@ pub async fn handle(state: &AppState, body: &Value) -> Result<Reply, FunctionErr
 }
 
 /// If another Parent run holds the scope, ask ADF whether that run is still going. The run is looked up
-/// in the factory its `callingOrchestratorName` names in `procfwk.Orchestrators`, with the Function
-/// App's managed identity (which needs read access to the framework factory's runs).
+/// in the orchestrator its `callingOrchestratorName` names in `procfwk.Orchestrators`, with the Function
+/// App's managed identity (which needs read access to the framework orchestrator's runs).
 async fn ask_previous_parent(
     state: &AppState,
     store: &Store,
@@ -101,7 +103,7 @@ async fn ask_previous_parent(
             batch: batch.clone(),
         })
         .await?;
-    let Some(holder) = holder.filter(|h| h.status == "Running") else {
+    let Some(holder) = holder.filter(|h| h.status == ScopeStatus::Running) else {
         return Ok(None);
     };
     let Some(parent_run_id) = holder.parent_run_id.filter(|p| !p.trim().is_empty()) else {
@@ -128,13 +130,13 @@ async fn parent_run_state(
     orchestrator: &str,
     run_id: &str,
 ) -> ParentState {
-    let factory = match store
+    let found = match store
         .run(&ReadOrchestrator {
             name: orchestrator.to_string(),
         })
         .await
     {
-        Ok(Some(factory)) => factory,
+        Ok(Some(found)) => found,
         Ok(None) => {
             tracing::warn!(%orchestrator, "the Parent's orchestrator is not (uniquely) in procfwk.Orchestrators; the stale timeout decides");
             return ParentState::Unknown;
@@ -146,13 +148,18 @@ async fn parent_run_state(
     };
     let target = (|| {
         Some(WorkerTarget {
-            subscription: Guid::parse(&factory.subscription_id.to_string())?,
-            resource_group: ResourceName::parse(&factory.resource_group).ok()?,
-            orchestrator: ResourceName::parse(&factory.name).ok()?,
-            orchestrator_type: OrchestratorType::parse(&factory.orchestrator_type)?,
+            subscription: Guid::parse(&found.subscription_id.to_string())?,
+            resource_group: ResourceName::parse(&found.resource_group).ok()?,
+            orchestrator: ResourceName::parse(&found.name).ok()?,
+            orchestrator_type: OrchestratorType::parse(&found.orchestrator_type)?,
         })
     })();
     let Some(target) = target else {
+        return ParentState::Unknown;
+    };
+    // What the Parent sent as its run id is kept as text; ADF is asked only about a real run id.
+    let Ok(parsed) = RunId::parse(run_id) else {
+        tracing::warn!(%run_id, "the Parent's run id is not a pipeline run id; the stale timeout decides");
         return ParentState::Unknown;
     };
     let credential = match state
@@ -170,7 +177,7 @@ async fn parent_run_state(
     match state
         .azure
         .data_factory
-        .get_run(credential, &target, run_id)
+        .get_run(credential, &target, &parsed)
         .await
     {
         Ok(run) => {

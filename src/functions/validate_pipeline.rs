@@ -1,4 +1,4 @@
-//! `ValidatePipeline`: does the worker pipeline exist in its factory? `PipelineExists` is the string
+//! `ValidatePipeline`: does the worker pipeline exist in its orchestrator? `PipelineExists` is the string
 //! `"True"`/`"False"`; a missing pipeline is a 200 with `"False"`, while other ARM failures (403, 5xx)
 //! are reported as errors rather than passed off as "does not exist".
 

@@ -178,7 +178,7 @@ fn parse_runtime(
             subscription,
             resource_group: resource(fields, "factoryResourceGroupName")?
                 .unwrap_or_else(|| resource_group.clone()),
-            factory,
+            orchestrator: factory,
             name,
         })),
         (None, None) => Ok(None),

@@ -545,7 +545,7 @@ enum VmOwners {
 fn configuration(spec: &PoolSpec) -> [SqlValue; 6] {
     let runtime = spec.runtime.as_ref();
     [
-        runtime.map(|r| r.factory.as_str().to_string()).into(),
+        runtime.map(|r| r.orchestrator.as_str().to_string()).into(),
         runtime
             .map(|r| r.resource_group.as_str().to_string())
             .into(),

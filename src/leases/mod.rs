@@ -42,7 +42,8 @@ pub struct VmRef {
 pub struct RuntimeRef {
     pub subscription: Guid,
     pub resource_group: ResourceName,
-    pub factory: ResourceName,
+    /// The orchestrator the runtime belongs to (an ADF factory: the `FactoryName` column).
+    pub orchestrator: ResourceName,
     pub name: ResourceName,
 }
 
@@ -60,7 +61,7 @@ impl RuntimeRef {
                 problem,
             })
         };
-        let (Some(factory), Some(runtime)) = (
+        let (Some(orchestrator), Some(runtime)) = (
             row.opt_text("FactoryName")?,
             row.opt_text("IntegrationRuntimeName")?,
         ) else {
@@ -72,7 +73,7 @@ impl RuntimeRef {
                 Some(rg) => name("FactoryResourceGroupName", &rg)?,
                 None => vm_resource_group.clone(),
             },
-            factory: name("FactoryName", &factory)?,
+            orchestrator: name("FactoryName", &orchestrator)?,
             name: name("IntegrationRuntimeName", &runtime)?,
         }))
     }

@@ -3,6 +3,7 @@
 //! (`ExecutionControl`), so two Parents never run the same scope at once.
 
 use super::{LifecycleError, Properties};
+use crate::domain::{ScopeStatus, WorkerStatus};
 use crate::store::{statements, Row, SqlValue, StoreError, Transition, Tx};
 use chrono::NaiveDateTime;
 use uuid::Uuid;
@@ -53,7 +54,7 @@ pub enum ParentState {
     Over,
     /// Queued or in progress (or cancelling): its scope stays its own.
     Alive,
-    /// ADF could not be asked (or the run's factory is not known): the stale timeout decides.
+    /// ADF could not be asked (or the run's orchestrator is not known): the stale timeout decides.
     Unknown,
 }
 
@@ -69,7 +70,7 @@ pub struct PreviousParent {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ScopeHolder {
     pub execution_id: Uuid,
-    pub status: String,
+    pub status: ScopeStatus,
     pub parent_run_id: Option<String>,
     pub calling_orchestrator: Option<String>,
 }
@@ -94,7 +95,7 @@ impl Transition for ReadScopeHolder {
         row.map(|c| {
             Ok(ScopeHolder {
                 execution_id: c.guid("ExecutionId")?,
-                status: c.text("ControlStatus")?,
+                status: ScopeStatus::parse(&c.text("ControlStatus")?),
                 parent_run_id: c.opt_text("ParentRunId")?,
                 calling_orchestrator: c.opt_text("CallingOrchestratorName")?,
             })
@@ -103,8 +104,8 @@ impl Transition for ReadScopeHolder {
     }
 }
 
-/// The factory an orchestrator name stands for (`procfwk.Orchestrators`): subscription, resource group
-/// and type. `None` unless exactly one orchestrator (or one framework orchestrator) has the name.
+/// The orchestrator a name stands for (`procfwk.Orchestrators`): subscription, resource group and
+/// type. `None` unless exactly one orchestrator (or one framework orchestrator) has the name.
 pub struct ReadOrchestrator {
     pub name: String,
 }
@@ -303,7 +304,7 @@ impl StartExecution {
             let all_succeeded = !rows.is_empty()
                 && rows
                     .iter()
-                    .all(|r| r.text("PipelineStatus").is_ok_and(|s| s == "Success"));
+                    .all(|r| worker_status(r).is_ok_and(|s| s == WorkerStatus::Success));
             if !props.override_restart && !all_succeeded {
                 if rows.is_empty() {
                     self.create(tx, prev_id, Some(batch_id)).await?;
@@ -312,20 +313,20 @@ impl StartExecution {
                 }
                 tx.execute(
                     &statements::BATCH_EXECUTION_STATUS,
-                    &[prev_id.into(), "Running".into()],
+                    &[prev_id.into(), ScopeStatus::Running.as_str().into()],
                 )
                 .await?;
                 return Ok((prev_id, StartMode::Restart));
             }
             Self::archive(tx, prev_id).await?;
             let ended = if all_succeeded {
-                "Success"
+                ScopeStatus::Success
             } else {
-                "Abandoned"
+                ScopeStatus::Abandoned
             };
             tx.execute(
                 &statements::BATCH_EXECUTION_END,
-                &[prev_id.into(), ended.into(), self.now.into()],
+                &[prev_id.into(), ended.as_str().into(), self.now.into()],
             )
             .await?;
         }
@@ -352,19 +353,7 @@ impl Transition for StartExecution {
 
     async fn apply(&self, tx: &mut dyn Tx) -> Result<Started, LifecycleError> {
         let props = Properties::read(tx).await?;
-        match (&self.batch, props.use_batches) {
-            (None, true) => {
-                return Err(LifecycleError::BatchMode(
-                    "UseExecutionBatches is 1: name the batch to run".into(),
-                ))
-            }
-            (Some(b), false) => {
-                return Err(LifecycleError::BatchMode(format!(
-                    "UseExecutionBatches is 0: batch {b:?} cannot be run on its own"
-                )))
-            }
-            _ => {}
-        }
+        self.check_batch_mode(&props)?;
         let key = self.control_key();
         // Lock the scope first: every read below then sees what a concurrent Parent committed.
         tx.execute(&statements::CONTROL_LOCK, &[key.as_str().into()])
@@ -375,45 +364,105 @@ impl Transition for StartExecution {
             .into_iter()
             .next();
         let previous_status = match &control {
-            Some(c) => {
-                let status = c.text("ControlStatus")?;
-                if status == "Running" && self.is_own(c)? {
+            Some(c) => match self.judge_holder(c, &key, &props)? {
+                Holder::Own(execution_id) => {
                     // Our own earlier attempt (an ADF activity retry, or a replay after a COMMIT
                     // whose acknowledgement was lost): answer with the execution it started.
-                    return self.resume_own(tx, c.guid("ExecutionId")?, props).await;
+                    return self.resume_own(tx, execution_id, props).await;
                 }
-                if status == "Running" {
-                    let refused = || {
-                        LifecycleError::AlreadyRunning(match &self.batch {
-                            Some(b) => format!("There is already an batch execution run in progress for batch {b}. Stop this via the Orchestrator before restarting."),
-                            None => ALREADY_RUNNING.into(),
-                        })
-                    };
-                    // Whether the holding Parent is alive is asked of ADF; the timeout is only the
-                    // fallback when ADF could not be asked.
-                    match self.asked_state(c)? {
-                        ParentState::Alive => return Err(refused()),
-                        ParentState::Over => {
-                            tracing::warn!(scope = %key, "taking over an execution whose Parent run is over")
-                        }
-                        ParentState::Unknown => {
-                            let last = c.opt_datetime("LastActivityDateTime")?.unwrap_or(self.now);
-                            let idle = (self.now - last).to_std().unwrap_or_default();
-                            if idle < props.stale_after {
-                                return Err(refused());
-                            }
-                            tracing::warn!(scope = %key, idle_minutes = idle.as_secs() / 60, "taking over an execution whose Parent stopped reporting");
-                        }
-                    }
-                }
-                Some(status)
-            }
+                Holder::Replaceable(status) => Some(status),
+            },
             None => None,
         };
         let (execution_id, mode) = match &self.batch {
             None => self.start_all(tx, &props).await?,
             Some(b) => self.start_batch(tx, &props, b).await?,
         };
+        self.write_control(tx, &key, execution_id, previous_status)
+            .await?;
+        let stages = stages_to_run(tx, execution_id).await?;
+        Ok(Started {
+            execution_id,
+            mode,
+            batch: self.batch.clone(),
+            stages,
+            properties: props,
+        })
+    }
+}
+
+/// What the scope's control row says of starting it now.
+enum Holder {
+    /// Held by this very Parent run's earlier attempt: its execution.
+    Own(Uuid),
+    /// Free, or held by a Parent run that is over or stopped reporting: the row's status, which
+    /// taking it over compares and sets.
+    Replaceable(ScopeStatus),
+}
+
+impl StartExecution {
+    /// A scope of all stages needs `UseExecutionBatches` 0, a batch needs 1.
+    fn check_batch_mode(&self, props: &Properties) -> Result<(), LifecycleError> {
+        match (&self.batch, props.use_batches) {
+            (None, true) => Err(LifecycleError::BatchMode(
+                "UseExecutionBatches is 1: name the batch to run".into(),
+            )),
+            (Some(b), false) => Err(LifecycleError::BatchMode(format!(
+                "UseExecutionBatches is 0: batch {b:?} cannot be run on its own"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether the (locked) control row lets this start go ahead: a scope Running under another
+    /// Parent run is refused while ADF says that run is alive (or, when ADF could not be asked, until
+    /// the stale timeout).
+    fn judge_holder(
+        &self,
+        c: &Row,
+        key: &str,
+        props: &Properties,
+    ) -> Result<Holder, LifecycleError> {
+        let status = ScopeStatus::parse(&c.text("ControlStatus")?);
+        if status == ScopeStatus::Running && self.is_own(c)? {
+            return Ok(Holder::Own(c.guid("ExecutionId")?));
+        }
+        if status == ScopeStatus::Running {
+            let refused = || {
+                LifecycleError::AlreadyRunning(match &self.batch {
+                    Some(b) => format!("There is already an batch execution run in progress for batch {b}. Stop this via the Orchestrator before restarting."),
+                    None => ALREADY_RUNNING.into(),
+                })
+            };
+            // Whether the holding Parent is alive is asked of ADF; the timeout is only the
+            // fallback when ADF could not be asked.
+            match self.asked_state(c)? {
+                ParentState::Alive => return Err(refused()),
+                ParentState::Over => {
+                    tracing::warn!(scope = %key, "taking over an execution whose Parent run is over")
+                }
+                ParentState::Unknown => {
+                    let last = c.opt_datetime("LastActivityDateTime")?.unwrap_or(self.now);
+                    let idle = (self.now - last).to_std().unwrap_or_default();
+                    if idle < props.stale_after {
+                        return Err(refused());
+                    }
+                    tracing::warn!(scope = %key, idle_minutes = idle.as_secs() / 60, "taking over an execution whose Parent stopped reporting");
+                }
+            }
+        }
+        Ok(Holder::Replaceable(status))
+    }
+
+    /// Record the scope as this Parent's: take the existing control row over (a compare-and-set on
+    /// the status read) or insert the first one.
+    async fn write_control(
+        &self,
+        tx: &mut dyn Tx,
+        key: &str,
+        execution_id: Uuid,
+        previous_status: Option<ScopeStatus>,
+    ) -> Result<(), LifecycleError> {
         let parent = SqlValue::from(self.parent_run_id.clone());
         let caller = SqlValue::from(self.calling_orchestrator.as_str());
         match previous_status {
@@ -422,12 +471,12 @@ impl Transition for StartExecution {
                     .execute(
                         &statements::CONTROL_TAKE,
                         &[
-                            key.as_str().into(),
+                            key.into(),
                             execution_id.into(),
                             self.now.into(),
                             parent,
                             caller,
-                            status.into(),
+                            status.as_str().into(),
                         ],
                     )
                     .await?;
@@ -440,7 +489,7 @@ impl Transition for StartExecution {
                     .execute(
                         &statements::CONTROL_INSERT,
                         &[
-                            key.as_str().into(),
+                            key.into(),
                             execution_id.into(),
                             self.now.into(),
                             parent,
@@ -462,14 +511,7 @@ impl Transition for StartExecution {
                 }
             }
         }
-        let stages = stages_to_run(tx, execution_id).await?;
-        Ok(Started {
-            execution_id,
-            mode,
-            batch: self.batch.clone(),
-            stages,
-            properties: props,
-        })
+        Ok(())
     }
 }
 
@@ -498,7 +540,7 @@ impl StartExecution {
             .await?;
         let any_success = counts
             .iter()
-            .any(|r| r.text("PipelineStatus").is_ok_and(|s| s == "Success"));
+            .any(|r| worker_status(r).is_ok_and(|s| s == WorkerStatus::Success));
         tracing::info!(%execution_id, "StartExecution repeated by the same Parent run; answering with its execution");
         Ok(Started {
             execution_id,
@@ -541,8 +583,8 @@ async fn stages_to_run(
 pub struct Finished {
     pub execution_id: Uuid,
     pub succeeded: bool,
-    /// Workers by status (`Not Started` for never-started ones).
-    pub counts: Vec<(String, i64)>,
+    /// Workers by status (`NotStarted` for never-started ones).
+    pub counts: Vec<(WorkerStatus, i64)>,
 }
 
 /// `UpdateExecutionLog @PerformErrorCheck = 1`: archive a fully successful execution; otherwise leave
@@ -559,11 +601,11 @@ impl Transition for FinishExecution {
 
     async fn apply(&self, tx: &mut dyn Tx) -> Result<Finished, LifecycleError> {
         let id = self.execution_id;
-        let counts: Vec<(String, i64)> = tx
+        let counts: Vec<(WorkerStatus, i64)> = tx
             .query(&statements::EXECUTION_STATUS_COUNTS, &[id.into()])
             .await?
             .iter()
-            .map(|r| Ok((r.text("PipelineStatus")?, r.i64("RecordCount")?)))
+            .map(|r| Ok((worker_status(r)?, r.i64("RecordCount")?)))
             .collect::<Result<_, StoreError>>()?;
         if counts.is_empty() {
             // Already archived (a retried call), or never existed.
@@ -574,8 +616,10 @@ impl Transition for FinishExecution {
                 .first()
                 .map(|c| c.text("ControlStatus"))
                 .transpose()?
+                .as_deref()
+                .map(ScopeStatus::parse)
             {
-                Some(s) if s == "Success" => Ok(Finished {
+                Some(ScopeStatus::Success) => Ok(Finished {
                     execution_id: id,
                     succeeded: true,
                     counts,
@@ -583,28 +627,42 @@ impl Transition for FinishExecution {
                 _ => Err(LifecycleError::ExecutionNotFound(id)),
             };
         }
-        let succeeded = counts.iter().all(|(status, _)| status == "Success");
+        let succeeded = counts
+            .iter()
+            .all(|(status, _)| *status == WorkerStatus::Success);
         if succeeded {
             StartExecution::archive(tx, id).await?;
             tx.execute(
                 &statements::CONTROL_SET_STATUS,
-                &[id.into(), "Success".into(), self.now.into()],
+                &[
+                    id.into(),
+                    ScopeStatus::Success.as_str().into(),
+                    self.now.into(),
+                ],
             )
             .await?;
             tx.execute(
                 &statements::BATCH_EXECUTION_END,
-                &[id.into(), "Success".into(), self.now.into()],
+                &[
+                    id.into(),
+                    ScopeStatus::Success.as_str().into(),
+                    self.now.into(),
+                ],
             )
             .await?;
         } else {
             tx.execute(
                 &statements::CONTROL_SET_STATUS,
-                &[id.into(), "Stopped".into(), self.now.into()],
+                &[
+                    id.into(),
+                    ScopeStatus::Stopped.as_str().into(),
+                    self.now.into(),
+                ],
             )
             .await?;
             tx.execute(
                 &statements::BATCH_EXECUTION_STATUS,
-                &[id.into(), "Stopped".into()],
+                &[id.into(), ScopeStatus::Stopped.as_str().into()],
             )
             .await?;
         }
@@ -614,4 +672,9 @@ impl Transition for FinishExecution {
             counts,
         })
     }
+}
+
+/// The `PipelineStatus` of a status-count row (`CurrentExecutionSummary`: `Not Started` for `NULL`).
+fn worker_status(row: &Row) -> Result<WorkerStatus, StoreError> {
+    Ok(WorkerStatus::parse(&row.text("PipelineStatus")?))
 }

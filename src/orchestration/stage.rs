@@ -1,6 +1,7 @@
 //! Preparing a stage (procfwk's `CheckForBlockedPipelines`, `SetLogStagePreparing`, `GetPipelinesInStage`).
 
 use super::{blocking, FailureHandling, KeyParams, LifecycleError, Properties, WorkerKey};
+use crate::domain::{ScopeStatus, WorkerStatus};
 use crate::store::{statements, StoreError, Transition, Tx};
 use chrono::NaiveDateTime;
 use uuid::Uuid;
@@ -44,9 +45,39 @@ impl Transition for PrepareStage {
             return Err(LifecycleError::ExecutionNotFound(id));
         }
         let props = Properties::read(tx).await?;
+        self.fail_stale_running(tx, &props).await?;
+        if let Some(stopped) = self.handle_blocked(tx, &props).await? {
+            return Ok(stopped);
+        }
+        tx.execute(&statements::STAGE_PREPARING, &[id.into(), stage.into()])
+            .await?;
+        let workers = tx
+            .query(&statements::WORKERS_IN_STAGE, &[id.into(), stage.into()])
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(WorkerToRun {
+                    pipeline_id: r.i32("PipelineId")?,
+                    pipeline_name: r.text("PipelineName")?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        tx.execute(&statements::CONTROL_TOUCH, &[id.into(), self.now.into()])
+            .await?;
+        Ok(Prepared::Workers(workers))
+    }
+}
 
-        // A worker of an earlier stage still Running means its Infant died before setting the result
-        // (procfwk PR #100): it failed, as far as the framework can tell.
+impl PrepareStage {
+    /// A worker of an earlier stage still Running means its Infant died before setting the result
+    /// (procfwk PR #100): it failed, as far as the framework can tell. Each is set Failed, logged with
+    /// a framework error, and the failure-handling rules applied.
+    async fn fail_stale_running(
+        &self,
+        tx: &mut dyn Tx,
+        props: &Properties,
+    ) -> Result<(), LifecycleError> {
+        let (id, stage) = (self.execution_id, self.stage_id);
         let stale = tx
             .query(
                 &statements::STALE_RUNNING_BEFORE_STAGE,
@@ -63,13 +94,7 @@ impl Transition for PrepareStage {
             let updated = tx
                 .execute(
                     &statements::SET_ACTIVITY_FAILED,
-                    &[
-                        id.into(),
-                        key.stage_id.into(),
-                        key.pipeline_id.into(),
-                        "Failed".into(),
-                        self.now.into(),
-                    ],
+                    &key.with([WorkerStatus::Failed.as_str().into(), self.now.into()]),
                 )
                 .await?;
             if updated > 0 {
@@ -92,10 +117,20 @@ impl Transition for PrepareStage {
                     ],
                 )
                 .await?;
-                blocking::after_failure(tx, &props, &key).await?;
+                blocking::after_failure(tx, props, &key).await?;
             }
         }
+        Ok(())
+    }
 
+    /// The blocked workers of this stage under the failure-handling rule: with `Simple`, any stops
+    /// the execution here (the answer to give); with `DependencyChain`, their dependants are blocked.
+    async fn handle_blocked(
+        &self,
+        tx: &mut dyn Tx,
+        props: &Properties,
+    ) -> Result<Option<Prepared>, LifecycleError> {
+        let (id, stage) = (self.execution_id, self.stage_id);
         let blocked: Vec<i32> = tx
             .query(&statements::BLOCKED_IN_STAGE, &[id.into(), stage.into()])
             .await?
@@ -107,17 +142,21 @@ impl Transition for PrepareStage {
             FailureHandling::Simple if !blocked.is_empty() => {
                 tx.execute(
                     &statements::CONTROL_SET_STATUS,
-                    &[id.into(), "Stopped".into(), self.now.into()],
+                    &[
+                        id.into(),
+                        ScopeStatus::Stopped.as_str().into(),
+                        self.now.into(),
+                    ],
                 )
                 .await?;
                 tx.execute(
                     &statements::BATCH_EXECUTION_STATUS,
-                    &[id.into(), "Stopped".into()],
+                    &[id.into(), ScopeStatus::Stopped.as_str().into()],
                 )
                 .await?;
-                return Ok(Prepared::AllBlocked {
+                return Ok(Some(Prepared::AllBlocked {
                     blocked: blocked.len(),
-                });
+                }));
             }
             FailureHandling::Simple => {}
             FailureHandling::DependencyChain => {
@@ -131,21 +170,6 @@ impl Transition for PrepareStage {
                 }
             }
         }
-        tx.execute(&statements::STAGE_PREPARING, &[id.into(), stage.into()])
-            .await?;
-        let workers = tx
-            .query(&statements::WORKERS_IN_STAGE, &[id.into(), stage.into()])
-            .await?
-            .iter()
-            .map(|r| {
-                Ok(WorkerToRun {
-                    pipeline_id: r.i32("PipelineId")?,
-                    pipeline_name: r.text("PipelineName")?,
-                })
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        tx.execute(&statements::CONTROL_TOUCH, &[id.into(), self.now.into()])
-            .await?;
-        Ok(Prepared::Workers(workers))
+        Ok(None)
     }
 }

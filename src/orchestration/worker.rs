@@ -5,6 +5,7 @@
 use super::{blocking, LifecycleError, Properties};
 use crate::domain::response::ActivityError;
 pub use crate::domain::WorkerKey;
+use crate::domain::{RunId, WorkerStatus};
 use crate::secret::Secret;
 use crate::store::{passphrase, statements, SqlValue, Transition, Tx};
 use chrono::NaiveDateTime;
@@ -62,8 +63,9 @@ pub struct WorkerPlan {
     pub credential: Option<StoredCredential>,
     /// Non-NULL parameters, as strings (procfwk #13: NULL values are omitted).
     pub parameters: Map<String, Value>,
-    pub status: Option<String>,
-    pub run_id: Option<Uuid>,
+    /// `None`: `NULL`, never started.
+    pub status: Option<WorkerStatus>,
+    pub run_id: Option<RunId>,
     pub started: Option<NaiveDateTime>,
     pub properties: Properties,
 }
@@ -139,8 +141,11 @@ impl Transition for ReadWorker {
             tenant_id: row.guid("TenantId")?,
             credential,
             parameters,
-            status: row.opt_text("PipelineStatus")?,
-            run_id: row.opt_guid("PipelineRunId")?,
+            status: row
+                .opt_text("PipelineStatus")?
+                .as_deref()
+                .map(WorkerStatus::parse),
+            run_id: row.opt_guid("PipelineRunId")?.map(RunId::from_store),
             started: row.opt_datetime("StartDateTime")?,
             properties: Properties::read(tx).await?,
         })
@@ -153,7 +158,7 @@ pub enum Claim {
     /// Ours: create the run.
     Claimed,
     /// A run exists already (a retried Execute): answer with it.
-    AlreadyStarted { run_id: Uuid },
+    AlreadyStarted { run_id: RunId },
     /// Another call claimed it and is creating the run right now (or died doing so).
     InFlight {
         since: Option<NaiveDateTime>,
@@ -163,7 +168,7 @@ pub enum Claim {
         params_used: Option<String>,
     },
     /// Finished, blocked or failed: not to be started.
-    NotStartable { status: String },
+    NotStartable { status: WorkerStatus },
 }
 
 /// `SetLogPipelineRunning` as a compare-and-set: only a waiting worker becomes Running, claimed with
@@ -209,14 +214,14 @@ impl Transition for ClaimWorker {
             .into_iter()
             .next()
             .ok_or_else(|| LifecycleError::WorkerNotFound(key.to_string(), key.execution_id))?;
-        let status = row
-            .opt_text("PipelineStatus")?
-            .unwrap_or_else(|| "Not Started".into());
+        let status = WorkerStatus::from_column(row.opt_text("PipelineStatus")?.as_deref());
         let token = row.opt_guid("ClaimToken")?;
-        Ok(match (status.as_str(), row.opt_guid("PipelineRunId")?) {
-            ("Running", Some(run_id)) => Claim::AlreadyStarted { run_id },
-            ("Running", None) if token == Some(self.token) => Claim::Claimed,
-            ("Running", None) => Claim::InFlight {
+        Ok(match (&status, row.opt_guid("PipelineRunId")?) {
+            (WorkerStatus::Running, Some(run_id)) => Claim::AlreadyStarted {
+                run_id: RunId::from_store(run_id),
+            },
+            (WorkerStatus::Running, None) if token == Some(self.token) => Claim::Claimed,
+            (WorkerStatus::Running, None) => Claim::InFlight {
                 since: match row.opt_datetime("ClaimedDateTime")? {
                     Some(at) => Some(at),
                     None => row.opt_datetime("StartDateTime")?,
@@ -275,7 +280,7 @@ impl Transition for TakeOverClaim {
 /// Returns false if the claim was taken over or another run id is recorded.
 pub struct RecordRunId {
     pub key: WorkerKey,
-    pub run_id: Uuid,
+    pub run_id: RunId,
     pub token: Uuid,
 }
 
@@ -288,7 +293,9 @@ impl Transition for RecordRunId {
         if tx
             .execute(
                 &statements::RECORD_RUN_ID,
-                &self.key.with([self.run_id.into(), self.token.into()]),
+                &self
+                    .key
+                    .with([self.run_id.to_store().into(), self.token.into()]),
             )
             .await?
             > 0
@@ -305,7 +312,7 @@ impl Transition for RecordRunId {
 async fn recorded_run_is(
     tx: &mut dyn Tx,
     key: WorkerKey,
-    run_id: Uuid,
+    run_id: RunId,
 ) -> Result<bool, LifecycleError> {
     let row = tx.query(&statements::WORKER_ROW, &key.params()).await?;
     Ok(row
@@ -313,7 +320,7 @@ async fn recorded_run_is(
         .map(|r| r.opt_guid("PipelineRunId"))
         .transpose()?
         .flatten()
-        == Some(run_id))
+        == Some(run_id.to_store()))
 }
 
 /// `SetLogPipelineLastStatusCheck`.
@@ -354,11 +361,11 @@ impl Transition for WorkerActivityFailed {
     type Error = LifecycleError;
 
     async fn apply(&self, tx: &mut dyn Tx) -> Result<bool, LifecycleError> {
-        let status = format!("{}Error", self.activity);
+        let status = WorkerStatus::activity_error(self.activity);
         let updated = tx
             .execute(
                 &statements::SET_ACTIVITY_FAILED,
-                &self.key.with([status.into(), self.now.into()]),
+                &self.key.with([status.as_str().into(), self.now.into()]),
             )
             .await?;
         if updated == 0 {
@@ -387,12 +394,13 @@ pub enum WorkerOutcome {
 }
 
 impl WorkerOutcome {
-    pub fn status(&self) -> &'static str {
+    /// The worker status this outcome records.
+    pub fn status(&self) -> WorkerStatus {
         match self {
-            Self::Success => "Success",
-            Self::Failed => "Failed",
-            Self::Cancelled => "Cancelled",
-            Self::Unknown => "Unknown",
+            Self::Success => WorkerStatus::Success,
+            Self::Failed => WorkerStatus::Failed,
+            Self::Cancelled => WorkerStatus::Cancelled,
+            Self::Unknown => WorkerStatus::Unknown,
         }
     }
 
@@ -412,19 +420,20 @@ impl WorkerOutcome {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Applied {
     Applied {
-        status: &'static str,
+        status: WorkerStatus,
         blocked: u64,
     },
-    /// The worker was already settled for this run (a repeated call): nothing changed.
+    /// The worker was already settled for this run (a repeated call): nothing changed. `None`: no
+    /// status (the worker's row is gone, or it never started).
     AlreadyApplied {
-        status: Option<String>,
+        status: Option<WorkerStatus>,
     },
 }
 
 /// `SetLogPipelineSuccess` / `Failed` / `Cancelled` / `Unknown` and `SetErrorLogDetails`, in one transaction.
 pub struct ApplyResult {
     pub key: WorkerKey,
-    pub run_id: Uuid,
+    pub run_id: RunId,
     pub outcome: WorkerOutcome,
     pub errors: Vec<ActivityError>,
     pub now: NaiveDateTime,
@@ -441,7 +450,11 @@ impl Transition for ApplyResult {
         let updated = tx
             .execute(
                 &statements::SET_RESULT,
-                &key.with([status.into(), self.now.into(), self.run_id.into()]),
+                &key.with([
+                    status.as_str().into(),
+                    self.now.into(),
+                    self.run_id.to_store().into(),
+                ]),
             )
             .await?;
         if updated == 0 {
@@ -450,7 +463,9 @@ impl Transition for ApplyResult {
                 .first()
                 .map(|r| r.opt_text("PipelineStatus"))
                 .transpose()?
-                .flatten();
+                .flatten()
+                .as_deref()
+                .map(WorkerStatus::parse);
             return Ok(Applied::AlreadyApplied { status: current });
         }
         let props = Properties::read(tx).await?;
@@ -470,7 +485,7 @@ impl Transition for ApplyResult {
                     &statements::INSERT_ERROR,
                     &[
                         key.execution_id.into(),
-                        self.run_id.into(),
+                        self.run_id.to_store().into(),
                         activity_run_id.into(),
                         clip(&e.activity_name, 100).into(),
                         clip(&e.activity_type, 100).into(),
@@ -517,7 +532,7 @@ pub struct UnrecordedClaim {
 pub struct AdoptRun {
     pub key: WorkerKey,
     pub seen: Option<Uuid>,
-    pub run_id: Uuid,
+    pub run_id: RunId,
 }
 
 #[async_trait::async_trait]
@@ -529,9 +544,10 @@ impl Transition for AdoptRun {
         let adopted = tx
             .execute(
                 &statements::ADOPT_RUN,
-                &self
-                    .key
-                    .with([self.run_id.into(), self.seen.unwrap_or(Uuid::nil()).into()]),
+                &self.key.with([
+                    self.run_id.to_store().into(),
+                    self.seen.unwrap_or(Uuid::nil()).into(),
+                ]),
             )
             .await?;
         if adopted > 0 {
@@ -557,12 +573,12 @@ impl Transition for AbandonClaim {
     type Error = LifecycleError;
 
     async fn apply(&self, tx: &mut dyn Tx) -> Result<bool, LifecycleError> {
-        let status = format!("{}Error", self.activity);
+        let status = WorkerStatus::activity_error(self.activity);
         let updated = tx
             .execute(
                 &statements::ABANDON_CLAIM,
                 &self.key.with([
-                    status.into(),
+                    status.as_str().into(),
                     self.now.into(),
                     self.seen.unwrap_or(Uuid::nil()).into(),
                 ]),
@@ -578,7 +594,7 @@ impl Transition for AbandonClaim {
 
 /// Whether any worker, current or logged, has recorded this run id.
 pub struct RunIdKnown {
-    pub run_id: Uuid,
+    pub run_id: RunId,
 }
 
 #[async_trait::async_trait]
@@ -588,7 +604,7 @@ impl Transition for RunIdKnown {
 
     async fn apply(&self, tx: &mut dyn Tx) -> Result<bool, LifecycleError> {
         let rows = tx
-            .query(&statements::RUN_ID_KNOWN, &[self.run_id.into()])
+            .query(&statements::RUN_ID_KNOWN, &[self.run_id.to_store().into()])
             .await?;
         Ok(rows.first().map(|r| r.i64("N")).transpose()?.unwrap_or(0) > 0)
     }
@@ -599,7 +615,7 @@ impl Transition for RunIdKnown {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct InFlight {
     /// Workers with a recorded run that has not been settled.
-    pub recorded: Vec<(WorkerKey, Uuid)>,
+    pub recorded: Vec<(WorkerKey, RunId)>,
     /// Workers claimed whose run id was never recorded.
     pub unrecorded: Vec<UnrecordedClaim>,
 }
@@ -637,7 +653,8 @@ impl Transition for InFlightWorkers {
             {
                 let worker = key(&row)?;
                 if wanted(&worker) {
-                    out.recorded.push((worker, row.guid("PipelineRunId")?));
+                    out.recorded
+                        .push((worker, RunId::from_store(row.guid("PipelineRunId")?)));
                 }
             }
             for row in tx

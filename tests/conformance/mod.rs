@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 use procfwk::domain::response::ActivityError;
+use procfwk::domain::RunId;
 use procfwk::orchestration::sample::{SeedSample, SetProperty};
 use procfwk::orchestration::stage::Prepared;
 use procfwk::orchestration::{
@@ -108,7 +109,7 @@ pub fn start() -> StartExecution {
 }
 
 /// Start, claim and settle one worker; returns its run id.
-pub async fn run_worker(store: &Store, key: WorkerKey, outcome: WorkerOutcome) -> Uuid {
+pub async fn run_worker(store: &Store, key: WorkerKey, outcome: WorkerOutcome) -> RunId {
     let plan = store.run(&ReadWorker { key }).await.expect("plan");
     let token = Uuid::new_v4();
     let claim = store
@@ -121,7 +122,7 @@ pub async fn run_worker(store: &Store, key: WorkerKey, outcome: WorkerOutcome) -
         .await
         .expect("claim");
     assert_eq!(claim, Claim::Claimed, "{key}");
-    let run_id = Uuid::new_v4();
+    let run_id = RunId::from_store(Uuid::new_v4());
     assert!(store
         .run(&RecordRunId { key, run_id, token })
         .await
@@ -261,12 +262,12 @@ pub async fn suite(store: Store, init: bool) {
         matches!(again, Claim::InFlight { token: Some(t), .. } if t == token),
         "{again:?}"
     );
-    let run_id = Uuid::new_v4();
+    let run_id = RunId::from_store(Uuid::new_v4());
     assert!(
         !store
             .run(&RecordRunId {
                 key: ie,
-                run_id: Uuid::new_v4(),
+                run_id: RunId::from_store(Uuid::new_v4()),
                 token: other,
             })
             .await
@@ -296,7 +297,7 @@ pub async fn suite(store: Store, init: bool) {
         !store
             .run(&RecordRunId {
                 key: ie,
-                run_id: Uuid::new_v4(),
+                run_id: RunId::from_store(Uuid::new_v4()),
                 token
             })
             .await
@@ -318,7 +319,7 @@ pub async fn suite(store: Store, init: bool) {
     assert_eq!(
         store.run(&failed).await.expect("apply"),
         Applied::Applied {
-            status: "Failed",
+            status: procfwk::domain::WorkerStatus::Failed,
             blocked: 7
         }
     );
@@ -348,7 +349,10 @@ pub async fn suite(store: Store, init: bool) {
         .await
         .expect("errors");
     assert_eq!(logged[1].text("ErrorCode").ok().as_deref(), Some("2402"));
-    assert_eq!(logged[0].guid("PipelineRunId").ok(), Some(run_id));
+    assert_eq!(
+        logged[0].guid("PipelineRunId").ok(),
+        Some(run_id.to_store())
+    );
 
     // Simple failure handling stops the execution at the next stage.
     assert_eq!(
