@@ -9,8 +9,8 @@
 //! [`functions`] → [`startup`] → the adapters ([`adapters`], and the [`dashboard`] page) → the core
 //! ([`leases`] → [`orchestration`] → [`config`] → [`store`]'s interface and [`domain`]). Nothing in the core
 //! names an adapter: the adapters implement its ports (the store interface, the VM power port) and
-//! produce its errors ([`domain::UpstreamError`]). Tooling ([`cli`], [`db`], [`runner`], [`bench`](mod@bench),
-//! [`demo`], [`package`], [`sim`]) may use anything; nothing else uses it.
+//! produce its errors ([`domain::UpstreamError`]). [`policy`], [`secret`], [`telemetry`], [`fault`] and
+//! [`pipeline_retries`] are leaves any layer may use; [`process`] reads only the settings.
 //!
 //! - [`host`]: the HTTP / custom-handler protocol edge — both ways the Functions host talks to us
 //!   (HTTP forwarding on `/api/<Name>` and the invocation payload on `POST /<Name>`), function keys,
