@@ -24,10 +24,18 @@ async fn v2_execute_then_poll_to_success_over_http_forwarding() {
         "parameters reach createRun"
     );
 
+    // Execute's and Check's answers link to the run in ADF Studio.
+    let link = format!(
+        "https://adf.azure.com/monitoring/pipelineruns/{run_id}?factory=%2Fsubscriptions%2F{SUBSCRIPTION}\
+         %2FresourceGroups%2FADF.procfwk%2Fproviders%2FMicrosoft.DataFactory%2Ffactories%2FWorkersFactory"
+    );
+    assert_eq!(out["RunLink"], link.as_str());
+
     let done = s.wait_complete(&with(body, "runId", json!(run_id))).await;
     assert_eq!(done["ActualStatus"], "Succeeded");
     assert_eq!(done["SimpleStatus"], "Complete");
     assert_eq!(done["RunId"], run_id.as_str());
+    assert_eq!(done["RunLink"], link.as_str());
 }
 
 #[tokio::test]

@@ -184,7 +184,7 @@ async fn db_upgrade_on_a_procfwk_master_database_keeps_every_row_and_a_second_ru
 
     let (ok, out) = m.procfwk_db(&["init"]).await;
     assert!(ok, "{out}");
-    assert!(out.contains("now at version 4"), "{out}");
+    assert!(out.contains("now at version 5"), "{out}");
     let (after_objects, after_counts) = m.snapshot().await;
     for (table, n) in &counts {
         assert_eq!(after_counts.get(table), Some(n), "{table} kept its rows");
@@ -206,7 +206,7 @@ async fn db_upgrade_on_a_procfwk_master_database_keeps_every_row_and_a_second_ru
             "SELECT MAX(Version) AS V FROM procfwk.SchemaVersion"
         )
         .await,
-        [["4"]]
+        [["5"]]
     );
     assert_eq!(
         rows(
@@ -216,6 +216,15 @@ async fn db_upgrade_on_a_procfwk_master_database_keeps_every_row_and_a_second_ru
         .await,
         [["0"]],
         "the claim columns are there"
+    );
+    assert_eq!(
+        rows(
+            &mut c,
+            "SELECT COUNT(*) AS N FROM procfwk.ExecutionLog WHERE RunLink IS NOT NULL"
+        )
+        .await,
+        [["0"]],
+        "the run link column is there, empty for procfwk's own rows"
     );
 
     // The read-outs work through procfwk's synonyms.
@@ -231,7 +240,7 @@ async fn db_upgrade_on_a_procfwk_master_database_keeps_every_row_and_a_second_ru
     let (ok, again) = m.procfwk_db(&["init"]).await;
     assert!(ok, "{again}");
     assert!(
-        again.contains("schema version 4: nothing to change"),
+        again.contains("schema version 5: nothing to change"),
         "{again}"
     );
     assert!(

@@ -368,6 +368,7 @@ async fn adopting_a_dead_claims_run_and_taking_the_claim_over_exclude_each_other
                 key,
                 seen: Some(dead),
                 run_id: found,
+                link: format!("https://adf.azure.com/monitoring/pipelineruns/{found}"),
             })
             .await
     });
@@ -388,6 +389,7 @@ async fn adopting_a_dead_claims_run_and_taking_the_claim_over_exclude_each_other
             key,
             run_id: own,
             token: new_holder,
+            link: format!("https://adf.azure.com/monitoring/pipelineruns/{own}"),
         })
         .await
         .expect("record");
@@ -396,6 +398,7 @@ async fn adopting_a_dead_claims_run_and_taking_the_claim_over_exclude_each_other
         key,
         seen: Some(new_holder),
         run_id: found,
+        link: format!("https://adf.azure.com/monitoring/pipelineruns/{found}"),
     };
     assert!(!db.store.run(&late).await.expect("adopt late"));
     let plan = db.store.run(&ReadWorker { key }).await.expect("plan");

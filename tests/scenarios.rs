@@ -203,6 +203,49 @@ async fn simple_failure_handling_blocks_later_stages_and_restart_reruns_only_wha
     );
 }
 
+/// Every logged run — succeeded or failed, and a restart's too — keeps the ADF Studio page of that very
+/// run in `RunLink`, built from the worker's factory: run id in the path, the factory's resource id in
+/// `factory`.
+#[tokio::test]
+async fn execution_log_links_every_run_to_its_adf_studio_page() {
+    let s = scenario();
+    s.raise_errors(true).await;
+    assert!(!s.run(&[]).status.success());
+    s.raise_errors(false).await;
+    assert!(s.run(&[]).status.success());
+    let rows = s
+        .rows(
+            "SELECT l.PipelineRunId, l.RunLink, o.SubscriptionId, o.ResourceGroupName, o.OrchestratorName \
+             FROM procfwk.ExecutionLog l JOIN procfwk.Orchestrators o ON o.OrchestratorName = l.OrchestratorName \
+             WHERE l.PipelineRunId IS NOT NULL",
+        )
+        .await;
+    assert_eq!(
+        rows.len(),
+        12,
+        "one failed and eleven successful runs logged"
+    );
+    for row in rows {
+        let run = row.guid("PipelineRunId").expect("run id");
+        let link = row.text("RunLink").expect("every logged run has a link");
+        let resource = format!(
+            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.DataFactory/factories/{}",
+            row.guid("SubscriptionId").expect("subscription"),
+            row.text("ResourceGroupName").expect("rg"),
+            row.text("OrchestratorName").expect("factory"),
+        );
+        let url = url::Url::parse(&link).expect("a URL");
+        assert_eq!(url.host_str(), Some("adf.azure.com"), "{link}");
+        assert_eq!(
+            url.path(),
+            format!("/monitoring/pipelineruns/{run}"),
+            "{link}"
+        );
+        let query: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+        assert_eq!(query, vec![("factory".to_string(), resource)], "{link}");
+    }
+}
+
 #[tokio::test]
 async fn dependency_chain_blocks_only_dependants() {
     let s = scenario();

@@ -100,6 +100,7 @@ async fn lifecycle_under_faults(server: &ServerHandle, store: &Store) -> Uuid {
                 key: *key,
                 run_id,
                 token,
+                link: test_link(),
             })
             .await
             .expect("record");

@@ -185,29 +185,17 @@ impl Snapshot {
     }
 }
 
-/// `https://adf.azure.com/monitoring/pipelineruns/{runId}?factory=/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.DataFactory/factories/{factory}`
-/// (ADF Studio), or Synapse Studio's page for a Synapse workspace.
+/// The ADF Studio or Synapse Studio page of a run ([`crate::domain::run_link`]); none for an
+/// orchestrator type we do not know or names the store should never have held.
 pub fn run_link(orchestrator: &Orchestrator, subscription: Uuid, run: Uuid) -> Option<String> {
-    let (base, param, provider) = match orchestrator.kind.trim() {
-        "ADF" => (
-            "https://adf.azure.com/monitoring/pipelineruns/",
-            "factory",
-            "Microsoft.DataFactory/factories",
-        ),
-        "SYN" => (
-            "https://web.azuresynapse.net/en-us/monitoring/pipelineruns/",
-            "workspace",
-            "Microsoft.Synapse/workspaces",
-        ),
-        _ => return None,
-    };
-    let resource = format!(
-        "/subscriptions/{subscription}/resourceGroups/{}/providers/{provider}/{}",
-        orchestrator.resource_group, orchestrator.name
-    );
-    let mut url = url::Url::parse(base).ok()?.join(&run.to_string()).ok()?;
-    url.query_pairs_mut().append_pair(param, &resource);
-    Some(url.to_string())
+    use crate::domain::{Guid, OrchestratorType, ResourceName, RunId};
+    Some(crate::domain::run_link::link(
+        OrchestratorType::parse(&orchestrator.kind)?,
+        &Guid::parse(&subscription.to_string())?,
+        &ResourceName::parse(&orchestrator.resource_group).ok()?,
+        &ResourceName::parse(&orchestrator.name).ok()?,
+        &RunId::from_store(run),
+    ))
 }
 
 /// Read everything the page shows, in one transaction.
@@ -571,11 +559,11 @@ mod tests {
         let adf = Orchestrator {
             name: "Workers Factory".into(),
             kind: "ADF".into(),
-            resource_group: "rg&1".into(),
+            resource_group: "rg+1".into(),
         };
         assert_eq!(
             run_link(&adf, sub, run).as_deref(),
-            Some("https://adf.azure.com/monitoring/pipelineruns/00000000-0000-0000-0000-000000000000?factory=%2Fsubscriptions%2F00000000-0000-0000-0000-000000000001%2FresourceGroups%2Frg%261%2Fproviders%2FMicrosoft.DataFactory%2Ffactories%2FWorkers+Factory")
+            Some("https://adf.azure.com/monitoring/pipelineruns/00000000-0000-0000-0000-000000000000?factory=%2Fsubscriptions%2F00000000-0000-0000-0000-000000000001%2FresourceGroups%2Frg%2B1%2Fproviders%2FMicrosoft.DataFactory%2Ffactories%2FWorkers+Factory")
         );
         let synapse = Orchestrator {
             kind: "SYN".into(),

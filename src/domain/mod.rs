@@ -8,6 +8,7 @@ pub mod power;
 pub mod request;
 pub mod response;
 pub mod run_id;
+pub mod run_link;
 pub mod status;
 pub mod transport;
 pub mod upstream;

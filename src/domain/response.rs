@@ -2,8 +2,9 @@
 //! read verbatim (`RunId`, `SimpleStatus`, `ActualStatus`/`Status`, `Errors[].ActivityRunId`, ...).
 
 use super::names::PipelineName;
-use super::request::Dialect;
+use super::request::{Dialect, PipelineRequest};
 use super::run_id::RunId;
+use super::run_link;
 use super::status::RunStatus;
 use serde_json::{json, Map, Value};
 
@@ -15,15 +16,16 @@ pub enum Spelling {
     Procfwk,
 }
 
-/// `{PipelineName, RunId, ActualStatus|Status, SimpleStatus}`; `RunId` is empty while there is no run
-/// (`run_id` `None`: a worker waiting for its runtime).
+/// `{PipelineName, RunId, ActualStatus|Status, SimpleStatus, RunLink}`; `RunId` is empty while there is
+/// no run (`run_id` `None`: a worker waiting for its runtime), and `RunLink` (the run's page in ADF or
+/// Synapse Studio, [`super::run_link`]) is there only when there is a run.
 pub fn run_status(
-    dialect: Dialect,
-    pipeline: &PipelineName,
+    request: &PipelineRequest,
     run_id: Option<&RunId>,
     status: &RunStatus,
     spelling: Spelling,
 ) -> Map<String, Value> {
+    let dialect = request.dialect;
     let shown = match spelling {
         Spelling::Adf => status.adf_name(),
         Spelling::Procfwk => status.procfwk_name(),
@@ -33,14 +35,20 @@ pub fn run_status(
         Dialect::V2 => "ActualStatus",
     };
     let mut body = Map::new();
-    body.insert("PipelineName".into(), json!(pipeline.as_str()));
-    let run_id = run_id.map(RunId::to_string).unwrap_or_default();
-    body.insert("RunId".into(), json!(run_id));
+    body.insert("PipelineName".into(), json!(request.pipeline.as_str()));
+    let run_text = run_id.map(RunId::to_string).unwrap_or_default();
+    body.insert("RunId".into(), json!(run_text));
     body.insert(status_key.into(), json!(shown));
     body.insert(
         "SimpleStatus".into(),
         json!(status.simple(dialect).as_str()),
     );
+    if let Some(run) = run_id {
+        body.insert(
+            "RunLink".into(),
+            json!(run_link::run_link(&request.target, run)),
+        );
+    }
     body
 }
 
@@ -60,33 +68,27 @@ pub struct ActivityError {
 /// ActualStatus, SimpleStatus}`; v1 (1.6–1.9) `{PipelineName, PipelineStatus, RunId, ResponseCount,
 /// ResponseErrorCount, Errors}`.
 pub fn activity_errors(
-    dialect: Dialect,
-    pipeline: &PipelineName,
+    request: &PipelineRequest,
     run_id: &RunId,
     status: &RunStatus,
     response_count: usize,
     errors: &[ActivityError],
 ) -> Value {
     let errors_json = serde_json::to_value(errors).unwrap_or_else(|_| Value::Array(Vec::new()));
-    match dialect {
+    match request.dialect {
         Dialect::V2 => {
             let mut body = Map::new();
             body.insert("ResponseCount".into(), json!(response_count));
             body.insert("ResponseErrorCount".into(), json!(errors.len()));
             body.insert("Errors".into(), errors_json);
-            body.extend(run_status(
-                dialect,
-                pipeline,
-                Some(run_id),
-                status,
-                Spelling::Adf,
-            ));
+            body.extend(run_status(request, Some(run_id), status, Spelling::Adf));
             Value::Object(body)
         }
         Dialect::V1 => json!({
-            "PipelineName": pipeline.as_str(),
+            "PipelineName": request.pipeline.as_str(),
             "PipelineStatus": status.adf_name(),
             "RunId": run_id.to_string(),
+            "RunLink": run_link::run_link(&request.target, run_id),
             "ResponseCount": response_count,
             "ResponseErrorCount": errors.len(),
             "Errors": errors_json,
@@ -141,11 +143,47 @@ mod tests {
         RunId::parse("C5C2E1E7-1234-1234-1234-012345678910").unwrap_or_else(|_| unreachable!())
     }
 
+    fn request(dialect: Dialect) -> PipelineRequest {
+        use crate::domain::{Credentials, Guid, OrchestratorType, ResourceName, WorkerTarget};
+        PipelineRequest {
+            dialect,
+            credentials: Credentials::ManagedIdentity,
+            target: WorkerTarget {
+                subscription: Guid::parse("00000000-0000-0000-0000-000000000001")
+                    .unwrap_or_else(|| unreachable!()),
+                resource_group: ResourceName::parse("rg").unwrap_or_else(|_| unreachable!()),
+                orchestrator: ResourceName::parse("Workers").unwrap_or_else(|_| unreachable!()),
+                orchestrator_type: OrchestratorType::Adf,
+            },
+            pipeline: name(),
+            parameters: Map::new(),
+        }
+    }
+
+    const LINK: &str = "https://adf.azure.com/monitoring/pipelineruns/c5c2e1e7-1234-1234-1234-012345678910?factory=%2Fsubscriptions%2F00000000-0000-0000-0000-000000000001%2FresourceGroups%2Frg%2Fproviders%2FMicrosoft.DataFactory%2Ffactories%2FWorkers";
+
+    #[test]
+    fn every_answer_about_a_run_links_to_it_and_none_without_a_run() {
+        for dialect in [Dialect::V1, Dialect::V2] {
+            let b = run_status(
+                &request(dialect),
+                Some(&run()),
+                &RunStatus::Failed,
+                Spelling::Adf,
+            );
+            assert_eq!(b["RunLink"], LINK);
+            let waiting = run_status(&request(dialect), None, &RunStatus::Queued, Spelling::Adf);
+            assert_eq!(waiting["RunId"], "");
+            assert!(!waiting.contains_key("RunLink"));
+            let e = activity_errors(&request(dialect), &run(), &RunStatus::Failed, 0, &[]);
+            assert_eq!(e["RunLink"], LINK, "{dialect:?}");
+        }
+    }
+
     #[test]
     fn v2_status_shape() {
         let b = run_status(
-            Dialect::V2,
-            &name(),
+            &request(Dialect::V2),
             Some(&run()),
             &RunStatus::Canceling,
             Spelling::Procfwk,
@@ -159,8 +197,7 @@ mod tests {
     #[test]
     fn v1_status_shape() {
         let b = run_status(
-            Dialect::V1,
-            &name(),
+            &request(Dialect::V1),
             Some(&run()),
             &RunStatus::Succeeded,
             Spelling::Procfwk,
@@ -179,7 +216,7 @@ mod tests {
             error_type: "e".into(),
             error_message: "f".into(),
         };
-        let b = activity_errors(Dialect::V2, &name(), &run(), &RunStatus::Failed, 3, &[e]);
+        let b = activity_errors(&request(Dialect::V2), &run(), &RunStatus::Failed, 3, &[e]);
         let keys: Vec<_> = b["Errors"][0]
             .as_object()
             .map(|o| o.keys().cloned().collect())

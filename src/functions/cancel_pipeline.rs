@@ -38,8 +38,7 @@ pub async fn handle(state: &AppState, body: &Value) -> Result<Reply, FunctionErr
     )
     .await?;
     Ok(Reply::ok(response::run_status(
-        request.pipeline.dialect,
-        &request.pipeline.pipeline,
+        &request.pipeline,
         Some(&last.run_id),
         &last.status,
         Spelling::Procfwk,

@@ -24,8 +24,7 @@ pub async fn handle(state: &AppState, body: &Value) -> Result<Reply, FunctionErr
         .await?;
     let run = read_checked_run(state, &request, credential).await?;
     Ok(Reply::ok(response::run_status(
-        request.pipeline.dialect,
-        &request.pipeline.pipeline,
+        &request.pipeline,
         Some(&run.run_id),
         &run.status,
         Spelling::Procfwk,

@@ -32,8 +32,7 @@ pub async fn handle(state: &AppState, body: &Value) -> Result<Reply, FunctionErr
     tracing::info!(pipeline = %request.pipeline, orchestrator = %request.target.orchestrator, %run_id, "worker run created");
     let status = super::wait_until_started(state, credential, &request, &run_id).await;
     Ok(Reply::ok(response::run_status(
-        request.dialect,
-        &request.pipeline,
+        &request,
         Some(&run_id),
         &status,
         Spelling::Adf,

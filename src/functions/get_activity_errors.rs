@@ -28,8 +28,7 @@ pub async fn handle(state: &AppState, body: &Value) -> Result<Reply, FunctionErr
         )
         .await?;
     Ok(Reply::ok(response::activity_errors(
-        request.pipeline.dialect,
-        &request.pipeline.pipeline,
+        &request.pipeline,
         &run.run_id,
         &run.status,
         report.total,

@@ -7,6 +7,7 @@ use super::orphan_runs::{self, Found};
 use super::{AppState, FunctionError, Reply};
 use crate::domain::request::{Fields, RequestError};
 use crate::domain::response::{self, Spelling};
+use crate::domain::run_link;
 use crate::domain::{
     Credentials, Dialect, Guid, OrchestratorType, PipelineName, PipelineRequest, ResourceName,
     RunId, RunStatus, SecretSource, WorkerStatus, WorkerTarget,
@@ -143,13 +144,7 @@ fn reply(
     status: &RunStatus,
     worker_status: Option<&WorkerStatus>,
 ) -> Reply {
-    let mut body = response::run_status(
-        Dialect::V2,
-        &request.pipeline,
-        run_id,
-        status,
-        Spelling::Procfwk,
-    );
+    let mut body = response::run_status(request, run_id, status, Spelling::Procfwk);
     body.insert(
         "PipelineStatusCheckDuration".into(),
         json!(plan.properties.status_check_every.as_secs()),
@@ -306,6 +301,7 @@ async fn recover(
                     key,
                     seen: claim.token,
                     run_id,
+                    link: run_link::run_link(&request.target, &run_id),
                 })
                 .await?;
             if adopted {
@@ -609,7 +605,14 @@ impl StartingWorker<'_> {
             }
         };
         crate::fault::point(crate::fault::AFTER_CREATE_RUN);
-        let recorded = store.run(&RecordRunId { key, run_id, token }).await?;
+        let recorded = store
+            .run(&RecordRunId {
+                key,
+                run_id,
+                token,
+                link: run_link::run_link(&request.target, &run_id),
+            })
+            .await?;
         if !recorded {
             // Our claim was taken over while we created the run: the other start's run is the
             // worker's. Ours would run the worker twice, so it is cancelled.

@@ -282,6 +282,8 @@ pub struct RecordRunId {
     pub key: WorkerKey,
     pub run_id: RunId,
     pub token: Uuid,
+    /// The run's portal page ([`crate::domain::run_link`]), kept beside the run id (`RunLink`).
+    pub link: String,
 }
 
 #[async_trait::async_trait]
@@ -293,9 +295,11 @@ impl Transition for RecordRunId {
         if tx
             .execute(
                 &statements::RECORD_RUN_ID,
-                &self
-                    .key
-                    .with([self.run_id.to_store().into(), self.token.into()]),
+                &self.key.with([
+                    self.run_id.to_store().into(),
+                    self.token.into(),
+                    self.link.clone().into(),
+                ]),
             )
             .await?
             > 0
@@ -533,6 +537,8 @@ pub struct AdoptRun {
     pub key: WorkerKey,
     pub seen: Option<Uuid>,
     pub run_id: RunId,
+    /// The run's portal page, kept beside the run id (`RunLink`).
+    pub link: String,
 }
 
 #[async_trait::async_trait]
@@ -547,6 +553,7 @@ impl Transition for AdoptRun {
                 &self.key.with([
                     self.run_id.to_store().into(),
                     self.seen.unwrap_or(Uuid::nil()).into(),
+                    self.link.clone().into(),
                 ]),
             )
             .await?;

@@ -60,7 +60,7 @@ pub enum StoreError {
 
 /// The schema version this build needs (`procfwk.SchemaVersion`; `db init` records each version it
 /// applies).
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// Error numbers (as SQL Server numbers them; the SQLite backend maps its messages to them) for a table,
 /// view or column that does not exist: 208 "Invalid object name", 207 "Invalid column name".

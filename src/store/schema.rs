@@ -24,6 +24,10 @@ pub const SCHEMA_SCRIPTS: &[(&str, &str)] = &[
         "004_lease_intents.sql",
         include_str!("../../deploy/sql/004_lease_intents.sql"),
     ),
+    (
+        "005_run_links.sql",
+        include_str!("../../deploy/sql/005_run_links.sql"),
+    ),
 ];
 
 /// Split a T-SQL script into batches at lines consisting only of `GO` (any case, surrounding blanks

@@ -76,16 +76,16 @@ statements! {
     /// Executions present in CurrentExecution (all of them, for the non-batch scope).
     EXECUTIONS_PRESENT = "SELECT LocalExecutionId, COUNT(0) AS Workers, SUM(CASE WHEN PipelineStatus = 'Success' THEN 1 ELSE 0 END) AS Succeeded, SUM(CASE WHEN PipelineStatus = 'Running' THEN 1 ELSE 0 END) AS Running FROM procfwk.CurrentExecution GROUP BY LocalExecutionId";
     /// `ResetExecution`, first half: unfinished rows are logged as Unknown.
-    RESET_LOG_UNFINISHED = "INSERT INTO procfwk.ExecutionLog (LocalExecutionId, StageId, PipelineId, CallingOrchestratorName, ResourceGroupName, OrchestratorType, OrchestratorName, PipelineName, StartDateTime, PipelineStatus, EndDateTime, PipelineRunId, PipelineParamsUsed) \
-        SELECT LocalExecutionId, StageId, PipelineId, CallingOrchestratorName, ResourceGroupName, OrchestratorType, OrchestratorName, PipelineName, StartDateTime, 'Unknown', EndDateTime, PipelineRunId, PipelineParamsUsed \
+    RESET_LOG_UNFINISHED = "INSERT INTO procfwk.ExecutionLog (LocalExecutionId, StageId, PipelineId, CallingOrchestratorName, ResourceGroupName, OrchestratorType, OrchestratorName, PipelineName, StartDateTime, PipelineStatus, EndDateTime, PipelineRunId, PipelineParamsUsed, RunLink) \
+        SELECT LocalExecutionId, StageId, PipelineId, CallingOrchestratorName, ResourceGroupName, OrchestratorType, OrchestratorName, PipelineName, StartDateTime, 'Unknown', EndDateTime, PipelineRunId, PipelineParamsUsed, RunLink \
         FROM procfwk.CurrentExecution \
         WHERE LocalExecutionId = @P1 AND PipelineStatus IS NOT NULL AND PipelineStatus NOT IN ('Success', 'Failed', 'Blocked', 'Cancelled')";
     /// `ResetExecution`, second half: everything not successful (or blocked) starts again.
-    RESET_ROWS = "UPDATE procfwk.CurrentExecution SET StartDateTime = NULL, EndDateTime = NULL, PipelineStatus = NULL, LastStatusCheckDateTime = NULL, PipelineRunId = NULL, PipelineParamsUsed = NULL, IsBlocked = 0 \
+    RESET_ROWS = "UPDATE procfwk.CurrentExecution SET StartDateTime = NULL, EndDateTime = NULL, PipelineStatus = NULL, LastStatusCheckDateTime = NULL, PipelineRunId = NULL, RunLink = NULL, PipelineParamsUsed = NULL, IsBlocked = 0 \
         WHERE LocalExecutionId = @P1 AND (COALESCE(PipelineStatus, '') <> 'Success' OR IsBlocked = 1)";
     /// Copy an execution's rows to the log (`UpdateExecutionLog`).
-    ARCHIVE_EXECUTION = "INSERT INTO procfwk.ExecutionLog (LocalExecutionId, StageId, PipelineId, CallingOrchestratorName, ResourceGroupName, OrchestratorType, OrchestratorName, PipelineName, StartDateTime, PipelineStatus, EndDateTime, PipelineRunId, PipelineParamsUsed) \
-        SELECT LocalExecutionId, StageId, PipelineId, CallingOrchestratorName, ResourceGroupName, OrchestratorType, OrchestratorName, PipelineName, StartDateTime, PipelineStatus, EndDateTime, PipelineRunId, PipelineParamsUsed \
+    ARCHIVE_EXECUTION = "INSERT INTO procfwk.ExecutionLog (LocalExecutionId, StageId, PipelineId, CallingOrchestratorName, ResourceGroupName, OrchestratorType, OrchestratorName, PipelineName, StartDateTime, PipelineStatus, EndDateTime, PipelineRunId, PipelineParamsUsed, RunLink) \
+        SELECT LocalExecutionId, StageId, PipelineId, CallingOrchestratorName, ResourceGroupName, OrchestratorType, OrchestratorName, PipelineName, StartDateTime, PipelineStatus, EndDateTime, PipelineRunId, PipelineParamsUsed, RunLink \
         FROM procfwk.CurrentExecution WHERE LocalExecutionId = @P1";
     DELETE_EXECUTION = "DELETE FROM procfwk.CurrentExecution WHERE LocalExecutionId = @P1";
     /// Stages still to run, in order (`GetStages`).
@@ -139,8 +139,9 @@ statements! {
     CLAIM_TAKEOVER = "UPDATE procfwk.CurrentExecution SET ClaimToken = @P4, ClaimedDateTime = @P5 \
         WHERE LocalExecutionId = @P1 AND StageId = @P2 AND PipelineId = @P3 AND PipelineStatus = 'Running' AND PipelineRunId IS NULL \
         AND COALESCE(ClaimToken, '00000000-0000-0000-0000-000000000000') = @P6";
-    /// `SetLogPipelineRunId`: only the holder of the claim (@P5) records, and only the first run id.
-    RECORD_RUN_ID = "UPDATE procfwk.CurrentExecution SET PipelineRunId = @P4 WHERE LocalExecutionId = @P1 AND StageId = @P2 AND PipelineId = @P3 AND PipelineStatus = 'Running' AND PipelineRunId IS NULL AND ClaimToken = @P5";
+    /// `SetLogPipelineRunId`: only the holder of the claim (@P5) records, and only the first run id, with
+    /// the run's portal link (@P6).
+    RECORD_RUN_ID = "UPDATE procfwk.CurrentExecution SET PipelineRunId = @P4, RunLink = @P6 WHERE LocalExecutionId = @P1 AND StageId = @P2 AND PipelineId = @P3 AND PipelineStatus = 'Running' AND PipelineRunId IS NULL AND ClaimToken = @P5";
     /// `SetLogPipelineLastStatusCheck`.
     RECORD_CHECK = "UPDATE procfwk.CurrentExecution SET LastStatusCheckDateTime = @P4 WHERE LocalExecutionId = @P1 AND StageId = @P2 AND PipelineId = @P3";
     /// Set a worker's final status, only if it is still the run we think it is.
@@ -151,8 +152,8 @@ statements! {
     SET_ACTIVITY_FAILED = "UPDATE procfwk.CurrentExecution SET PipelineStatus = @P4, EndDateTime = COALESCE(EndDateTime, @P5) \
         WHERE LocalExecutionId = @P1 AND StageId = @P2 AND PipelineId = @P3 AND PipelineStatus = 'Running'";
     /// Copy one worker's row to the log.
-    LOG_WORKER = "INSERT INTO procfwk.ExecutionLog (LocalExecutionId, StageId, PipelineId, CallingOrchestratorName, ResourceGroupName, OrchestratorType, OrchestratorName, PipelineName, StartDateTime, PipelineStatus, EndDateTime, PipelineRunId, PipelineParamsUsed) \
-        SELECT LocalExecutionId, StageId, PipelineId, CallingOrchestratorName, ResourceGroupName, OrchestratorType, OrchestratorName, PipelineName, StartDateTime, PipelineStatus, EndDateTime, PipelineRunId, PipelineParamsUsed \
+    LOG_WORKER = "INSERT INTO procfwk.ExecutionLog (LocalExecutionId, StageId, PipelineId, CallingOrchestratorName, ResourceGroupName, OrchestratorType, OrchestratorName, PipelineName, StartDateTime, PipelineStatus, EndDateTime, PipelineRunId, PipelineParamsUsed, RunLink) \
+        SELECT LocalExecutionId, StageId, PipelineId, CallingOrchestratorName, ResourceGroupName, OrchestratorType, OrchestratorName, PipelineName, StartDateTime, PipelineStatus, EndDateTime, PipelineRunId, PipelineParamsUsed, RunLink \
         FROM procfwk.CurrentExecution WHERE LocalExecutionId = @P1 AND StageId = @P2 AND PipelineId = @P3";
     INSERT_ERROR = "INSERT INTO procfwk.ErrorLog (LocalExecutionId, PipelineRunId, ActivityRunId, ActivityName, ActivityType, ErrorCode, ErrorType, ErrorMessage) VALUES (@P1, @P2, @P3, @P4, @P5, @P6, @P7, @P8)";
     /// Simple failure handling: every worker of a later stage is blocked.
@@ -166,7 +167,7 @@ statements! {
     /// Adopt the run a dead claim produced: only while the claim seen (@P5; the nil GUID for a claim
     /// without a token) still holds and no run id is recorded — a compare-and-set, so of two callers
     /// adopting at once one records and the other finds the run recorded.
-    ADOPT_RUN = "UPDATE procfwk.CurrentExecution SET PipelineRunId = @P4 \
+    ADOPT_RUN = "UPDATE procfwk.CurrentExecution SET PipelineRunId = @P4, RunLink = @P6 \
         WHERE LocalExecutionId = @P1 AND StageId = @P2 AND PipelineId = @P3 AND PipelineStatus = 'Running' AND PipelineRunId IS NULL \
         AND COALESCE(ClaimToken, '00000000-0000-0000-0000-000000000000') = @P5";
     /// Give up a dead claim that produced no run (status @P4): compare-and-set on the claim seen (@P6).

@@ -108,6 +108,11 @@ pub fn start() -> StartExecution {
     }
 }
 
+/// A run link for a recorded run the test does not look at.
+pub fn test_link() -> String {
+    "https://adf.azure.com/monitoring/pipelineruns/00000000-0000-0000-0000-000000000000".into()
+}
+
 /// Start, claim and settle one worker; returns its run id.
 pub async fn run_worker(store: &Store, key: WorkerKey, outcome: WorkerOutcome) -> RunId {
     let plan = store.run(&ReadWorker { key }).await.expect("plan");
@@ -124,7 +129,12 @@ pub async fn run_worker(store: &Store, key: WorkerKey, outcome: WorkerOutcome) -
     assert_eq!(claim, Claim::Claimed, "{key}");
     let run_id = RunId::from_store(Uuid::new_v4());
     assert!(store
-        .run(&RecordRunId { key, run_id, token })
+        .run(&RecordRunId {
+            key,
+            run_id,
+            token,
+            link: format!("https://adf.azure.com/monitoring/pipelineruns/{run_id}"),
+        })
         .await
         .expect("record"));
     store
@@ -269,6 +279,7 @@ pub async fn suite(store: Store, init: bool) {
                 key: ie,
                 run_id: RunId::from_store(Uuid::new_v4()),
                 token: other,
+                link: test_link(),
             })
             .await
             .expect("not the claim's holder"),
@@ -278,7 +289,8 @@ pub async fn suite(store: Store, init: bool) {
         .run(&RecordRunId {
             key: ie,
             run_id,
-            token
+            token,
+            link: format!("https://adf.azure.com/monitoring/pipelineruns/{run_id}"),
         })
         .await
         .expect("record"));
@@ -287,7 +299,8 @@ pub async fn suite(store: Store, init: bool) {
             .run(&RecordRunId {
                 key: ie,
                 run_id,
-                token
+                token,
+                link: test_link(),
             })
             .await
             .expect("replayed record"),
@@ -298,7 +311,8 @@ pub async fn suite(store: Store, init: bool) {
             .run(&RecordRunId {
                 key: ie,
                 run_id: RunId::from_store(Uuid::new_v4()),
-                token
+                token,
+                link: test_link(),
             })
             .await
             .expect("second id"),
@@ -337,6 +351,21 @@ pub async fn suite(store: Store, init: bool) {
     assert_eq!(
         by_status(&store, "ExecutionLog").await,
         map(&[("Failed", 1)])
+    );
+    // The failed worker's run link went to the log with its run id.
+    let logged = store
+        .run(&Query(
+            "SELECT PipelineRunId, RunLink FROM procfwk.ExecutionLog WHERE PipelineStatus = 'Failed'",
+        ))
+        .await
+        .expect("log");
+    assert_eq!(logged.len(), 1);
+    let run = logged[0].guid("PipelineRunId").expect("run id");
+    assert_eq!(
+        logged[0].opt_text("RunLink").expect("RunLink"),
+        Some(format!(
+            "https://adf.azure.com/monitoring/pipelineruns/{run}"
+        ))
     );
     assert_eq!(
         count(&store, "SELECT COUNT(0) AS N FROM procfwk.ErrorLog").await,

@@ -289,6 +289,8 @@ fn catalogue(conn: &Connection) -> Result<Vec<String>, StoreError> {
 const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("CurrentExecution", "ClaimToken", "UNIQUEIDENTIFIER NULL"),
     ("CurrentExecution", "ClaimedDateTime", "DATETIME2 NULL"),
+    ("CurrentExecution", "RunLink", "NVARCHAR(1000) NULL"),
+    ("ExecutionLog", "RunLink", "NVARCHAR(1000) NULL"),
 ];
 
 fn upgrade_in_place(conn: &Connection) -> Result<(), StoreError> {
@@ -511,7 +513,7 @@ mod tests {
             panic!("open")
         };
         assert!(backend.upgrade_schema(false).await.is_ok());
-        // Make it a version-2 file: no claim columns, no lease intents, no version 3 or 4, one row of
+        // Make it a version-2 file: no claim columns, no lease intents, no run links, no version 3 to 5, one row of
         // history.
         {
             let Ok(conn) = Connection::open(&path) else {
@@ -520,6 +522,8 @@ mod tests {
             let made = conn.execute_batch(
                 "ALTER TABLE CurrentExecution DROP COLUMN ClaimToken; \
                  ALTER TABLE CurrentExecution DROP COLUMN ClaimedDateTime; \
+                 ALTER TABLE CurrentExecution DROP COLUMN RunLink; \
+                 ALTER TABLE ExecutionLog DROP COLUMN RunLink; \
                  DROP TABLE VmLeaseIntents; \
                  DELETE FROM SchemaVersion WHERE Version >= 3; \
                  INSERT INTO ExecutionLog (LocalExecutionId, StageId, PipelineId, PipelineName) VALUES ('e', 1, 1, 'Wait 1');",
@@ -534,6 +538,8 @@ mod tests {
             [
                 "ALTER TABLE CurrentExecution ADD ClaimToken",
                 "ALTER TABLE CurrentExecution ADD ClaimedDateTime",
+                "ALTER TABLE CurrentExecution ADD RunLink",
+                "ALTER TABLE ExecutionLog ADD RunLink",
                 "CREATE TABLE VmLeaseIntents",
                 "ALTER TABLE VmLeaseIntents ADD PoolKey",
                 "ALTER TABLE VmLeaseIntents ADD Holder",
@@ -541,7 +547,8 @@ mod tests {
                 "ALTER TABLE VmLeaseIntents ADD IntentDateTime",
                 "ALTER TABLE VmLeaseIntents ADD LeaseSeconds",
                 "record schema version 3",
-                "record schema version 4"
+                "record schema version 4",
+                "record schema version 5"
             ]
         );
         let again = backend.upgrade_schema(true).await.unwrap_or_default();
@@ -549,7 +556,7 @@ mod tests {
         let done = backend.upgrade_schema(false).await.unwrap_or_default();
         assert_eq!(done.changes, plan.changes);
         let noop = backend.upgrade_schema(false).await.unwrap_or_default();
-        assert_eq!((noop.found_version, noop.changes.len()), (Some(4), 0));
+        assert_eq!((noop.found_version, noop.changes.len()), (Some(5), 0));
         let Ok(conn) = Connection::open(&path) else {
             panic!("open file")
         };
