@@ -36,8 +36,8 @@
 //! - [`store`]: the metadata store's interface — transitions, transactions, rows and values, errors,
 //!   the one set of statements both backends run, the schema version and deploy scripts, and what a
 //!   `PROCFWK_METADATA_DB` value may say (`store::connection_string`).
-//! - [`domain`]: values that can only hold valid data (GUIDs, resource names, run statuses, run links, the two request
-//!   dialects and their response shapes, worker keys, upstream errors).
+//! - [`domain`]: values that can only hold valid data (GUIDs, resource names, run statuses, run links,
+//!   the two request dialects and their response shapes, worker keys, upstream errors).
 //! - [`config`]: typed settings with their defaults in one place. [`process`]: process-wide tuning of
 //!   `procfwk serve` (glibc malloc arenas).
 //! - [`secret`]: a wrapper that keeps secrets out of logs. [`telemetry`]: tracing set-up. [`fault`]: the

@@ -191,7 +191,7 @@ pub fn run_link(orchestrator: &Orchestrator, subscription: Uuid, run: Uuid) -> O
     use crate::domain::{Guid, OrchestratorType, ResourceName, RunId};
     Some(crate::domain::run_link::link(
         OrchestratorType::parse(&orchestrator.kind)?,
-        &Guid::parse(&subscription.to_string())?,
+        &Guid::from(subscription),
         &ResourceName::parse(&orchestrator.resource_group).ok()?,
         &ResourceName::parse(&orchestrator.name).ok()?,
         &RunId::from_store(run),

@@ -21,6 +21,13 @@ impl Guid {
     }
 }
 
+impl From<uuid::Uuid> for Guid {
+    /// A GUID the store already holds as a `UNIQUEIDENTIFIER` (no text round trip).
+    fn from(value: uuid::Uuid) -> Self {
+        Self(value)
+    }
+}
+
 impl fmt::Display for Guid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.0.hyphenated())

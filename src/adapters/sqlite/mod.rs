@@ -513,8 +513,8 @@ mod tests {
             panic!("open")
         };
         assert!(backend.upgrade_schema(false).await.is_ok());
-        // Make it a version-2 file: no claim columns, no lease intents, no run links, no version 3 to 5, one row of
-        // history.
+        // Make it a version-2 file: no claim columns, no lease intents, no run links, no version 3 to 5,
+        // one row of history.
         {
             let Ok(conn) = Connection::open(&path) else {
                 panic!("open file")
